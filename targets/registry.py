@@ -1,6 +1,7 @@
 """Name -> factory registry for targets.  Adding a target is one decorated factory."""
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 from .base import Target
@@ -34,4 +35,15 @@ def get_target(name: str, **kwargs: Any) -> Target:
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown target {name!r}; available targets: {', '.join(available_targets())}")
-    return _REGISTRY[name](**kwargs)
+    factory = _REGISTRY[name]
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        sig = None
+    if sig is not None:
+        try:
+            sig.bind(**kwargs)
+        except TypeError as err:
+            accepted = [p for p in sig.parameters if p != "self"]
+            raise TypeError(f"bad arguments for target {name!r}: {err}; accepted: {accepted}") from None
+    return factory(**kwargs)

@@ -158,6 +158,11 @@ def test_bad_kwargs_name_the_argument(name, kwargs, arg):
         get_target(name, **kwargs)
 
 
+def test_unknown_kwarg_is_named():
+    with pytest.raises(TypeError, match="radios"):
+        get_target("ring8", radios=3.0)
+
+
 def test_log_prob_rejects_bad_input():
     t = get_target("ring8")
     with pytest.raises(ValueError, match="shape"):
