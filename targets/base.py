@@ -117,13 +117,6 @@ def nearest_center(x: torch.Tensor, centers: torch.Tensor, chunk: int = 8192) ->
     return torch.cat(out)
 
 
-def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor | float, std: torch.Tensor | float) -> torch.Tensor:
-    """Elementwise log N(x; mean, std²)."""
-    z = (x - mean) / std
-    log_std = torch.log(std) if isinstance(std, torch.Tensor) else math.log(std)
-    return -0.5 * z * z - log_std - 0.5 * math.log(2 * math.pi)
-
-
 def check_positive(name: str, value: Any) -> float:
     """A finite float > 0, or ValueError naming the argument."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
