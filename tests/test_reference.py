@@ -39,10 +39,17 @@ SMALL = dict(chains=2, warmup=300, draws=500, progress=False)
 
 
 @pytest.fixture(scope="module")
-def ref_and_cache(tmp_path_factory):
+def gauss_ref():
+    return nuts(gauss_log_density, 3, seed=0, **SMALL)
+
+
+@pytest.fixture(scope="module")
+def schools_ref(tmp_path_factory):
+    """(target, reference, cache_dir): NUTS through the target's JAX log-density, cached."""
+    posteriors = pytest.importorskip("targets.posteriors")  # needs the targets registry
+    target = posteriors.EightSchoolsNonCentred()
     cache_dir = tmp_path_factory.mktemp("nuts_cache")
-    ref = nuts(gauss_log_density, 3, seed=0, cache_dir=cache_dir, cache_key="gauss3", **SMALL)
-    return ref, cache_dir
+    return target, nuts(target, seed=0, cache_dir=cache_dir, **SMALL), cache_dir
 
 
 # ---------------------------------------------------------------- bridge -----------------
@@ -114,8 +121,8 @@ def test_nuts_bad_input_fails_before_sampling():
 
 
 # ---------------------------------------------------------------- NUTS -------------------
-def test_nuts_correlated_gaussian_moments(ref_and_cache):
-    ref, _ = ref_and_cache
+def test_nuts_correlated_gaussian_moments(gauss_ref):
+    ref = gauss_ref
     assert isinstance(ref, Reference)
     assert ref.draws.shape == (2, 500, 3) and ref.draws.dtype == np.float64
     x = ref.draws.reshape(-1, 3)
@@ -151,30 +158,28 @@ def test_reliability_flags():
 
 
 # ---------------------------------------------------------------- cache ------------------
-def test_cache_reuse_recompute_and_damage(ref_and_cache):
-    ref, cache_dir = ref_and_cache
-    again = nuts(gauss_log_density, 3, seed=0, cache_dir=cache_dir, cache_key="gauss3", **SMALL)
+def test_cache_reuse_recompute_and_damage(schools_ref):
+    target, ref, cache_dir = schools_ref
+    again = nuts(target, seed=0, cache_dir=cache_dir, **SMALL)
     assert again.from_cache and not ref.from_cache
     np.testing.assert_array_equal(again.draws, ref.draws)
     assert again.diagnostics["rhat_max"] == pytest.approx(ref.diagnostics["rhat_max"])
+    assert again.reliable == ref.reliable
 
     # A changed setting (fewer draws) is a different key: recomputed, not reused.
     short_settings = dict(SMALL, draws=250)
-    short = nuts(gauss_log_density, 3, seed=0, cache_dir=cache_dir, cache_key="gauss3", **short_settings)
-    assert not short.from_cache and short.draws.shape == (2, 250, 3)
-    # A different cache_key (another target) is a different key too.
-    files = sorted(p.name for p in cache_dir.iterdir() if p.suffix == ".npz")
-    assert len(files) == 2
+    short = nuts(target, seed=0, cache_dir=cache_dir, **short_settings)
+    assert not short.from_cache and short.draws.shape == (2, 250, 10)
+    assert len(list(cache_dir.glob("*.npz"))) == 2 and len(list(cache_dir.glob("*.json"))) == 2
 
     # Damage the short run's draws file: detected by its checksum and recomputed.
     for npz in cache_dir.glob("*.npz"):
         if np.load(npz)["draws"].shape[1] == 250:
             npz.write_bytes(npz.read_bytes()[:100])
-    redo = nuts(gauss_log_density, 3, seed=0, cache_dir=cache_dir, cache_key="gauss3", **short_settings)
+    redo = nuts(target, seed=0, cache_dir=cache_dir, **short_settings)
     assert not redo.from_cache
     np.testing.assert_array_equal(redo.draws, short.draws)  # same seed, same draws
-    assert nuts(gauss_log_density, 3, seed=0, cache_dir=cache_dir, cache_key="gauss3",
-                **short_settings).from_cache
+    assert nuts(target, seed=0, cache_dir=cache_dir, **short_settings).from_cache
 
 
 def test_draw_cache_detects_mismatch_and_corruption(tmp_path):
@@ -198,3 +203,72 @@ def test_draw_cache_detects_mismatch_and_corruption(tmp_path):
     npz.write_bytes(b"")
     assert cache.load("k", settings) is None and "checksum" in cache.last_miss_reason
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporaries
+
+
+# ---------------------------------------------------------------- eight schools ----------
+def _eight_schools():
+    posteriors = pytest.importorskip("targets.posteriors")  # needs the targets registry
+    return posteriors.EightSchoolsCentred(), posteriors.EightSchoolsNonCentred()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_eight_schools_log_z_and_sampler_by_prior_importance_sampling(seed):
+    """Independent check of log_Z, the density's normalisation and the exact sampler:
+    importance sampling from the prior (mu ~ N(0,5²), tau ~ HalfCauchy(5), eta ~ N(0,1))."""
+    import math
+
+    centred, noncentred = _eight_schools()
+    g = torch.Generator().manual_seed(seed)
+    n = 200_000
+    mu = 5 * torch.randn(n, generator=g, dtype=torch.float64)
+    tau = 5 * torch.tan(math.pi / 2 * torch.rand(n, generator=g, dtype=torch.float64))
+    eta = torch.randn(n, 8, generator=g, dtype=torch.float64)
+    x = torch.cat([mu[:, None], tau.log()[:, None], eta], 1)
+    log_prior = (-0.5 * (mu / 5) ** 2 - math.log(5) - 0.5 * math.log(2 * math.pi)
+                 + math.log(2 / (math.pi * 5)) - torch.log1p((tau / 5) ** 2) + x[:, 1]
+                 + (-0.5 * eta**2 - 0.5 * math.log(2 * math.pi)).sum(1))
+    log_w = noncentred.log_prob(x) - log_prior
+    log_z = float(torch.logsumexp(log_w, 0) - math.log(n))
+    w = torch.softmax(log_w, 0)
+    ess = float(1 / (w**2).sum())
+    assert ess > 20_000
+    # Relative error of the IS evidence ~ 1/sqrt(ESS) <= 0.007: allow 0.03 in log Z.
+    assert log_z == pytest.approx(noncentred.log_Z, abs=0.03)
+    assert centred.log_Z == pytest.approx(noncentred.log_Z, abs=1e-12)
+    # Exact sampler vs importance-weighted posterior moments (both Monte Carlo: stated 5 sigma).
+    exact = noncentred.to_school_effects(noncentred.sample(100_000, g).double())
+    for k, v in [(0, mu), (1, torch.log(tau))]:
+        is_mean = float((w * v).sum())
+        sd = float(exact[:, k].std()) if k == 0 else float(torch.log(exact[:, 1]).std())
+        ex_mean = float(exact[:, 0].mean()) if k == 0 else float(torch.log(exact[:, 1]).mean())
+        assert abs(is_mean - ex_mean) < 5 * sd * (1 / math.sqrt(ess) + 1 / math.sqrt(100_000))
+
+
+def test_eight_schools_parameterisations_agree():
+    centred, noncentred = _eight_schools()
+    jnp = pytest.importorskip("jax.numpy")
+    from freeflow.reference.bridge import enable_x64
+
+    enable_x64()
+    x = noncentred.sample(50, torch.Generator().manual_seed(3)).double()
+    tau = x[:, 1].exp()
+    xc = torch.cat([x[:, :2], x[:, :1] + tau[:, None] * x[:, 2:]], 1)
+    # Change of variables eta -> theta = mu + tau eta has log-Jacobian 8 s.
+    torch.testing.assert_close(centred.log_prob(xc) + 8 * x[:, 1], noncentred.log_prob(x),
+                               rtol=1e-12, atol=1e-9)
+    for t, pts in [(centred, xc), (noncentred, x)]:
+        jax_vals = np.array([float(t.log_prob_jax(jnp.asarray(p.numpy()))) for p in pts[:5]])
+        np.testing.assert_allclose(jax_vals, t.log_prob(pts[:5]).numpy(), rtol=1e-12)
+        assert t.config() == {"name": t.name} and t.dim == 10
+
+
+def test_nuts_on_target_with_jax_log_density_matches_exact(schools_ref):
+    """The Target path (log_prob_jax, no bridge) on non-centred eight schools vs exact draws."""
+    noncentred, ref, _ = schools_ref
+    assert ref.settings["backend"] == "jax" and ref.draws.shape == (2, 500, 10)
+    exact = noncentred.sample(50_000, torch.Generator().manual_seed(0)).double().numpy()
+    x = ref.draws.reshape(-1, 10)
+    sd = exact.std(0)
+    # Mean error in posterior sd: MC error 1/sqrt(ESS) with ESS >= 200 -> allow 0.3.
+    np.testing.assert_array_less(np.abs(x.mean(0) - exact.mean(0)) / sd, 0.3)
+    np.testing.assert_array_less(np.abs(x.std(0) / sd - 1), 0.25)

@@ -242,9 +242,7 @@ def nuts(
         elif tdim is not None and int(tdim) != int(dim):
             raise ValueError(f"dim={dim} differs from the target's dim={tdim}")
         if jax_log_density is None:
-            jax_log_density = getattr(target, "log_prob_jax", None)
-            if jax_log_density is not None and not callable(jax_log_density):
-                jax_log_density = None
+            jax_log_density = _target_jax_log_density(target, dim)
         tname = getattr(target, "name", None) or type(target).__name__
         config = target.config() if callable(getattr(target, "config", None)) else None
         key_material = {"target": tname, "config": config} if config is not None else None
@@ -493,6 +491,22 @@ def _step_stats(arrays: dict) -> dict:
     return {
         "step_size": np.asarray(arrays["step_size"]).reshape(-1).tolist(),
     }
+
+
+def _target_jax_log_density(target: Any, dim: int | None) -> Callable | None:
+    """The target's ``log_prob_jax`` if it has a working one (the base class raises
+    NotImplementedError), else None (then its torch log_prob is bridged)."""
+    fn = getattr(target, "log_prob_jax", None)
+    if not callable(fn) or dim is None:
+        return None
+    enable_x64()
+    import jax.numpy as jnp
+
+    try:
+        fn(jnp.zeros(int(dim)))
+    except NotImplementedError:
+        return None
+    return fn
 
 
 def _initial_positions(init: Any, chains: int, dim: int, seed: int) -> np.ndarray:
