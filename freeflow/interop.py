@@ -122,3 +122,11 @@ def diagnostics(draws: np.ndarray) -> dict[str, float]:
         "ess_bulk_min": float(np.min(_values(az.ess(idata, method="bulk")))),
         "ess_tail_min": float(np.min(_values(az.ess(idata, method="tail")))),
     }
+
+
+def sampler_to_inference_data(sampler: Any, n: int, chains: int = 4, var_names: Sequence[str] | None = None):
+    """``to_inference_data(sampler.sample(n), chains, var_names)``: the body of
+    ``OneStepSampler.to_inference_data(n)``."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    return to_inference_data(sampler.sample(int(n)), chains=chains, var_names=var_names)
