@@ -107,6 +107,7 @@ class Report:
         ref = self.reference
         status = "reliable" if ref.get("reliable", True) else "UNRELIABLE: " + "; ".join(ref["reasons"])
         lines.append(f"reference: {ref['name']} ({ref['kind']}, n_ref={ref['n']}) - {status}")
+        lines += [f"note reference: {note}" for note in ref.get("notes", [])]
         lines.append("  ".join(f"{c:<{w}}" for c, w in cols))
         for m in self.methods:
             row = [m.name[:16],
@@ -367,8 +368,8 @@ def _reference(reference: Any, target: Any, n_ref: int, seed: int):
                 "reliable": bool(reference.reliable), "reasons": list(reference.reasons),
                 "summary": reference.summary()}
         if target is not None and getattr(target, "has_exact_sampler", False):
-            info["reasons"] = info["reasons"] + [
-                "the target has an exact sampler: prefer exact samples as the reference"]
+            info["notes"] = ["the target has an exact sampler: prefer exact samples as the "
+                             "reference (NUTS can be biased or miss modes)"]
         return info, x, draws
     if _looks_like_target(reference) or (reference is None and target is not None):
         t = reference if reference is not None else target

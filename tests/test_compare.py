@@ -208,3 +208,27 @@ def test_vi_baseline_learns_a_gaussian_and_reports_is_ess(one_thread):
         VIBaseline(t.log_prob, 2, flow="nope")
     with pytest.raises(ValueError, match="dim"):
         VIBaseline(t.log_prob, 1)
+
+
+def test_cli_compare_end_to_end(tmp_path, one_thread):
+    targets = pytest.importorskip("targets")
+    if not hasattr(targets, "get_target") or "ring8" not in targets.available_targets():
+        pytest.skip("needs the targets registry")
+    import argparse
+
+    from freeflow.cli_compare import add_compare_subcommand
+
+    parser = argparse.ArgumentParser(prog="freeflow")
+    add_compare_subcommand(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "ring8"
+    args = parser.parse_args(["compare", "--target", "ring8", "--out", str(out), "--steps", "20",
+                              "--n", "300", "--no-nuts", "--vi-seconds", "1", "--vi-flow", "realnvp",
+                              "--no-progress", "--no-figures", "--set", "batch_size=256"])
+    assert args.func(args) == 0
+    data = json.loads((out / "report.json").read_text())
+    assert [m["name"] for m in data["methods"]] == ["freeflow", "normflows VI"]
+    assert data["reference"]["kind"] == "exact" and (out / "report.md").exists()
+    assert data["methods"][0]["costs"]["train_s"] > 0
+    with pytest.raises(SystemExit, match="--target"):
+        bad = parser.parse_args(["compare", "--target", "nope", "--out", str(out)])
+        bad.func(bad)
