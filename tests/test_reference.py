@@ -272,3 +272,11 @@ def test_nuts_on_target_with_jax_log_density_matches_exact(schools_ref):
     # Mean error in posterior sd: MC error 1/sqrt(ESS) with ESS >= 200 -> allow 0.3.
     np.testing.assert_array_less(np.abs(x.mean(0) - exact.mean(0)) / sd, 0.3)
     np.testing.assert_array_less(np.abs(x.std(0) / sd - 1), 0.25)
+
+
+def test_draw_cache_requires_named_arrays(tmp_path):
+    cache = DrawCache(tmp_path, "unit")
+    cache.save("k", {"a": 1}, {"draws": np.zeros((1, 2, 1))}, {})
+    assert cache.load("k", {"a": 1}, required=("divergent",)) is None
+    assert "missing" in cache.last_miss_reason
+    assert cache.load("k", {"a": 1}) is not None

@@ -84,10 +84,14 @@ class DrawCache:
         return self.dir / f"{stem}.npz", self.dir / f"{stem}.json"
 
     def load(
-        self, key_material: Any, settings: dict, expected_shape: tuple[int, ...] | None = None
+        self,
+        key_material: Any,
+        settings: dict,
+        expected_shape: tuple[int, ...] | None = None,
+        required: tuple[str, ...] = (),
     ) -> tuple[dict[str, np.ndarray], dict] | None:
         """Arrays and scalars stored for (key_material, settings), or None (reason in
-        ``last_miss_reason``)."""
+        ``last_miss_reason``).  ``required``: array names that must be present besides draws."""
         key = cache_key(key_material, settings)
         npz_path, json_path = self.paths(key)
         if not json_path.exists() or not npz_path.exists():
@@ -120,6 +124,10 @@ class DrawCache:
         draws = arrays.get("draws")
         if draws is None or (expected_shape is not None and draws.shape != tuple(expected_shape)):
             self.last_miss_reason = "draws have the wrong shape"
+            return None
+        missing = [k for k in required if k not in arrays]
+        if missing:
+            self.last_miss_reason = f"arrays {missing} missing from the draws file"
             return None
         if not np.isfinite(draws).all():
             self.last_miss_reason = "draws contain non-finite values"

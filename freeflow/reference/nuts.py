@@ -266,6 +266,7 @@ def nuts(
         "target_acceptance_rate": float(target_acceptance_rate),
         "max_num_doublings": max_num_doublings,
         "dense_mass": bool(dense_mass),
+        "chunk": chunk,  # the per-draw random keys depend on it
         "backend": "jax" if jax_log_density is not None else f"torch-bridge[{torch_dtype}]",
         "adaptation": "window_adaptation per chain (vmap)",
         "blackjax": blackjax.__version__,
@@ -285,7 +286,8 @@ def nuts(
                 "hashed reliably); Targets are keyed by their config()"
             )
         cache = DrawCache(cache_dir, name=name)
-        hit = cache.load(key_material, settings, expected_shape=(chains, draws, dim))
+        hit = cache.load(key_material, settings, expected_shape=(chains, draws, dim),
+                         required=("divergent", "num_integration_steps", "step_size"))
         if hit is not None:
             arrays, scalars = hit
             diag = _diagnose(arrays["draws"], arrays["divergent"], arrays["num_integration_steps"])
