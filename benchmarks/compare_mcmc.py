@@ -37,6 +37,7 @@ DEFAULT_TARGETS = ["logreg_breast_cancer", "funnel10", "gmm40", "ring8"]
 
 def run_target(name: str, args) -> dict:
     import targets
+    import targets.posteriors  # noqa: F401  (registers the eight-schools targets)
     from freeflow import OneStepSampler
     from freeflow.baselines import fit_vi
     from freeflow.compare import compare

@@ -64,6 +64,8 @@ def add_compare_subcommand(subparsers) -> argparse.ArgumentParser:
 
 def run_compare(args) -> int:
     import targets
+    import targets.posteriors  # noqa: F401  (registers the eight-schools targets)
+
     from .compare import compare
 
     for name in ("steps", "n", "chains", "warmup", "draws"):
