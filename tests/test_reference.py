@@ -280,3 +280,15 @@ def test_draw_cache_requires_named_arrays(tmp_path):
     assert cache.load("k", {"a": 1}, required=("divergent",)) is None
     assert "missing" in cache.last_miss_reason
     assert cache.load("k", {"a": 1}) is not None
+
+
+def test_atomic_write_keeps_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from freeflow.reference.cache import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o666 & ~mask
