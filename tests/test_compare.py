@@ -137,6 +137,7 @@ def test_nuts_reference_floor_from_chain_splits_and_costs():
     assert nuts.costs["s_per_1e4"] == pytest.approx(4.0 / 4000 * 1e4)
     assert any("unreliable NUTS run" in f for f in nuts.flags)
     assert "UNRELIABLE" in rep.table()
+    assert "energy_distance" not in nuts.metrics and any("is the reference" in x for x in nuts.notes)
     # Exact-i.i.d. toy samples vs this (i.i.d.) fake NUTS reference: at the rescaled floor.
     for k in ("energy_distance", "mmd", "mean_err_max"):
         assert toy.metrics[k] <= 3 * rep.floors[k]["max"], (k, rep.table())
