@@ -27,7 +27,7 @@ from .validation import check_log_density, check_positive_float, check_positive_
 
 Tensor = torch.Tensor
 
-__all__ = ["OneStepSampler", "default_settings"]
+__all__ = ["OneStepSampler", "default_settings", "default_steps"]
 
 FORMAT = "freeflow.OneStepSampler/1"
 
@@ -58,6 +58,11 @@ def default_settings(dim: int) -> dict[str, Any]:
         "covariance": "full",
         "init_scale": 1.0,
     }
+
+
+def default_steps(dim: int) -> int:
+    """Training length that the defaults were measured with (docs/benchmarks.md)."""
+    return 3000
 
 
 def _is_target(obj) -> bool:
@@ -164,7 +169,7 @@ class OneStepSampler:
     # -- training ------------------------------------------------------------------------------
     def fit(
         self,
-        steps: int = 3000,
+        steps: int | None = None,
         *,
         progress: bool = True,
         log: str | os.PathLike | None = None,
@@ -179,6 +184,8 @@ class OneStepSampler:
         ``steps``; the result equals the uninterrupted run. Returns this call's diagnostics
         (one dict per step); ``self.history`` accumulates all of them.
         """
+        if steps is None:
+            steps = default_steps(self.dim)
         check_positive_int(steps, "steps")
         cbs = [ProgressBar(enabled=progress)]
         if log is not None:
