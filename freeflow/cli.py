@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(sub)
     _add_targets(sub)
     _add_divergences(sub)
+    from .cli_compare import add_compare_subcommand
+
+    add_compare_subcommand(sub)
     return parser
 
 

@@ -218,6 +218,12 @@ class OneStepSampler:
             out.append(net(torch.randn(m, self.settings["noise_dim"], generator=rng)))
         return torch.cat(out)
 
+    def to_inference_data(self, n: int = 4000, chains: int = 4, var_names=None):
+        """arviz InferenceData of n samples split into ``chains`` independent batches."""
+        from .interop import sampler_to_inference_data
+
+        return sampler_to_inference_data(self, n, chains=chains, var_names=var_names)
+
     # -- persistence ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
