@@ -77,6 +77,7 @@ def data_default_settings(dim: int) -> dict[str, Any]:
         "alpha_max": 4.0,
         "alpha_power": 3.0,         # p(α) ∝ α^(−k)
         "uncond_size": None,        # unconditional reals per step; None = data_batch_size
+        "self_term": "independent", # "same": biased same-batch self term (for ablations only)
     }
 
 
@@ -156,6 +157,7 @@ class DataDrift:
     alpha_max: float = 4.0
     alpha_power: float = 3.0
     uncond_size: int = 256
+    self_term: str = "independent"
     source_mean: Tensor | None = None
     source_std: Tensor | None = None
     data: Tensor | None = field(default=None, repr=False)
@@ -169,6 +171,8 @@ class DataDrift:
             raise ValueError(f"guidance must be 'velocity' or 'distribution', got {self.guidance!r}")
         if self.guidance == "distribution" and self.velocity != "sinkhorn":
             raise ValueError("guidance='distribution' needs velocity='sinkhorn' (weighted column marginals)")
+        if self.self_term not in ("independent", "same"):
+            raise ValueError(f"self_term must be 'independent' or 'same', got {self.self_term!r}")
         self._class_index: list[Tensor] = []
 
     def attach(self, data: Tensor, labels: Tensor | None) -> None:
@@ -204,6 +208,8 @@ class DataDrift:
             x = generator(self.generator_input(n, rng))  # (n, d), with graph
             with torch.no_grad():
                 x_prime = generator(self.generator_input(n, rng))  # independent second batch
+                if self.self_term == "same":
+                    x_prime = x.detach()
                 data = self._rows(self.data, m, rng)
                 v = self._field(x.detach(), data, x_prime)
                 info = {"v_raw_rms": float(v.pow(2).mean().sqrt())}
@@ -310,7 +316,7 @@ class DataFlow:
             batch_size=s["batch_size"], data_batch_size=s["data_batch_size"], noise_dim=self.noise_dim,
             num_classes=num_classes, classes_per_step=s["classes_per_step"], guidance=s["guidance"],
             alpha_max=float(s["alpha_max"]), alpha_power=float(s["alpha_power"]),
-            uncond_size=s["uncond_size"], source_mean=src_mean, source_std=src_std,
+            uncond_size=s["uncond_size"], self_term=s["self_term"], source_mean=src_mean, source_std=src_std,
         )
         self.drift.source = source
         self.cond_dim = 0 if num_classes is None else num_classes + GUIDANCE_EMBED_DIM
