@@ -4,9 +4,11 @@
 
 Times the drift alone (no generator): V at N generated points against N data points and an
 independent N-point second batch, float32, CPU.  For Sinkhorn, also the converged geomloss
-solver (default ε-scaling 0.5, tensorized backend, same absolute ε) computing the same two
-maps from its dual potentials: the fixed-iteration solver is the training estimator, geomloss
-the oracle; this shows what converging would cost.
+solver (default ε-scaling 0.5, tensorized backend, the same absolute ε as ``sinkhorn_1eps``)
+computing the same two maps from its dual potentials: the fixed-iteration solver is the training
+estimator, geomloss the oracle; this shows what (approximately) converging would cost.  Note that
+geomloss at scaling 0.5 is itself not tightly converged (marginal errors ~1e-2 remain even at
+scaling 0.99 in our tests).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 FIELDS = {
     "sinkhorn": lambda x, y, z: sinkhorn_velocity(x, y, z, rel_eps=(0.01, 0.05), num_iters=5),
+    "sinkhorn_1eps": lambda x, y, z: sinkhorn_velocity(x, y, z, rel_eps=0.05, num_iters=5),
     "drifting": lambda x, y, z: drifting_velocity(x, y, z),
     "mmd": lambda x, y, z: mmd_velocity(x, y, z),
     "kde_kl": lambda x, y, z: kde_ratio_velocity(x, y, z),
