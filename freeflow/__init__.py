@@ -11,6 +11,7 @@ from .sampler import OneStepSampler, default_settings, default_steps
 from .train import TrainConfig, Trainer
 from . import reference
 from .compare import Report, compare
+from .dataflow import DataFlow
 from .interop import to_inference_data
 
 __version__ = "0.1.0"
@@ -18,5 +19,5 @@ __version__ = "0.1.0"
 __all__ = [
     "OneStepSampler", "default_settings", "default_steps", "Divergence", "get_divergence", "available_divergences",
     "register_divergence", "DensityEstimator", "KDE", "ResidualMLP", "EMA", "Trainer", "TrainConfig",
-    "compare", "Report", "to_inference_data", "reference",
+    "compare", "Report", "DataFlow", "to_inference_data", "reference",
 ]

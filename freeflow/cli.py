@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_compare import add_compare_subcommand
 
     add_compare_subcommand(sub)
+    from .cli_data import add_fit_data_subcommand
+
+    add_fit_data_subcommand(sub)
     return parser
 
 
