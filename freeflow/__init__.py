@@ -1,0 +1,18 @@
+"""freeflow: one-step samplers for unnormalised densities.
+
+A neural generator maps Gaussian noise to samples of a target in one forward pass; it is
+trained by compressing a Wasserstein gradient flow of an f-divergence into the generator.
+"""
+from .density import DensityEstimator
+from .density.kde import KDE
+from .divergences import Divergence, available_divergences, get_divergence, register_divergence
+from .generators import EMA, ResidualMLP
+from .sampler import OneStepSampler, default_settings
+from .train import TrainConfig, Trainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "OneStepSampler", "default_settings", "Divergence", "get_divergence", "available_divergences",
+    "register_divergence", "DensityEstimator", "KDE", "ResidualMLP", "EMA", "Trainer", "TrainConfig",
+]

@@ -1,0 +1,119 @@
+"""The data-free drift: V(x) = w(r̂(x)) · (β∇log p̃(x) − ∇log q̂(x)) on a generator batch.
+
+Binds a log-density, a divergence, an estimator of q and the schedules to the trainer's drift
+protocol (see :mod:`freeflow.train.trainer`). The maths is in :mod:`freeflow.velocities.fdiv`
+and :mod:`freeflow.density`.
+
+Target annealing: the flow targets p̃^β with β ramped linearly from ``beta0`` to 1 over the
+first ``anneal_fraction`` of training. A tempered target has broader, overlapping modes, so
+the flow spreads the samples over all of them before the modes sharpen — a standard aid for
+mode coverage. β multiplies both log p̃ and its score.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .density.base import DensityEstimator
+from .divergences import Divergence
+from .train.trainer import NonFiniteError
+from .validation import LogDensity, log_density_and_score
+from .velocities.fdiv import effective_sample_fraction, fdiv_velocity, log_ratio_snis, regularize_log_ratio
+
+__all__ = ["ramp", "DataFreeDrift"]
+
+
+def ramp(step: int, total_steps: int, start: float, end: float, fraction: float) -> float:
+    """Linear ramp from ``start`` (step 0) to ``end`` (at ``fraction`` of the run), then flat."""
+    if fraction <= 0 or start == end:
+        return end
+    t = min(step / max(fraction * total_steps, 1.0), 1.0)
+    return start + (end - start) * t
+
+
+@dataclass
+class DataFreeDrift:
+    """Drift for the data-free mode (MATH.md §2).
+
+    Attributes:
+        log_density: batched, differentiable log p̃ (n, d) -> (n,).
+        divergence: supplies w(r).
+        density: estimator of q, refitted to the generator at every step.
+        noise_dim: dimension of the generator's input noise.
+        batch_size: samples per step that carry gradient.
+        reference: "independent" (q̂ from a second, no-grad batch of ``reference_size``) or
+            "loo" (leave-one-out on the training batch itself).
+        beta0, anneal_fraction: target annealing p̃^β (β = 1 throughout when beta0 = 1).
+        max_ratio, temper: regularisation of r̂ (see :func:`regularize_log_ratio`).
+        bandwidth_factor: (start, end) of a linear ramp of a KDE's ``factor`` over the
+            annealing phase; None leaves the estimator alone.
+    """
+
+    log_density: LogDensity
+    divergence: Divergence
+    density: DensityEstimator
+    noise_dim: int
+    batch_size: int
+    reference: str = "independent"
+    reference_size: int | None = None
+    beta0: float = 1.0
+    anneal_fraction: float = 0.0
+    max_ratio: float | None = 20.0
+    temper: float = 1.0
+    bandwidth_factor: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        if self.reference not in ("independent", "loo"):
+            raise ValueError(f"reference must be 'independent' or 'loo', got {self.reference!r}")
+        if not 0 < self.beta0 <= 1:
+            raise ValueError(f"beta0 must lie in (0, 1], got {self.beta0}")
+
+    def beta(self, step: int, total_steps: int) -> float:
+        return ramp(step, total_steps, self.beta0, 1.0, self.anneal_fraction)
+
+    def __call__(self, generator: nn.Module, step: int, rng: torch.Generator, *, total_steps: int):
+        z = torch.randn(self.batch_size, self.noise_dim, generator=rng)
+        x = generator(z)  # (N, d), with graph
+        xd = x.detach()
+        beta = self.beta(step, total_steps)
+        if self.bandwidth_factor is not None and hasattr(self.density, "factor"):
+            f0, f1 = self.bandwidth_factor
+            self.density.factor = ramp(step, total_steps, f0, f1, self.anneal_fraction)
+        with torch.no_grad():
+            if self.reference == "independent":
+                m = self.reference_size or self.batch_size
+                x_ref = generator(torch.randn(m, self.noise_dim, generator=rng))
+                self.density.fit(x_ref)
+                log_q, score_q = self.density.log_prob_and_score(xd)
+            else:
+                self.density.fit(xd)
+                log_q, score_q = self.density.log_prob_and_score(xd, same_batch=True)
+        log_p, score_p = log_density_and_score(self.log_density, xd, step=step)
+        if not torch.isfinite(score_p).all():
+            raise NonFiniteError(f"log_density has a non-finite gradient at step {step}")
+        if not (torch.isfinite(log_q).all() and torch.isfinite(score_q).all()):
+            raise NonFiniteError(f"non-finite estimate of log q or its score at step {step}")
+        with torch.no_grad():
+            log_p, score_p = beta * log_p, beta * score_p
+            raw_log_r = log_ratio_snis(log_p, log_q)
+            log_r = regularize_log_ratio(raw_log_r, max_ratio=self.max_ratio, temper=self.temper)
+            v = fdiv_velocity(score_p, score_q, log_r, self.divergence)
+            info = {
+                "beta": beta,
+                "ess": float(effective_sample_fraction(log_p - log_q)),
+                "max_log_r": float(raw_log_r.max()),
+                "clipped": float((log_r < raw_log_r * self.temper - 1e-6).float().mean()),
+                "log_p_mean": float(log_p.mean() / beta),
+            }
+            if hasattr(self.density, "kernel_std"):
+                info["kernel_std"] = float(self.density.kernel_std.mean())
+        return x, v, info
+
+    def state_dict(self) -> dict:
+        return {"density": self.density.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.density.load_state_dict(state.get("density", {}))

@@ -1,0 +1,58 @@
+"""Crash-safe file output: write to a temporary file beside the target, then rename."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["atomic_write", "atomic_torch_save", "atomic_write_text", "atomic_write_json", "load_checkpoint"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` then atomically move tmp_path onto ``path``.
+
+    An exception or interruption during ``write`` leaves any earlier file at ``path`` intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            fh.write(text)
+
+    return atomic_write(path, write)
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
+    return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """torch.load with ``weights_only=True`` (checkpoints hold plain dicts and tensors only)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated/corrupt files surface here
+        raise ValueError(f"checkpoint {str(path)!r} cannot be read: {e}") from e

@@ -1,0 +1,270 @@
+"""OneStepSampler: the user-facing data-free sampler (MATH.md §1–2).
+
+    sampler = OneStepSampler(log_density, dim=2, divergence="kl_pq", density="kde", seed=0)
+    history = sampler.fit(steps=3000)
+    x = sampler.sample(100_000)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from .datafree import DataFreeDrift
+from .density import DensityEstimator
+from .density.kde import KDE
+from .divergences import get_divergence
+from .generators import ResidualMLP
+from .io import atomic_torch_save, load_checkpoint
+from .train import Checkpoint, History, JSONLLogger, ProgressBar, TrainConfig, Trainer
+from .validation import check_log_density, check_positive_float, check_positive_int
+
+Tensor = torch.Tensor
+
+__all__ = ["OneStepSampler", "default_settings"]
+
+FORMAT = "freeflow.OneStepSampler/1"
+
+
+def default_settings(dim: int) -> dict[str, Any]:
+    """The best settings measured for a dimension (see docs/benchmarks.md for the runs).
+
+    A user who passes only ``log_density`` and ``dim`` gets these.
+    """
+    return {
+        "batch_size": 1024,
+        "reference": "independent",
+        "reference_size": 1024,
+        "noise_dim": max(dim, 4),
+        "hidden": 256,
+        "depth": 3,
+        "lr": 1e-3,
+        "lr_schedule": "cosine",
+        "step_size": 0.5,
+        "grad_clip": 1.0,
+        "ema_decay": 0.999,
+        "beta0": 0.02,
+        "anneal_fraction": 0.5,
+        "max_ratio": 20.0,
+        "temper": 1.0,
+        "bandwidth": "scott",
+        "bandwidth_factor": (0.5, 0.5),
+        "covariance": "full",
+        "init_scale": 1.0,
+    }
+
+
+def _is_target(obj) -> bool:
+    return hasattr(obj, "log_prob") and hasattr(obj, "dim") and callable(getattr(obj, "log_prob"))
+
+
+def _fingerprint(log_density: Callable[[Tensor], Tensor], dim: int) -> list[float]:
+    """log p̃ at fixed probe points, relative to the first: identifies a target up to log Z."""
+    x = torch.randn(16, dim, generator=torch.Generator().manual_seed(20261122))
+    with torch.no_grad():
+        v = log_density(x).double()
+    return (v - v[0]).tolist()
+
+
+class OneStepSampler:
+    """A generator trained to sample from exp(log_density) in one forward pass.
+
+    Args:
+        log_density: batched, differentiable, unnormalised log-density (n, dim) -> (n,);
+            or a target object from :mod:`targets` (its ``log_prob`` and ``dim`` are used).
+        dim: dimension of the samples (taken from a target when omitted).
+        divergence: f-divergence fixing the drift weight, by name (see
+            :func:`freeflow.available_divergences`). ``"kl_pq"`` (forward KL, mass-covering)
+            is the default: it recovers mode weights, which ``"kl_qp"`` does not.
+        density: estimator of the generator's density q: ``"kde"`` or a
+            :class:`~freeflow.density.DensityEstimator` instance.
+        seed: seeds initialisation, training noise and default sampling noise.
+        **settings: override any key of :func:`default_settings`.
+    """
+
+    def __init__(
+        self,
+        log_density,
+        dim: int | None = None,
+        *,
+        divergence: str = "kl_pq",
+        density: str | DensityEstimator = "kde",
+        seed: int = 0,
+        **settings,
+    ):
+        self.target_config = None
+        if _is_target(log_density):
+            target = log_density
+            if dim is not None and dim != target.dim:
+                raise ValueError(f"dim={dim} does not match the target's dimension {target.dim}")
+            dim = target.dim
+            self.target_config = target.config() if hasattr(target, "config") else None
+            log_density = target.log_prob
+        if dim is None:
+            raise ValueError("dim is required when log_density is a plain function")
+        check_positive_int(dim, "dim")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        check_log_density(log_density, dim)
+        unknown = set(settings) - set(default_settings(dim))
+        if unknown:
+            raise TypeError(
+                f"unknown setting(s) {sorted(unknown)}; valid: {sorted(default_settings(dim))}"
+            )
+        self.log_density, self.dim, self.seed = log_density, dim, seed
+        self.divergence = get_divergence(divergence)
+        s = {**default_settings(dim), **settings}
+        for key in ("batch_size", "noise_dim", "hidden"):
+            check_positive_int(s[key], key)
+        if s["reference_size"] is not None:
+            check_positive_int(s["reference_size"], "reference_size")
+        for key in ("lr", "step_size", "init_scale"):
+            check_positive_float(s[key], key)
+        if s["noise_dim"] < dim:
+            raise ValueError(f"noise_dim ({s['noise_dim']}) must be >= dim ({dim})")
+        if s["reference"] == "loo" and s["batch_size"] < 2:
+            raise ValueError("batch_size must be >= 2 for the leave-one-out reference")
+        if isinstance(s["bandwidth_factor"], list):
+            s["bandwidth_factor"] = tuple(s["bandwidth_factor"])
+        self.settings = s
+        self.density_name = density if isinstance(density, str) else type(density).__name__
+        self.density = self._make_density(density, s)
+        torch.manual_seed(seed)  # network initialisation
+        self.generator = ResidualMLP(s["noise_dim"], dim, hidden=s["hidden"], depth=s["depth"],
+                                     init_scale=s["init_scale"])
+        self.drift = DataFreeDrift(
+            log_density=log_density, divergence=self.divergence, density=self.density,
+            noise_dim=s["noise_dim"], batch_size=s["batch_size"], reference=s["reference"],
+            reference_size=s["reference_size"], beta0=s["beta0"],
+            anneal_fraction=s["anneal_fraction"], max_ratio=s["max_ratio"], temper=s["temper"],
+            bandwidth_factor=s["bandwidth_factor"],
+        )
+        cfg = TrainConfig(lr=s["lr"], lr_schedule=s["lr_schedule"], step_size=s["step_size"],
+                          grad_clip=s["grad_clip"], ema_decay=s["ema_decay"])
+        self.trainer = Trainer(self.generator, self.drift, cfg, seed=seed)
+        self.state = self.trainer.init()
+        self.history = History()
+        self._sample_rng = torch.Generator().manual_seed(seed + 1)
+
+    @staticmethod
+    def _make_density(density, s) -> DensityEstimator:
+        if isinstance(density, DensityEstimator):
+            return density
+        if density == "kde":
+            factor = s["bandwidth_factor"][0] if s["bandwidth_factor"] else 1.0
+            return KDE(s["bandwidth"], factor=factor, covariance=s["covariance"])
+        raise ValueError(f"density must be 'kde' or a DensityEstimator, got {density!r}")
+
+    # -- training ------------------------------------------------------------------------------
+    def fit(
+        self,
+        steps: int = 3000,
+        *,
+        progress: bool = True,
+        log: str | os.PathLike | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 500,
+        callbacks: Iterable = (),
+    ) -> History:
+        """Train until ``steps`` steps are done in total (resumes a loaded or interrupted run).
+
+        ``steps`` is the length of the whole schedule (annealing, learning-rate decay): to
+        resume an interrupted run, load its checkpoint and call ``fit`` with the same
+        ``steps``; the result equals the uninterrupted run. Returns this call's diagnostics
+        (one dict per step); ``self.history`` accumulates all of them.
+        """
+        check_positive_int(steps, "steps")
+        cbs = [ProgressBar(enabled=progress)]
+        if log is not None:
+            cbs.append(JSONLLogger(log))
+        if checkpoint is not None:
+            cbs.append(Checkpoint(checkpoint, self.save, every=checkpoint_every))
+        cbs.extend(callbacks)
+        hist = self.trainer.fit(self.state, steps, callbacks=cbs)
+        self.history.extend(hist)
+        return hist
+
+    @property
+    def steps_done(self) -> int:
+        return self.state.step
+
+    @property
+    def training_seconds(self) -> float:
+        return self.state.elapsed
+
+    # -- sampling ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, *, seed: int | None = None, ema: bool = True, chunk_size: int = 65536) -> Tensor:
+        """n samples (n, dim) in one forward pass per chunk (EMA weights unless ``ema=False``)."""
+        check_positive_int(n, "n")
+        net = self.state.ema.module if ema else self.generator
+        rng = torch.Generator().manual_seed(seed) if seed is not None else self._sample_rng
+        out = []
+        for start in range(0, n, chunk_size):
+            m = min(chunk_size, n - start)
+            out.append(net(torch.randn(m, self.settings["noise_dim"], generator=rng)))
+        return torch.cat(out)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "dim": self.dim,
+            "seed": self.seed,
+            "divergence": self.divergence.name,
+            "density": self.density_name,
+            "settings": json.loads(json.dumps(self.settings)),
+            "target": self.target_config,
+            "fingerprint": _fingerprint(self.log_density, self.dim),
+            "trainer": self.trainer.state_dict(self.state),
+            "history": list(self.history),
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a checkpoint atomically (a failed write leaves an earlier file intact)."""
+        return atomic_torch_save(self.state_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, log_density, *, check_target: bool = True) -> "OneStepSampler":
+        """Rebuild a sampler from ``save``'s file; training can continue with ``fit``.
+
+        The checkpoint is checked against ``log_density`` (same dimension, same target config
+        for a target object, same log-density up to a constant at fixed probe points).
+        """
+        ck = load_checkpoint(path)
+        if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+            raise ValueError(f"{str(path)!r} is not a freeflow OneStepSampler checkpoint")
+        dim = ck["dim"]
+        if _is_target(log_density):
+            if log_density.dim != dim:
+                raise ValueError(
+                    f"log_density: checkpoint {str(path)!r} is for dimension {dim}, "
+                    f"the target has dimension {log_density.dim}"
+                )
+            cfg = log_density.config() if hasattr(log_density, "config") else None
+            if check_target and ck["target"] is not None and cfg is not None and cfg != ck["target"]:
+                raise ValueError(
+                    f"log_density: checkpoint {str(path)!r} was trained on target {ck['target']}, "
+                    f"not {cfg}"
+                )
+        settings = dict(ck["settings"])
+        self = cls(log_density, dim, divergence=ck["divergence"],
+                   density=ck["density"] if ck["density"] == "kde" else "kde",
+                   seed=ck["seed"], **settings)
+        if check_target:
+            fp = _fingerprint(self.log_density, dim)
+            if not torch.allclose(torch.tensor(fp), torch.tensor(ck["fingerprint"]), rtol=1e-4, atol=1e-3):
+                raise ValueError(
+                    f"log_density: checkpoint {str(path)!r} was trained on a different "
+                    "log-density (its values at the probe points differ); pass check_target=False "
+                    "to load anyway"
+                )
+        self.trainer.load_state_dict(self.state, ck["trainer"])
+        self.history = History(ck.get("history", []))
+        return self

@@ -1,0 +1,6 @@
+"""The single training loop and its callbacks."""
+from .callbacks import Checkpoint, JSONLLogger, ProgressBar
+from .trainer import Callback, History, NonFiniteError, TrainConfig, Trainer, TrainState, lr_at
+
+__all__ = ["Trainer", "TrainConfig", "TrainState", "History", "Callback", "NonFiniteError",
+           "ProgressBar", "JSONLLogger", "Checkpoint", "lr_at"]

@@ -1,0 +1,98 @@
+"""Callbacks around the training loop: progress bar, JSONL log, periodic checkpoints."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .trainer import Callback, Trainer, TrainState
+
+__all__ = ["ProgressBar", "JSONLLogger", "Checkpoint"]
+
+
+class ProgressBar(Callback):
+    """tqdm bar showing a few diagnostics; disabled when ``enabled`` is False."""
+
+    def __init__(self, keys: Sequence[str] = ("loss", "ess", "beta"), every: int = 10, enabled: bool = True):
+        self.keys, self.every, self.enabled = tuple(keys), max(int(every), 1), enabled
+        self._bar = None
+
+    def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
+        if not self.enabled:
+            return
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=state.total_steps, initial=state.step, desc="freeflow", unit="step",
+                         dynamic_ncols=True, mininterval=0.5)
+
+    def on_step_end(self, trainer: Trainer, state: TrainState, info: dict) -> None:
+        if self._bar is None:
+            return
+        self._bar.update(1)
+        if state.step % self.every == 0:
+            shown = {k: f"{info[k]:.3g}" for k in self.keys if isinstance(info.get(k), (int, float))}
+            self._bar.set_postfix(shown, refresh=False)
+
+    def on_fit_end(self, trainer: Trainer, state: TrainState) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _jsonable(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+class JSONLLogger(Callback):
+    """Appends one JSON object per step to ``path`` (a resumed run drops records past its step)."""
+
+    def __init__(self, path: str | os.PathLike, every: int = 1):
+        self.path, self.every = Path(path), max(int(every), 1)
+        self._fh = None
+
+    def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():  # keep only the records the resumed state has already seen
+            kept = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= state.step:
+                        kept.append(line)
+                except json.JSONDecodeError:
+                    break  # a torn last line from an interrupted write
+            self.path.write_text("".join(f"{line}\n" for line in kept))
+        self._fh = open(self.path, "a")
+
+    def on_step_end(self, trainer: Trainer, state: TrainState, info: dict) -> None:
+        if self._fh is not None and state.step % self.every == 0:
+            self._fh.write(json.dumps({k: _jsonable(v) for k, v in info.items()}) + "\n")
+            self._fh.flush()
+
+    def on_fit_end(self, trainer: Trainer, state: TrainState) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class Checkpoint(Callback):
+    """Calls ``save(path)`` every ``every`` steps and at the end; ``save`` must write atomically.
+
+    Only completed, finite steps reach this hook, so the file on disk is always the last good
+    state.
+    """
+
+    def __init__(self, path: str | os.PathLike, save: Callable[[str | os.PathLike], object], every: int = 500):
+        if every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {every}")
+        self.path, self.save, self.every = Path(path), save, int(every)
+
+    def on_step_end(self, trainer: Trainer, state: TrainState, info: dict) -> None:
+        if state.step % self.every == 0:
+            self.save(self.path)
+
+    def on_fit_end(self, trainer: Trainer, state: TrainState) -> None:
+        self.save(self.path)

@@ -1,0 +1,230 @@
+"""The one training loop: compress a Wasserstein gradient flow into a generator (MATH.md §1).
+
+Every mode (data-free sampling, point clouds, images) runs this loop; they differ only in the
+*drift*, an object called as ``drift(generator, step, rng, total_steps=T) -> (x, v, info)``
+that draws the generator's inputs itself, returns x = generator(inputs) WITH its graph, the
+velocity v at x (detached, RMS-normalised) and a dict of float diagnostics.  A drift may carry
+state across steps (``state_dict``/``load_state_dict``), e.g. an auxiliary flow.
+
+One step regresses the generator onto its own moved samples,
+
+    L(θ) = mean_i ‖x_i − sg(x_i + η v_i)‖²,
+
+so one optimiser step moves the samples, to first order, along v: an explicit Euler step of
+∂_t q = −∇·(q v).
+
+Style follows blackjax: ``init() -> TrainState``; ``step(state) -> (state, info)``; the loop
+(``fit``) and its progress bar, logging and checkpoints are callbacks around it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol
+
+import torch
+from torch import nn
+
+from ..generators import EMA
+
+Tensor = torch.Tensor
+
+__all__ = ["TrainConfig", "TrainState", "Trainer", "Drift", "History", "lr_at", "NonFiniteError"]
+
+
+class NonFiniteError(FloatingPointError):
+    """A NaN/inf appeared during training; the message names the step and the statistic."""
+
+
+class Drift(Protocol):
+    def __call__(
+        self, generator: nn.Module, step: int, rng: torch.Generator, *, total_steps: int
+    ) -> tuple[Tensor, Tensor, dict[str, float]]: ...
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (numbers; the structure lives in the drift).
+
+    Attributes:
+        lr: peak Adam learning rate.
+        lr_schedule: "cosine" (decay to ``min_lr_ratio``·lr) or "constant".
+        warmup_steps: linear warm-up length.
+        min_lr_ratio: floor of the cosine decay.
+        step_size: η, the Euler step in units of the batch's RMS drift.
+        grad_clip: max global gradient norm (None: off).
+        ema_decay: decay of the EMA copy used for sampling.
+        betas, weight_decay: Adam(W) settings.
+    """
+
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    step_size: float = 0.5
+    grad_clip: float | None = 1.0
+    ema_decay: float = 0.999
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not self.step_size > 0:
+            raise ValueError(f"step_size must be positive, got {self.step_size}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+
+
+def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
+    """Learning rate for step ``step`` (0-based) of a run of ``total_steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    span = max(total_steps - cfg.warmup_steps, 1)
+    t = min((step - cfg.warmup_steps) / span, 1.0)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+@dataclass
+class TrainState:
+    """Everything the next step needs; ``step`` counts completed steps."""
+
+    generator: nn.Module
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    rng: torch.Generator
+    step: int = 0
+    total_steps: int = 0
+    elapsed: float = 0.0  # seconds spent in completed steps (carried across resumes)
+
+
+class History(list):
+    """The per-step info dicts of a fit; ``history["loss"]`` gives one column."""
+
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            return [row.get(key) for row in self]
+        return super().__getitem__(key)
+
+
+class Callback:
+    """Hooks around the loop. Exceptions propagate (an interrupted fit stops cleanly)."""
+
+    def on_fit_start(self, trainer: "Trainer", state: TrainState) -> None: ...
+
+    def on_step_end(self, trainer: "Trainer", state: TrainState, info: dict) -> None: ...
+
+    def on_fit_end(self, trainer: "Trainer", state: TrainState) -> None: ...
+
+
+@dataclass
+class Trainer:
+    """Binds a generator factory's output, a drift and the optimisation settings."""
+
+    generator: nn.Module
+    drift: Any
+    config: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    callbacks: list = field(default_factory=list)
+
+    # -- state ---------------------------------------------------------------------------------
+    def init(self) -> TrainState:
+        cfg = self.config
+        rng = torch.Generator().manual_seed(int(self.seed))
+        opt_cls = torch.optim.AdamW if cfg.weight_decay else torch.optim.Adam
+        kwargs = {"weight_decay": cfg.weight_decay} if cfg.weight_decay else {}
+        opt = opt_cls(self.generator.parameters(), lr=cfg.lr, betas=cfg.betas, **kwargs)
+        return TrainState(self.generator, EMA(self.generator, cfg.ema_decay), opt, rng)
+
+    def state_dict(self, state: TrainState) -> dict:
+        out = {
+            "generator": state.generator.state_dict(),
+            "ema": state.ema.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "rng": state.rng.get_state(),
+            "step": state.step,
+            "total_steps": state.total_steps,
+            "elapsed": state.elapsed,
+        }
+        if hasattr(self.drift, "state_dict"):
+            out["drift"] = self.drift.state_dict()
+        return out
+
+    def load_state_dict(self, state: TrainState, sd: dict) -> TrainState:
+        state.generator.load_state_dict(sd["generator"])
+        state.ema.load_state_dict(sd["ema"])
+        state.optimizer.load_state_dict(sd["optimizer"])
+        state.rng.set_state(sd["rng"])
+        state.step, state.total_steps = int(sd["step"]), int(sd["total_steps"])
+        state.elapsed = float(sd.get("elapsed", 0.0))
+        if "drift" in sd and hasattr(self.drift, "load_state_dict"):
+            self.drift.load_state_dict(sd["drift"])
+        return state
+
+    # -- one step ------------------------------------------------------------------------------
+    def step(self, state: TrainState) -> tuple[TrainState, dict]:
+        cfg, k = self.config, state.step
+        t0 = time.perf_counter()
+        lr = lr_at(k, state.total_steps, cfg)
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr
+        state.generator.train()
+        x, v, info = self.drift(state.generator, k, state.rng, total_steps=state.total_steps)
+        if v.requires_grad:
+            raise RuntimeError("the drift must return a detached velocity")
+        if not torch.isfinite(v).all():
+            raise NonFiniteError(f"non-finite velocity at step {k} (drift diagnostics: {info})")
+        target = (x + cfg.step_size * v).detach()
+        loss = (x - target).pow(2).sum(-1).mean()
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in state.generator.parameters() if p.grad is not None]
+        if cfg.grad_clip is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        else:
+            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        if not torch.isfinite(grad_norm):
+            raise NonFiniteError(f"non-finite gradient norm at step {k}")
+        state.optimizer.step()
+        state.ema.update(state.generator)
+        state.step = k + 1
+        dt = time.perf_counter() - t0
+        state.elapsed += dt
+        info = {"step": state.step, "lr": lr, "loss": float(loss.detach()), "grad_norm": float(grad_norm),
+                "seconds": dt, **info}
+        return state, info
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self, state: TrainState, total_steps: int, callbacks: Iterable[Callback] = ()) -> History:
+        """Run steps until ``state.step == total_steps``.
+
+        ``total_steps`` is the length of the whole schedule (learning-rate decay, annealing), so
+        a run interrupted at step k resumes from a checkpoint by calling ``fit`` with the same
+        ``total_steps`` and reproduces the uninterrupted run.
+        """
+        if not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps < 1:
+            raise ValueError(f"steps must be a positive int, got {total_steps!r}")
+        if state.step > total_steps:
+            raise ValueError(
+                f"steps={total_steps} is smaller than the {state.step} steps already trained"
+            )
+        state.total_steps = total_steps
+        cbs = [*self.callbacks, *callbacks]
+        history = History()
+        for cb in cbs:
+            cb.on_fit_start(self, state)
+        while state.step < total_steps:
+            state, info = self.step(state)
+            history.append(info)
+            for cb in cbs:
+                cb.on_step_end(self, state, info)
+        for cb in cbs:
+            cb.on_fit_end(self, state)
+        return history
