@@ -17,6 +17,14 @@ from freeflow.importance import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small networks run fastest single-threaded; avoids oversubscribing a shared CPU."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 def _draw(seed, n=4000, d=4, widen=1.25, const=17.3):
     """x ~ q = N(0, widen² I) (exact log q); target p̃ = N(0, I)·e^const, so log Z = const."""
     g = torch.Generator().manual_seed(seed)
@@ -78,3 +86,32 @@ def test_bad_weights():
     # a few zero weights are fine
     est, se = log_normalizer(torch.tensor([0.0, -math.inf, 0.0, -math.inf]))
     assert est == pytest.approx(math.log(0.5))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sampler_flow_generator_log_normalizer(seed):
+    """OneStepSampler(generator="flow"): exact log q, so log Ẑ is consistent after any amount
+    of training while q covers p.  Target N(1, 0.5² I)·e^C in 2-D: |log Ẑ − log Z| < 3 se."""
+    from freeflow.sampler import OneStepSampler
+
+    c = 3.0
+
+    def log_p(x):
+        return -0.5 * ((x - 1) / 0.5).pow(2).sum(1) + c
+
+    log_z = c + math.log(2 * math.pi * 0.25)
+    s = OneStepSampler(log_p, 2, generator="flow", seed=seed, batch_size=128, reference_size=128,
+                       flow_layers=2, flow_hidden=16, init_scale=1.5)
+    s.fit(15, progress=False)
+    est, se = s.log_normalizer(4000, seed=seed)
+    assert abs(est - log_z) < 3 * se, (est, se, log_z)
+    summary = s.importance_summary(2000, seed=seed)
+    assert 0 < summary.ess <= 1 and summary.elbo < log_z
+
+
+def test_sampler_importance_needs_log_q():
+    from freeflow.sampler import OneStepSampler
+
+    s = OneStepSampler(lambda x: -0.5 * x.pow(2).sum(1), 2, seed=0)
+    with pytest.raises(ValueError, match="log q"):
+        s.log_normalizer(100)

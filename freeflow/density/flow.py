@@ -206,6 +206,10 @@ class FlowDensity(DensityEstimator):
         restored, the learning rate halved and the call ends; ``max_failures`` consecutive
         failing calls raise :class:`FlowFitError`.
         """
+        with torch.enable_grad():  # drifts call fit under no_grad
+            return self._fit(samples, steps)
+
+    def _fit(self, samples: torch.Tensor, steps: int | None) -> "FlowDensity":
         x = self._check(samples, "samples").detach().float()
         if not torch.isfinite(x).all():
             raise ValueError("samples contain NaN or inf; the generator has diverged")
