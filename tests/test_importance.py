@@ -21,6 +21,7 @@ from freeflow.importance import (
 def _one_thread():
     """Small networks run fastest single-threaded; avoids oversubscribing a shared CPU."""
     n = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
 
