@@ -62,7 +62,7 @@ def default_settings(dim: int) -> dict[str, Any]:
         "covariance": "full",
         "init_scale": 1.0,
         # -- flow route and log-variance divergence (docs/flow-route.md) --
-        "flow_kind": "spline",  # auxiliary flow (density="flow") / flow generator: spline | realnvp
+        "flow_kind": "realnvp",  # auxiliary flow (density="flow") / flow generator: spline | realnvp
         "flow_layers": 4,
         "flow_hidden": 64,
         "flow_fit_steps": 3,  # warm-started ML steps of the auxiliary flow per generator step
