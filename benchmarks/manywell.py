@@ -38,6 +38,7 @@ def main():
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--n_is", type=int, default=50000)
+    ap.add_argument("--name", default="manywell")
     a = ap.parse_args()
     torch.set_num_threads(1)
     target = ManyWell()
@@ -70,8 +71,8 @@ def main():
         }
         rows.append(row)
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-        write("manywell", {"env": env(), "settings": vars(a), "methods": METHODS, "log_Z_true": LOG_Z, "rows": rows})
-    write("manywell", {"env": env(), "settings": vars(a), "methods": METHODS, "log_Z_true": LOG_Z, "rows": rows})
+        write(a.name, {"env": env(), "settings": vars(a), "methods": METHODS, "log_Z_true": LOG_Z, "rows": rows})
+    write(a.name, {"env": env(), "settings": vars(a), "methods": METHODS, "log_Z_true": LOG_Z, "rows": rows})
 
 
 if __name__ == "__main__":
