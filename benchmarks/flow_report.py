@@ -33,6 +33,10 @@ def main(out=sys.stdout):
                   f"{f(r.get('ess'))} | {f(r.get('pareto_k'), 2)} |", file=out)
         print(file=out)
     m = _load("manywell")
+    long = _load("manywell_long")
+    if m and long:
+        m["rows"] = m["rows"] + long["rows"]
+    m = m or long
     if m:
         print("### manywell32 (log Z = 164.6957, P(x₁ > 0) = 0.8443 per pair)\n", file=out)
         print("| method | steps | log Ẑ ± se | abs error (SOTA ≈ 0.03) | ESS | k̂ | P(x₁>0) mean | max pair error | energy (floor) | s/step |", file=out)
