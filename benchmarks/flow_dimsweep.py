@@ -58,13 +58,14 @@ def main():
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--name", default="flow_dimsweep")
+    ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     rows = []
     for dim in a.dims:
         for method in a.methods:
             try:
-                row = run(dim, method, a.steps, a.batch)
+                row = run(dim, method, a.steps, a.batch, a.seed)
             except Exception as e:  # record and go on: a benchmark reports misses too
                 row = {"dim": dim, "method": method, "error": f"{type(e).__name__}: {e}"}
             rows.append(row)
