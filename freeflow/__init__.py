@@ -7,12 +7,16 @@ from .density import DensityEstimator
 from .density.kde import KDE
 from .divergences import Divergence, available_divergences, get_divergence, register_divergence
 from .generators import EMA, ResidualMLP
-from .sampler import OneStepSampler, default_settings
+from .sampler import OneStepSampler, default_settings, default_steps
 from .train import TrainConfig, Trainer
+from . import reference
+from .compare import Report, compare
+from .interop import to_inference_data
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "OneStepSampler", "default_settings", "Divergence", "get_divergence", "available_divergences",
+    "OneStepSampler", "default_settings", "default_steps", "Divergence", "get_divergence", "available_divergences",
     "register_divergence", "DensityEstimator", "KDE", "ResidualMLP", "EMA", "Trainer", "TrainConfig",
+    "compare", "Report", "to_inference_data", "reference",
 ]

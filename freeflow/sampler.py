@@ -31,7 +31,7 @@ from .validation import check_log_density, check_positive_float, check_positive_
 
 Tensor = torch.Tensor
 
-__all__ = ["OneStepSampler", "default_settings"]
+__all__ = ["OneStepSampler", "default_settings", "default_steps"]
 
 FORMAT = "freeflow.OneStepSampler/1"
 
@@ -72,6 +72,11 @@ def default_settings(dim: int) -> dict[str, Any]:
         "lv_clip": 20.0,
         "lv_options": {},  # kwargs of the reference (inflate, alpha, capacity, ...)
     }
+
+
+def default_steps(dim: int) -> int:
+    """Training length that the defaults were measured with (docs/benchmarks.md)."""
+    return 3000
 
 
 def _is_target(obj) -> bool:
@@ -211,7 +216,7 @@ class OneStepSampler:
     # -- training ------------------------------------------------------------------------------
     def fit(
         self,
-        steps: int = 3000,
+        steps: int | None = None,
         *,
         progress: bool = True,
         log: str | os.PathLike | None = None,
@@ -226,6 +231,8 @@ class OneStepSampler:
         ``steps``; the result equals the uninterrupted run. Returns this call's diagnostics
         (one dict per step); ``self.history`` accumulates all of them.
         """
+        if steps is None:
+            steps = default_steps(self.dim)
         check_positive_int(steps, "steps")
         cbs = [ProgressBar(enabled=progress)]
         if log is not None:
@@ -257,6 +264,12 @@ class OneStepSampler:
             m = min(chunk_size, n - start)
             out.append(net(torch.randn(m, self.settings["noise_dim"], generator=rng)))
         return torch.cat(out)
+
+    def to_inference_data(self, n: int = 4000, chains: int = 4, var_names=None):
+        """arviz InferenceData of n samples split into ``chains`` independent batches."""
+        from .interop import sampler_to_inference_data
+
+        return sampler_to_inference_data(self, n, chains=chains, var_names=var_names)
 
     # -- persistence ---------------------------------------------------------------------------
     def state_dict(self) -> dict:

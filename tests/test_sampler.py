@@ -1,0 +1,137 @@
+"""OneStepSampler: bad input, save/load, resume equality, non-finite handling."""
+import math
+
+import pytest
+import torch
+
+import freeflow as ff
+from freeflow.train import NonFiniteError
+
+SMALL = dict(batch_size=64, reference_size=64, hidden=32, depth=1)
+
+
+def gauss(x):
+    return -0.5 * (x**2).sum(-1)
+
+
+def test_bad_log_density_shape():
+    with pytest.raises(ValueError, match=r"log_density must map a batch of shape \(8, 2\) to shape \(8,\)"):
+        ff.OneStepSampler(lambda x: -0.5 * x**2, dim=2)
+
+
+def test_bad_log_density_nan_and_inf():
+    with pytest.raises(FloatingPointError, match="log_density returned NaN"):
+        ff.OneStepSampler(lambda x: x.sum(-1) * float("nan"), dim=2)
+    with pytest.raises(FloatingPointError, match=r"\+inf"):
+        ff.OneStepSampler(lambda x: x.sum(-1) + float("inf"), dim=2)
+
+
+def test_not_differentiable():
+    with pytest.raises(TypeError, match="not differentiable"):
+        ff.OneStepSampler(lambda x: gauss(x).detach(), dim=2)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        ff.OneStepSampler(lambda x: gauss(x).detach().numpy(), dim=2)
+
+
+def test_dim_mismatch_named():
+    def needs_3(x):
+        return -(x @ torch.ones(3, 3) * x).sum(-1)
+
+    with pytest.raises(ValueError, match="dim=2"):
+        ff.OneStepSampler(needs_3, dim=2)
+    with pytest.raises(ValueError, match="dim"):
+        ff.OneStepSampler(gauss, dim=0)
+    with pytest.raises(ValueError, match="dim is required"):
+        ff.OneStepSampler(gauss)
+
+
+@pytest.mark.parametrize("key,value", [("batch_size", 0), ("batch_size", -5), ("lr", 0.0), ("noise_dim", 1)])
+def test_bad_settings_named(key, value):
+    with pytest.raises(ValueError, match=key):
+        ff.OneStepSampler(gauss, dim=2, **{key: value})
+
+
+def test_unknown_setting_and_divergence():
+    with pytest.raises(TypeError, match="unknown setting"):
+        ff.OneStepSampler(gauss, dim=2, batchsize=10)
+    with pytest.raises(ValueError, match="unknown divergence"):
+        ff.OneStepSampler(gauss, dim=2, divergence="kl")
+
+
+@pytest.mark.parametrize("steps", [0, -1, 2.5])
+def test_bad_steps(steps):
+    s = ff.OneStepSampler(gauss, dim=2, **SMALL)
+    with pytest.raises(ValueError, match="steps"):
+        s.fit(steps, progress=False)
+
+
+def test_save_load_round_trip(tmp_path):
+    s = ff.OneStepSampler(gauss, dim=2, seed=3, **SMALL)
+    s.fit(20, progress=False)
+    s.save(tmp_path / "s.pt")
+    again = ff.OneStepSampler.load(tmp_path / "s.pt", gauss)
+    assert again.steps_done == 20 and len(again.history) == 20
+    torch.testing.assert_close(again.sample(100, seed=1), s.sample(100, seed=1), rtol=0, atol=0)
+
+
+def test_load_rejects_other_log_density_and_dimension(tmp_path):
+    s = ff.OneStepSampler(gauss, dim=2, **SMALL)
+    s.save(tmp_path / "s.pt")
+    with pytest.raises(ValueError, match="different log-density"):
+        ff.OneStepSampler.load(tmp_path / "s.pt", lambda x: -((x - 1) ** 2).sum(-1))
+    # same function up to a constant (an unknown normaliser) is accepted
+    ff.OneStepSampler.load(tmp_path / "s.pt", lambda x: gauss(x) + 5.0)
+    with pytest.raises(ValueError):
+        ff.OneStepSampler.load(tmp_path / "s.pt", lambda x: gauss(x[:, :1]))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot be read"):
+        ff.OneStepSampler.load(tmp_path / "junk.pt", gauss)
+
+
+def test_resume_equals_straight_run(tmp_path):
+    straight = ff.OneStepSampler(gauss, dim=2, seed=7, **SMALL)
+    straight.fit(30, progress=False)
+
+    class Interrupt(ff.train.Callback):
+        def on_step_end(self, trainer, state, info):
+            if state.step == 23:
+                raise KeyboardInterrupt
+
+    first = ff.OneStepSampler(gauss, dim=2, seed=7, **SMALL)
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(30, progress=False, checkpoint=tmp_path / "c.pt", checkpoint_every=10,
+                  log=tmp_path / "log.jsonl", callbacks=[Interrupt()])
+    resumed = ff.OneStepSampler.load(tmp_path / "c.pt", gauss)
+    assert resumed.steps_done == 20
+    resumed.fit(30, progress=False, log=tmp_path / "log.jsonl")
+    for a, b in zip(straight.generator.state_dict().values(), resumed.generator.state_dict().values()):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(straight.sample(50, seed=0), resumed.sample(50, seed=0), rtol=0, atol=0)
+    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 31))
+
+
+def test_nan_mid_training_stops_and_keeps_last_good_checkpoint(tmp_path):
+    calls = {"n": 0}
+
+    def flaky(x):
+        calls["n"] += 1
+        out = gauss(x)
+        return out * float("nan") if calls["n"] > 12 else out
+
+    s = ff.OneStepSampler(flaky, dim=2, **SMALL)
+    with pytest.raises(FloatingPointError, match=r"log_density returned NaN .* at step \d+"):
+        s.fit(50, progress=False, checkpoint=tmp_path / "c.pt", checkpoint_every=5)
+    calls["n"] = -10**9  # the checkpoint on disk loads and is finite
+    back = ff.OneStepSampler.load(tmp_path / "c.pt", flaky, check_target=False)
+    assert back.steps_done % 5 == 0 and back.steps_done > 0
+    assert all(torch.isfinite(p).all() for p in back.generator.parameters())
+
+
+def test_non_finite_gradient_named():
+    def bad_grad(x):
+        return -(x.abs() + 1e-30).sqrt().sum(-1) * 0 + torch.where(x[:, 0] > 100, x[:, 0], -x[:, 0] ** 2) + 0 * torch.sqrt(x[:, 1] - x[:, 1])
+
+    # d/dx sqrt(0) = inf at every point: the sampler refuses before training
+    with pytest.raises(FloatingPointError, match="gradient"):
+        ff.OneStepSampler(bad_grad, dim=2)
