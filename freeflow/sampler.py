@@ -17,6 +17,10 @@ from typing import Any, Callable, Iterable
 import torch
 
 from .datafree import DataFreeDrift
+from .datafree_lv import LogVarianceDrift
+from .density.flow import FlowDensity
+from .generators_flow import ExactFlowDensity, FlowGenerator
+from . import importance as _iw
 from .density import DensityEstimator
 from .density.kde import KDE
 from .divergences import get_divergence
@@ -57,6 +61,16 @@ def default_settings(dim: int) -> dict[str, Any]:
         "bandwidth_factor": (0.5, 0.5),
         "covariance": "full",
         "init_scale": 1.0,
+        # -- flow route and log-variance divergence (docs/flow-route.md) --
+        "flow_kind": "realnvp",  # auxiliary flow (density="flow") / flow generator: spline | realnvp
+        "flow_layers": 4,
+        "flow_hidden": 64,
+        "flow_fit_steps": 3,  # warm-started ML steps of the auxiliary flow per generator step
+        "flow_lr": 1e-3,
+        "lv_reference": "on_policy",  # divergence="lv": on_policy | gaussian | mixture | replay
+        "lv_mode": "derived",  # derived | surrogate
+        "lv_clip": 20.0,
+        "lv_options": {},  # kwargs of the reference (inflate, alpha, capacity, ...)
     }
 
 
@@ -87,9 +101,14 @@ class OneStepSampler:
         divergence: f-divergence fixing the drift weight, by name (see
             :func:`freeflow.available_divergences`). ``"kl_pq"`` (forward KL, mass-covering)
             is the default: it recovers mode weights, which ``"kl_qp"`` does not.
-        density: estimator of the generator's density q: ``"kde"`` or a
+        density: estimator of the generator's density q: ``"kde"`` (default for the MLP
+            generator), ``"flow"`` (auxiliary normalizing flow, for d ≳ 10), ``"exact"``
+            (default and only choice for ``generator="flow"``) or a
             :class:`~freeflow.density.DensityEstimator` instance.
         seed: seeds initialisation, training noise and default sampling noise.
+        generator: ``"mlp"`` (ResidualMLP) or ``"flow"`` (a normalizing flow with exact log q,
+            enabling :meth:`importance_weights` and :meth:`log_normalizer` without estimation).
+            ``divergence="lv"`` selects the log-variance flow (settings ``lv_*``).
         **settings: override any key of :func:`default_settings`.
     """
 
@@ -99,8 +118,9 @@ class OneStepSampler:
         dim: int | None = None,
         *,
         divergence: str = "kl_pq",
-        density: str | DensityEstimator = "kde",
+        density: str | DensityEstimator | None = None,
         seed: int = 0,
+        generator: str = "mlp",
         **settings,
     ):
         self.target_config = None
@@ -123,7 +143,19 @@ class OneStepSampler:
                 f"unknown setting(s) {sorted(unknown)}; valid: {sorted(default_settings(dim))}"
             )
         self.log_density, self.dim, self.seed = log_density, dim, seed
-        self.divergence = get_divergence(divergence)
+        # "lv" is not an f-divergence: it has its own drift (freeflow.datafree_lv).
+        self.divergence_name = divergence if isinstance(divergence, str) else divergence.name
+        self.divergence = get_divergence("kl_qp" if self.divergence_name == "lv" else divergence)
+        if generator not in ("mlp", "flow"):
+            raise ValueError(f"generator must be 'mlp' or 'flow', got {generator!r}")
+        self.generator_name = generator
+        if density is None:
+            density = "exact" if generator == "flow" else "kde"
+        if (density == "exact") != (generator == "flow"):
+            raise ValueError("density='exact' goes with generator='flow' (and only with it), "
+                             f"got density={density!r}, generator={generator!r}")
+        if generator == "flow":
+            settings = {**settings, "noise_dim": dim}  # a flow maps R^d to R^d
         s = {**default_settings(dim), **settings}
         for key in ("batch_size", "noise_dim", "hidden"):
             check_positive_int(s[key], key)
@@ -139,17 +171,29 @@ class OneStepSampler:
             s["bandwidth_factor"] = tuple(s["bandwidth_factor"])
         self.settings = s
         self.density_name = density if isinstance(density, str) else type(density).__name__
-        self.density = self._make_density(density, s)
+        if density != "exact":
+            self.density = self._make_density(density, s, dim, seed)
         torch.manual_seed(seed)  # network initialisation
-        self.generator = ResidualMLP(s["noise_dim"], dim, hidden=s["hidden"], depth=s["depth"],
-                                     init_scale=s["init_scale"])
-        self.drift = DataFreeDrift(
+        if generator == "flow":
+            self.generator = FlowGenerator(dim, layers=s["flow_layers"], hidden=s["flow_hidden"],
+                                           kind=s["flow_kind"], init_scale=s["init_scale"])
+            self.density = ExactFlowDensity(self.generator)
+        else:
+            self.generator = ResidualMLP(s["noise_dim"], dim, hidden=s["hidden"], depth=s["depth"],
+                                         init_scale=s["init_scale"])
+        drift_kwargs = dict(
             log_density=log_density, divergence=self.divergence, density=self.density,
             noise_dim=s["noise_dim"], batch_size=s["batch_size"], reference=s["reference"],
             reference_size=s["reference_size"], beta0=s["beta0"],
             anneal_fraction=s["anneal_fraction"], max_ratio=s["max_ratio"], temper=s["temper"],
             bandwidth_factor=s["bandwidth_factor"],
         )
+        if self.divergence_name == "lv":
+            self.drift = LogVarianceDrift(**drift_kwargs, lv_reference=s["lv_reference"],
+                                          lv_mode=s["lv_mode"], lv_clip=s["lv_clip"],
+                                          lv_options=dict(s["lv_options"]))
+        else:
+            self.drift = DataFreeDrift(**drift_kwargs)
         cfg = TrainConfig(lr=s["lr"], lr_schedule=s["lr_schedule"], step_size=s["step_size"],
                           grad_clip=s["grad_clip"], ema_decay=s["ema_decay"])
         self.trainer = Trainer(self.generator, self.drift, cfg, seed=seed)
@@ -158,13 +202,16 @@ class OneStepSampler:
         self._sample_rng = torch.Generator().manual_seed(seed + 1)
 
     @staticmethod
-    def _make_density(density, s) -> DensityEstimator:
+    def _make_density(density, s, dim: int, seed: int) -> DensityEstimator:
         if isinstance(density, DensityEstimator):
             return density
         if density == "kde":
             factor = s["bandwidth_factor"][0] if s["bandwidth_factor"] else 1.0
             return KDE(s["bandwidth"], factor=factor, covariance=s["covariance"])
-        raise ValueError(f"density must be 'kde' or a DensityEstimator, got {density!r}")
+        if density == "flow":
+            return FlowDensity(dim, kind=s["flow_kind"], layers=s["flow_layers"], hidden=s["flow_hidden"],
+                               fit_steps=s["flow_fit_steps"], lr=s["flow_lr"], seed=seed)
+        raise ValueError(f"density must be 'kde', 'flow', 'exact' or a DensityEstimator, got {density!r}")
 
     # -- training ------------------------------------------------------------------------------
     def fit(
@@ -230,8 +277,9 @@ class OneStepSampler:
             "format": FORMAT,
             "dim": self.dim,
             "seed": self.seed,
-            "divergence": self.divergence.name,
+            "divergence": self.divergence_name,
             "density": self.density_name,
+            "generator": self.generator_name,
             "settings": json.loads(json.dumps(self.settings)),
             "target": self.target_config,
             "fingerprint": _fingerprint(self.log_density, self.dim),
@@ -267,9 +315,9 @@ class OneStepSampler:
                     f"not {cfg}"
                 )
         settings = dict(ck["settings"])
-        self = cls(log_density, dim, divergence=ck["divergence"],
-                   density=ck["density"] if ck["density"] == "kde" else "kde",
-                   seed=ck["seed"], **settings)
+        density = ck["density"] if ck["density"] in ("kde", "flow", "exact") else "kde"
+        self = cls(log_density, dim, divergence=ck["divergence"], density=density,
+                   generator=ck.get("generator", "mlp"), seed=ck["seed"], **settings)
         if check_target:
             fp = _fingerprint(self.log_density, dim)
             if not torch.allclose(torch.tensor(fp), torch.tensor(ck["fingerprint"]), rtol=1e-4, atol=1e-3):
@@ -281,3 +329,49 @@ class OneStepSampler:
         self.trainer.load_state_dict(self.state, ck["trainer"])
         self.history = History(ck.get("history", []))
         return self
+
+    # -- importance weights (flow route; docs/flow-route.md) ------------------------------------
+    @torch.no_grad()
+    def _samples_with_log_q(self, n: int, seed: int | None, ema: bool, chunk_size: int = 16384):
+        """x ~ q (n, d) and log q(x): exact for generator="flow", the auxiliary flow's estimate
+        for density="flow"; any other estimator is refused (a KDE's log q̂ is biased)."""
+        check_positive_int(n, "n")
+        net = self.state.ema.module if ema else self.generator
+        if isinstance(net, FlowGenerator):
+            rng = torch.Generator().manual_seed(seed) if seed is not None else self._sample_rng
+            xs, lqs = [], []
+            for start in range(0, n, chunk_size):
+                z = torch.randn(min(chunk_size, n - start), self.dim, generator=rng)
+                x, lq = net.forward_and_log_prob(z)
+                xs.append(x)
+                lqs.append(lq)
+            return torch.cat(xs), torch.cat(lqs)
+        if isinstance(self.density, FlowDensity):
+            x = self.sample(n, seed=seed, ema=ema)
+            return x, torch.cat([self.density.log_prob(c) for c in x.split(chunk_size)])
+        raise ValueError(
+            f"importance weights need log q: use generator='flow' (exact) or density='flow' "
+            f"(approximate), not density={self.density_name!r}"
+        )
+
+    @torch.no_grad()
+    def importance_weights(self, n: int, *, seed: int | None = None, ema: bool = True):
+        """Samples x ~ q (n, d) and log w = log p̃(x) − log q(x) (float64)."""
+        x, log_q = self._samples_with_log_q(n, seed, ema)
+        log_p = torch.cat([self.log_density(c) for c in x.split(16384)])
+        return x, _iw.log_importance_weights(log_p, log_q)
+
+    def log_normalizer(self, n: int, *, seed: int | None = None, ema: bool = True) -> tuple[float, float]:
+        """(log Ẑ, standard error) from n importance samples (see :mod:`freeflow.importance`)."""
+        return _iw.log_normalizer(self.importance_weights(n, seed=seed, ema=ema)[1])
+
+    def importance_summary(self, n: int, *, seed: int | None = None, ema: bool = True) -> "_iw.ImportanceSummary":
+        """log Ẑ ± se, reverse ESS fraction, ELBO and Pareto k̂ from n importance samples."""
+        x, lw = self.importance_weights(n, seed=seed, ema=ema)
+        log_z, se = _iw.log_normalizer(lw)
+        return _iw.ImportanceSummary(log_z, se, _iw.reverse_ess(lw), _iw.elbo(lw), _iw.pareto_khat(lw), n)
+
+    def expectation(self, f: Callable[[Tensor], Tensor], n: int, *, seed: int | None = None, ema: bool = True):
+        """Self-normalised importance estimate of E_p[f(x)] and its standard error."""
+        x, lw = self.importance_weights(n, seed=seed, ema=ema)
+        return _iw.self_normalized_expectation(f(x), lw)

@@ -1,0 +1,96 @@
+"""Drift for the log-variance divergence (``divergence="lv"``; MATH.md §2, derived).
+
+Same plumbing as :class:`freeflow.datafree.DataFreeDrift` (target annealing p̃^β, q̂ refitted
+on an independent batch or leave-one-out), but the velocity is
+
+* ``mode="derived"``:   V = 2 r̂ [β + c ∇log(ρ/q)]            (:func:`lv_velocity`)
+* ``mode="surrogate"``: V = 2 r̂ β                               (:func:`lv_surrogate_velocity`)
+
+with r̂ ≈ ρ/q from a reference ρ (:mod:`freeflow.velocities.logvar`): ``"on_policy"``,
+``"gaussian"``, ``"mixture"`` or ``"replay"``.  The reference is updated with the batch after
+the velocity is computed, so a replay buffer only ever holds past samples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .datafree import DataFreeDrift, ramp
+from .train.trainer import NonFiniteError
+from .validation import log_density_and_score
+from .velocities.common import rms_normalize
+from .velocities.logvar import lv_surrogate_velocity, lv_velocity, make_reference, reference_weights
+
+__all__ = ["LogVarianceDrift"]
+
+
+@dataclass
+class LogVarianceDrift(DataFreeDrift):
+    """DataFreeDrift with the log-variance velocity.  ``divergence`` is unused (pass any).
+
+    Extra attributes: ``lv_reference`` (name or reference object), ``lv_mode``
+    ("derived" | "surrogate"), ``lv_clip`` (clip of r̂ = ρ/q), ``lv_options`` (kwargs of the
+    reference constructor, e.g. ``inflate``, ``alpha``, ``capacity``).
+    """
+
+    lv_reference: Any = "on_policy"
+    lv_mode: str = "derived"
+    lv_clip: float = 20.0
+    lv_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.lv_mode not in ("derived", "surrogate"):
+            raise ValueError(f"lv_mode must be 'derived' or 'surrogate', got {self.lv_mode!r}")
+        self.ref = make_reference(self.lv_reference, **(self.lv_options or {}))
+
+    def __call__(self, generator: nn.Module, step: int, rng: torch.Generator, *, total_steps: int):
+        z = torch.randn(self.batch_size, self.noise_dim, generator=rng)
+        x = generator(z)  # (N, d), with graph
+        xd = x.detach()
+        beta = self.beta(step, total_steps)
+        if self.bandwidth_factor is not None and hasattr(self.density, "factor"):
+            f0, f1 = self.bandwidth_factor
+            self.density.factor = ramp(step, total_steps, f0, f1, self.anneal_fraction)
+        with torch.no_grad():
+            if self.reference == "independent":
+                m = self.reference_size or self.batch_size
+                self.density.fit(generator(torch.randn(m, self.noise_dim, generator=rng)))
+                log_q, score_q = self.density.log_prob_and_score(xd)
+            else:
+                self.density.fit(xd)
+                log_q, score_q = self.density.log_prob_and_score(xd, same_batch=True)
+        log_p, score_p = log_density_and_score(self.log_density, xd, step=step)
+        if not torch.isfinite(score_p).all():
+            raise NonFiniteError(f"log_density has a non-finite gradient at step {step}")
+        if not (torch.isfinite(log_q).all() and torch.isfinite(score_q).all()):
+            raise NonFiniteError(f"non-finite estimate of log q or its score at step {step}")
+        with torch.no_grad():
+            log_p, score_p = beta * log_p, beta * score_p
+            log_rho, score_rho = self.ref(xd, log_q, score_q)
+            if self.lv_mode == "derived":
+                v = lv_velocity(score_p, score_q, log_p, log_q, log_rho, score_rho, clip=self.lv_clip)
+            else:
+                v = lv_surrogate_velocity(score_p, score_q, log_q, log_rho, clip=self.lv_clip)
+            r = reference_weights(log_rho, log_q, clip=self.lv_clip)
+            self.ref.update(xd)
+            info = {
+                "beta": beta,
+                "rho_ess": float(1.0 / (r / r.sum()).pow(2).sum() / r.numel()),
+                "log_p_mean": float(log_p.mean() / beta),
+            }
+        return x, rms_normalize(v), info
+
+    def state_dict(self) -> dict:
+        out = super().state_dict()
+        if hasattr(self.ref, "state_dict"):
+            out["lv_reference"] = self.ref.state_dict()
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if "lv_reference" in state and hasattr(self.ref, "load_state_dict"):
+            self.ref.load_state_dict(state["lv_reference"])
