@@ -12,6 +12,9 @@ from .train import TrainConfig, Trainer
 from . import reference
 from .compare import Report, compare
 from .dataflow import DataFlow
+from .density.flow import FlowDensity
+from .generators_flow import ExactFlowDensity, FlowGenerator
+from . import importance
 from .interop import to_inference_data
 
 __version__ = "0.1.0"
@@ -19,5 +22,5 @@ __version__ = "0.1.0"
 __all__ = [
     "OneStepSampler", "default_settings", "default_steps", "Divergence", "get_divergence", "available_divergences",
     "register_divergence", "DensityEstimator", "KDE", "ResidualMLP", "EMA", "Trainer", "TrainConfig",
-    "compare", "Report", "DataFlow", "to_inference_data", "reference",
+    "compare", "Report", "DataFlow", "FlowDensity", "FlowGenerator", "ExactFlowDensity", "importance", "to_inference_data", "reference",
 ]
