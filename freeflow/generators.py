@@ -81,6 +81,14 @@ class ResidualMLP(nn.Module):
         self.log_scale = nn.Parameter(scale.log())
         self.loc = nn.Parameter(torch.as_tensor(init_loc, dtype=torch.float32).expand(out_dim).clone())
 
+    def param_groups(self, affine_lr_scale: float = 10.0) -> list[dict]:
+        """Optimiser groups: the output affine map (loc, log_scale) learns ``affine_lr_scale``×
+        faster. Adam moves each parameter by about lr per step, so at lr = 1e-3 shifting the
+        output by 10 or growing its scale 20-fold would take thousands of steps otherwise."""
+        affine = [self.loc, self.log_scale]
+        body = [p for p in self.parameters() if all(p is not a for a in affine)]
+        return [{"params": body, "lr_scale": 1.0}, {"params": affine, "lr_scale": affine_lr_scale}]
+
     def forward(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         inp = z if cond is None else torch.cat([z, cond], dim=-1)  # (N, noise_dim + cond_dim)
         h = self.inp(inp)  # (N, hidden)

@@ -110,8 +110,11 @@ class OneStepSampler:
             or a target object from :mod:`targets` (its ``log_prob`` and ``dim`` are used).
         dim: dimension of the samples (taken from a target when omitted).
         divergence: f-divergence fixing the drift weight, by name (see
-            :func:`freeflow.available_divergences`). ``"kl_pq"`` (forward KL, mass-covering)
-            is the default: it recovers mode weights, which ``"kl_qp"`` does not.
+            :func:`freeflow.available_divergences`). The default ``"jeffreys"``
+            (w = 1 + r) combines the mass-covering ``"kl_pq"`` weight (w = r, which recovers
+            mode weights that ``"kl_qp"`` does not) with the w = 1 of ``"kl_qp"``, which keeps
+            pulling samples in low-density regions (tails, bridges between modes) where r ≈ 0
+            and ``"kl_pq"`` gives them no drift.
         density: estimator of the generator's density q: ``"kde"`` (default for the MLP
             generator), ``"flow"`` (auxiliary normalizing flow, for d ≳ 10), ``"exact"``
             (default and only choice for ``generator="flow"``) or a
@@ -129,7 +132,7 @@ class OneStepSampler:
         log_density,
         dim: int | None = None,
         *,
-        divergence: str = "kl_pq",
+        divergence: str = "jeffreys",
         density: str | DensityEstimator | None = None,
         seed: int = 0,
         generator: str | None = None,

@@ -140,7 +140,10 @@ class Trainer:
         rng = torch.Generator().manual_seed(int(self.seed))
         opt_cls = torch.optim.AdamW if cfg.weight_decay else torch.optim.Adam
         kwargs = {"weight_decay": cfg.weight_decay} if cfg.weight_decay else {}
-        opt = opt_cls(self.generator.parameters(), lr=cfg.lr, betas=cfg.betas, **kwargs)
+        # A generator may split its parameters into groups with an ``lr_scale`` each.
+        groups = self.generator.param_groups() if hasattr(self.generator, "param_groups") else \
+            [{"params": list(self.generator.parameters()), "lr_scale": 1.0}]
+        opt = opt_cls(groups, lr=cfg.lr, betas=cfg.betas, **kwargs)
         return TrainState(self.generator, EMA(self.generator, cfg.ema_decay), opt, rng)
 
     def state_dict(self, state: TrainState) -> dict:
@@ -174,7 +177,7 @@ class Trainer:
         t0 = time.perf_counter()
         lr = lr_at(k, state.total_steps, cfg)
         for group in state.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         state.generator.train()
         x, v, info = self.drift(state.generator, k, state.rng, total_steps=state.total_steps)
         if v.requires_grad:
