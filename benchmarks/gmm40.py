@@ -23,7 +23,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", type=float, default=600.0, help="training seconds")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--divergence", default="jeffreys")
+    ap.add_argument("--divergence", default="kl_pq")
     ap.add_argument("--n-eval", type=int, default=10_000)
     ap.add_argument("--set", nargs="*", default=[], help="KEY=VALUE sampler settings")
     args = ap.parse_args()

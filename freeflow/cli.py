@@ -32,7 +32,7 @@ def _add_sample(sub) -> None:
                        "checkpoint, JSONL log, samples (.npy), figure (.png) and metrics (.json).")
     p.add_argument("--target", required=True, help="built-in target name (see `freeflow targets`)")
     p.add_argument("--target-arg", action="append", metavar="KEY=VALUE", help="target constructor argument")
-    p.add_argument("--divergence", default="jeffreys", help="f-divergence name (default: jeffreys)")
+    p.add_argument("--divergence", default="kl_pq", help="f-divergence name (default: kl_pq)")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a sampler setting")

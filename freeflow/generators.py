@@ -44,6 +44,7 @@ class ResidualMLP(nn.Module):
         cond_dim: size of an optional conditioning vector concatenated to z.
         init_scale: initial per-coordinate scale of the output (float or (d,) tensor).
         init_loc: initial per-coordinate location of the output.
+        affine_lr_scale: learning-rate multiplier of ``loc``/``log_scale`` (see param_groups).
     """
 
     def __init__(
@@ -55,8 +56,10 @@ class ResidualMLP(nn.Module):
         cond_dim: int = 0,
         init_scale: float | Tensor = 1.0,
         init_loc: float | Tensor = 0.0,
+        affine_lr_scale: float = 1.0,
     ):
         super().__init__()
+        self.affine_lr_scale = float(affine_lr_scale)
         for name, v in (("noise_dim", noise_dim), ("out_dim", out_dim), ("hidden", hidden)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -81,10 +84,11 @@ class ResidualMLP(nn.Module):
         self.log_scale = nn.Parameter(scale.log())
         self.loc = nn.Parameter(torch.as_tensor(init_loc, dtype=torch.float32).expand(out_dim).clone())
 
-    def param_groups(self, affine_lr_scale: float = 10.0) -> list[dict]:
+    def param_groups(self, affine_lr_scale: float | None = None) -> list[dict]:
         """Optimiser groups: the output affine map (loc, log_scale) learns ``affine_lr_scale``×
         faster. Adam moves each parameter by about lr per step, so at lr = 1e-3 shifting the
         output by 10 or growing its scale 20-fold would take thousands of steps otherwise."""
+        affine_lr_scale = self.affine_lr_scale if affine_lr_scale is None else affine_lr_scale
         affine = [self.loc, self.log_scale]
         body = [p for p in self.parameters() if all(p is not a for a in affine)]
         return [{"params": body, "lr_scale": 1.0}, {"params": affine, "lr_scale": affine_lr_scale}]

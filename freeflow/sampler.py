@@ -61,6 +61,7 @@ def default_settings(dim: int) -> dict[str, Any]:
         "bandwidth_factor": (0.5, 0.5),
         "covariance": "full",
         "init_scale": 1.0,
+        "affine_lr_scale": 1.0,
         # -- flow route and log-variance divergence (docs/flow-route.md) --
         "flow_kind": "realnvp",  # auxiliary flow (density="flow") / flow generator: spline | realnvp
         "flow_layers": 4,
@@ -110,11 +111,9 @@ class OneStepSampler:
             or a target object from :mod:`targets` (its ``log_prob`` and ``dim`` are used).
         dim: dimension of the samples (taken from a target when omitted).
         divergence: f-divergence fixing the drift weight, by name (see
-            :func:`freeflow.available_divergences`). The default ``"jeffreys"``
-            (w = 1 + r) combines the mass-covering ``"kl_pq"`` weight (w = r, which recovers
-            mode weights that ``"kl_qp"`` does not) with the w = 1 of ``"kl_qp"``, which keeps
-            pulling samples in low-density regions (tails, bridges between modes) where r ≈ 0
-            and ``"kl_pq"`` gives them no drift.
+            :func:`freeflow.available_divergences`). ``"kl_pq"`` (forward KL, mass-covering)
+            is the default: it recovers mode weights, which ``"kl_qp"`` does not. For a
+            unimodal target ``"kl_qp"`` corrects over-dispersed tails faster (docs/benchmarks.md).
         density: estimator of the generator's density q: ``"kde"`` (default for the MLP
             generator), ``"flow"`` (auxiliary normalizing flow, for d ≳ 10), ``"exact"``
             (default and only choice for ``generator="flow"``) or a
@@ -132,7 +131,7 @@ class OneStepSampler:
         log_density,
         dim: int | None = None,
         *,
-        divergence: str = "jeffreys",
+        divergence: str = "kl_pq",
         density: str | DensityEstimator | None = None,
         seed: int = 0,
         generator: str | None = None,
@@ -197,7 +196,7 @@ class OneStepSampler:
             self.density = ExactFlowDensity(self.generator)
         else:
             self.generator = ResidualMLP(s["noise_dim"], dim, hidden=s["hidden"], depth=s["depth"],
-                                         init_scale=s["init_scale"])
+                                         init_scale=s["init_scale"], affine_lr_scale=s["affine_lr_scale"])
         drift_kwargs = dict(
             log_density=log_density, divergence=self.divergence, density=self.density,
             noise_dim=s["noise_dim"], batch_size=s["batch_size"], reference=s["reference"],

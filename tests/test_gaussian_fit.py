@@ -37,7 +37,7 @@ def test_gaussian_mean_and_covariance(d, steps, seed):
     mean, cov, log_density = make_gaussian(d, seed)
     s = ff.OneStepSampler(log_density, dim=d, seed=seed, generator="mlp", divergence="kl_qp",
                           batch_size=512, reference_size=512, hidden=64, depth=2, beta0=1.0,
-                          anneal_fraction=0.0, bandwidth_factor=(1.0, 1.0))
+                          anneal_fraction=0.0, bandwidth_factor=(1.0, 1.0), affine_lr_scale=10.0)
     s.fit(steps, progress=False)
     x = s.sample(20_000, seed=seed).double()
     std = cov.diagonal().sqrt().double()
