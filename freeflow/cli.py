@@ -1,9 +1,9 @@
 """Command line: ``freeflow sample --target ring8 --steps 3000 --out runs/ring8``."""
 from __future__ import annotations
 
+from .cli_common import parse_key_values
+
 import argparse
-import ast
-import io
 import json
 import sys
 import time
@@ -12,18 +12,6 @@ from pathlib import Path
 __all__ = ["main", "build_parser"]
 
 
-def _kv(items: list[str] | None, flag: str) -> dict:
-    """Parse KEY=VALUE pairs; values are Python literals where they parse, else strings."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SystemExit(f"error: {flag} expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
 
 
 def _add_sample(sub) -> None:
@@ -59,7 +47,7 @@ def run_sample(args) -> int:
     if args.samples < 1:
         raise SystemExit(f"error: --samples must be a positive int, got {args.samples}")
     try:
-        target = targets.get_target(args.target, **_kv(args.target_arg, "--target-arg"))
+        target = targets.get_target(args.target, **parse_key_values(args.target_arg, "--target-arg"))
     except (ValueError, TypeError) as e:
         raise SystemExit(f"error: --target: {e}") from None
     out = Path(args.out)
@@ -71,7 +59,7 @@ def run_sample(args) -> int:
     else:
         try:
             sampler = OneStepSampler(target, divergence=args.divergence, seed=args.seed,
-                                     **_kv(args.set, "--set"))
+                                     **parse_key_values(args.set, "--set"))
         except (ValueError, TypeError) as e:
             raise SystemExit(f"error: {e}") from None
     t0 = time.perf_counter()

@@ -12,25 +12,15 @@ The lead wires it into the CLI with ``add_compare_subcommand(sub)`` in ``build_p
 """
 from __future__ import annotations
 
+from .cli_common import parse_key_values
+
 import argparse
-import ast
 import sys
 from pathlib import Path
 
 __all__ = ["add_compare_subcommand", "run_compare"]
 
 
-def _kv(items, flag: str) -> dict:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SystemExit(f"error: {flag} expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
 
 
 def add_compare_subcommand(subparsers) -> argparse.ArgumentParser:
@@ -72,7 +62,7 @@ def run_compare(args) -> int:
         if getattr(args, name) < 1:
             raise SystemExit(f"error: --{name} must be a positive int, got {getattr(args, name)}")
     try:
-        target = targets.get_target(args.target, **_kv(args.target_arg, "--target-arg"))
+        target = targets.get_target(args.target, **parse_key_values(args.target_arg, "--target-arg"))
     except (ValueError, TypeError) as e:
         raise SystemExit(f"error: --target: {e}") from None
     exact = bool(getattr(target, "has_exact_sampler", False))
@@ -94,7 +84,7 @@ def run_compare(args) -> int:
     else:
         try:
             sampler = OneStepSampler(target, divergence=args.divergence, seed=args.seed,
-                                     **_kv(args.set, "--set"))
+                                     **parse_key_values(args.set, "--set"))
         except (ValueError, TypeError) as e:
             raise SystemExit(f"error: {e}") from None
         sampler.fit(args.steps, progress=progress, log=out / "log.jsonl")

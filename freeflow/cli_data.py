@@ -6,7 +6,8 @@ OUT/metrics.json (energy distance to the data and its noise floor).
 """
 from __future__ import annotations
 
-import ast
+from .cli_common import parse_key_values
+
 import json
 import sys
 import time
@@ -15,17 +16,6 @@ from pathlib import Path
 __all__ = ["add_fit_data_subcommand", "run_fit_data"]
 
 
-def _kv(items, flag):
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SystemExit(f"error: {flag} expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
 
 
 def add_fit_data_subcommand(sub) -> None:
@@ -91,7 +81,7 @@ def run_fit_data(args) -> int:
         else:
             num_classes = None if labels is None else int(np.max(labels)) + 1
             flow = DataFlow(data.shape[1], args.velocity, seed=args.seed, num_classes=num_classes,
-                            **_kv(args.set, "--set"))
+                            **parse_key_values(args.set, "--set"))
         t0 = time.perf_counter()
         flow.fit(data, labels, steps=args.steps, progress=not args.no_progress, log=out / "log.jsonl",
                  checkpoint=ckpt, checkpoint_every=args.checkpoint_every)

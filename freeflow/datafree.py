@@ -11,7 +11,6 @@ mode coverage. β multiplies both log p̃ and its score.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -74,7 +73,12 @@ class DataFreeDrift:
     def beta(self, step: int, total_steps: int) -> float:
         return ramp(step, total_steps, self.beta0, 1.0, self.anneal_fraction)
 
-    def __call__(self, generator: nn.Module, step: int, rng: torch.Generator, *, total_steps: int):
+    def batch_statistics(self, generator: nn.Module, step: int, rng: torch.Generator, total_steps: int):
+        """Draw a batch and the quantities every data-free velocity needs.
+
+        Returns x (with graph), its detached copy, β, and β·log p̃, β·∇log p̃, log q̂, ∇log q̂ at
+        the batch (all detached).
+        """
         z = torch.randn(self.batch_size, self.noise_dim, generator=rng)
         x = generator(z)  # (N, d), with graph
         xd = x.detach()
@@ -96,8 +100,11 @@ class DataFreeDrift:
             raise NonFiniteError(f"log_density has a non-finite gradient at step {step}")
         if not (torch.isfinite(log_q).all() and torch.isfinite(score_q).all()):
             raise NonFiniteError(f"non-finite estimate of log q or its score at step {step}")
+        return x, xd, beta, beta * log_p, beta * score_p, log_q, score_q
+
+    def __call__(self, generator: nn.Module, step: int, rng: torch.Generator, *, total_steps: int):
+        x, xd, beta, log_p, score_p, log_q, score_q = self.batch_statistics(generator, step, rng, total_steps)
         with torch.no_grad():
-            log_p, score_p = beta * log_p, beta * score_p
             raw_log_r = log_ratio_snis(log_p, log_q)
             log_r = regularize_log_ratio(raw_log_r, max_ratio=self.max_ratio, temper=self.temper)
             v = fdiv_velocity(score_p, score_q, log_r, self.divergence)

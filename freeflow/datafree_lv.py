@@ -18,9 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .datafree import DataFreeDrift, ramp
-from .train.trainer import NonFiniteError
-from .validation import log_density_and_score
+from .datafree import DataFreeDrift
 from .velocities.common import rms_normalize
 from .velocities.logvar import lv_surrogate_velocity, lv_velocity, make_reference, reference_weights
 
@@ -48,28 +46,8 @@ class LogVarianceDrift(DataFreeDrift):
         self.ref = make_reference(self.lv_reference, **(self.lv_options or {}))
 
     def __call__(self, generator: nn.Module, step: int, rng: torch.Generator, *, total_steps: int):
-        z = torch.randn(self.batch_size, self.noise_dim, generator=rng)
-        x = generator(z)  # (N, d), with graph
-        xd = x.detach()
-        beta = self.beta(step, total_steps)
-        if self.bandwidth_factor is not None and hasattr(self.density, "factor"):
-            f0, f1 = self.bandwidth_factor
-            self.density.factor = ramp(step, total_steps, f0, f1, self.anneal_fraction)
+        x, xd, beta, log_p, score_p, log_q, score_q = self.batch_statistics(generator, step, rng, total_steps)
         with torch.no_grad():
-            if self.reference == "independent":
-                m = self.reference_size or self.batch_size
-                self.density.fit(generator(torch.randn(m, self.noise_dim, generator=rng)))
-                log_q, score_q = self.density.log_prob_and_score(xd)
-            else:
-                self.density.fit(xd)
-                log_q, score_q = self.density.log_prob_and_score(xd, same_batch=True)
-        log_p, score_p = log_density_and_score(self.log_density, xd, step=step)
-        if not torch.isfinite(score_p).all():
-            raise NonFiniteError(f"log_density has a non-finite gradient at step {step}")
-        if not (torch.isfinite(log_q).all() and torch.isfinite(score_q).all()):
-            raise NonFiniteError(f"non-finite estimate of log q or its score at step {step}")
-        with torch.no_grad():
-            log_p, score_p = beta * log_p, beta * score_p
             log_rho, score_rho = self.ref(xd, log_q, score_q)
             if self.lv_mode == "derived":
                 v = lv_velocity(score_p, score_q, log_p, log_q, log_rho, score_rho, clip=self.lv_clip)

@@ -6,11 +6,8 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 

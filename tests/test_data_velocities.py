@@ -15,13 +15,6 @@ from freeflow.velocities.kernels import drifting_velocity, mmd_velocity
 from freeflow.velocities.sinkhorn import barycentric_map, relative_epsilon, sinkhorn_velocity
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices: one intra-op thread is faster, and far faster on a loaded 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 SEEDS = [0, 1, 2]

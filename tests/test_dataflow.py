@@ -5,13 +5,6 @@ import torch
 
 from freeflow.dataflow import DataFlow
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices: one intra-op thread is faster, and far faster on a loaded 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 MEAN = torch.tensor([3.0, -1.0])

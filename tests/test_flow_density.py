@@ -8,13 +8,6 @@ from freeflow.density.flow import FlowDensity, FlowFitError
 from freeflow.generators_flow import FlowGenerator
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small flows train fastest single-threaded; avoids oversubscribing a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _target(seed, d):

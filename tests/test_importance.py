@@ -17,13 +17,6 @@ from freeflow.importance import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks run fastest single-threaded; avoids oversubscribing a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _draw(seed, n=4000, d=4, widen=1.25, const=17.3):

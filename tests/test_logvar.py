@@ -16,13 +16,6 @@ from freeflow.velocities.logvar import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks run fastest single-threaded; avoids oversubscribing a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _gauss(x, m, s):

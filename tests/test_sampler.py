@@ -1,11 +1,9 @@
 """OneStepSampler: bad input, save/load, resume equality, non-finite handling."""
-import math
 
 import pytest
 import torch
 
 import freeflow as ff
-from freeflow.train import NonFiniteError
 
 SMALL = dict(batch_size=64, reference_size=64, hidden=32, depth=1)
 

@@ -12,13 +12,6 @@ from freeflow.velocities.sinkhorn import (
     sinkhorn_velocity,
 )
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices: one intra-op thread is faster, and far faster on a loaded 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 geomloss = pytest.importorskip("geomloss")
