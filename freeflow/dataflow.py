@@ -35,7 +35,7 @@ from torch import nn
 
 from .generators import ResidualMLP, sinusoidal_embedding
 from .io import atomic_torch_save, load_checkpoint
-from .train import Checkpoint, History, JSONLLogger, ProgressBar, TrainConfig, Trainer
+from .train import History, TrainConfig, Trainer, standard_callbacks
 from .validation import check_positive_float, check_positive_int
 from .velocities.common import rms_normalize
 from .velocities.guidance import distribution_guidance, velocity_guidance
@@ -368,12 +368,9 @@ class DataFlow:
             self._build(init_loc=mean, init_scale=std)
             self._fitted_stats = True
         self.drift.attach(data, labels)
-        cbs = [ProgressBar(keys=("loss", "v_raw_rms"), enabled=progress)]
-        if log is not None:
-            cbs.append(JSONLLogger(log))
-        if checkpoint is not None:
-            cbs.append(Checkpoint(checkpoint, self.save, every=checkpoint_every))
-        cbs.extend(callbacks)
+        cbs = standard_callbacks(progress=progress, log=log, checkpoint=checkpoint, save=self.save,
+                                 checkpoint_every=checkpoint_every, extra=callbacks,
+                                 progress_keys=("loss", "v_raw_rms"))
         hist = self.trainer.fit(self.state, steps, callbacks=cbs)
         self.history.extend(hist)
         return hist

@@ -23,7 +23,7 @@ from .density.kde import KDE
 from .divergences import get_divergence
 from .generators import ResidualMLP
 from .io import atomic_torch_save, load_checkpoint
-from .train import Checkpoint, History, JSONLLogger, ProgressBar, TrainConfig, Trainer
+from .train import History, TrainConfig, Trainer, standard_callbacks
 from .validation import check_log_density, check_positive_float, check_positive_int
 
 Tensor = torch.Tensor
@@ -247,12 +247,8 @@ class OneStepSampler:
         if steps is None:
             steps = default_steps(self.dim)
         check_positive_int(steps, "steps")
-        cbs = [ProgressBar(enabled=progress)]
-        if log is not None:
-            cbs.append(JSONLLogger(log))
-        if checkpoint is not None:
-            cbs.append(Checkpoint(checkpoint, self.save, every=checkpoint_every))
-        cbs.extend(callbacks)
+        cbs = standard_callbacks(progress=progress, log=log, checkpoint=checkpoint, save=self.save,
+                                 checkpoint_every=checkpoint_every, extra=callbacks)
         hist = self.trainer.fit(self.state, steps, callbacks=cbs)
         self.history.extend(hist)
         return hist

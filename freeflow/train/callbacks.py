@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 from .trainer import Callback, Trainer, TrainState
 
-__all__ = ["ProgressBar", "JSONLLogger", "Checkpoint"]
+__all__ = ["ProgressBar", "JSONLLogger", "Checkpoint", "standard_callbacks"]
 
 
 class ProgressBar(Callback):
@@ -96,3 +96,23 @@ class Checkpoint(Callback):
 
     def on_fit_end(self, trainer: Trainer, state: TrainState) -> None:
         self.save(self.path)
+
+
+def standard_callbacks(
+    *,
+    progress: bool,
+    log: str | os.PathLike | None,
+    checkpoint: str | os.PathLike | None,
+    save: Callable[[str | os.PathLike], object],
+    checkpoint_every: int,
+    extra: Sequence[Callback] = (),
+    progress_keys: Sequence[str] = ("loss", "ess", "beta"),
+) -> list[Callback]:
+    """The callbacks every front end's ``fit`` offers: progress bar, JSONL log, checkpoints."""
+    cbs: list[Callback] = [ProgressBar(keys=progress_keys, enabled=progress)]
+    if log is not None:
+        cbs.append(JSONLLogger(log))
+    if checkpoint is not None:
+        cbs.append(Checkpoint(checkpoint, save, every=checkpoint_every))
+    cbs.extend(extra)
+    return cbs
