@@ -1,7 +1,7 @@
 """Targets for the flow-route benchmarks, with exact samplers.
 
-Mirrors the definitions of the project's ``targets`` package (ring8, imbalanced2, gmm40,
-manywell32; MATH.md §4) so the benchmarks run on this branch alone; ``get`` prefers the
+Mirrors the definitions of the project's ``targets`` package (ring8, imbalanced2, gmm40;
+MATH.md §4) so the benchmarks run on this branch alone; ``get`` prefers the
 package when it is importable.
 """
 from __future__ import annotations
@@ -64,38 +64,3 @@ def gmm40():
     means = (torch.rand(40, 2, generator=g, dtype=torch.float32) - 0.5) * 80
     std = float(torch.nn.functional.softplus(torch.tensor(1.0, dtype=torch.float64)))
     return Mixture(means.double(), torch.full((40,), std), torch.full((40,), 1 / 40), "gmm40")
-
-
-class ManyWell:
-    """16 independent double wells: log p̃(x₁, x₂) = −x₁⁴ + 6x₁² + 0.5x₁ − 0.5x₂² per pair.
-
-    log Z = 16 × 10.29348 = 164.6957 (computed here by quadrature); exact sampling of x₁ by
-    inverse-CDF on a fine grid, x₂ ~ N(0, 1)."""
-
-    name = "manywell32"
-
-    def __init__(self, dim: int = 32):
-        self.dim, self.pairs = dim, dim // 2
-        t = np.linspace(-4.0, 4.0, 400001)
-        logf = -(t**4) + 6 * t**2 + 0.5 * t
-        m = logf.max()
-        f = np.exp(logf - m)
-        dt = t[1] - t[0]
-        self.log_z1 = math.log(f.sum() * dt) + m
-        self.log_Z = self.pairs * (self.log_z1 + 0.5 * math.log(2 * math.pi))
-        self.p_positive = float(f[t > 0].sum() / f.sum())
-        cdf = np.cumsum(f)
-        self._t, self._cdf = t, cdf / cdf[-1]
-
-    def log_prob(self, x):
-        x1, x2 = x[:, 0::2], x[:, 1::2]
-        return (-(x1**4) + 6 * x1**2 + 0.5 * x1 - 0.5 * x2**2).sum(1)
-
-    def sample(self, n, generator=None):
-        u = torch.rand(n, self.pairs, generator=generator, dtype=torch.float64).numpy()
-        x1 = torch.from_numpy(np.interp(u, self._cdf, self._t))
-        x2 = torch.randn(n, self.pairs, generator=generator, dtype=torch.float64)
-        return torch.stack([x1, x2], -1).reshape(n, self.dim).float()
-
-    def positive_fraction(self, x):
-        return (x[:, 0::2] > 0).double().mean(0)

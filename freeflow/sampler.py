@@ -363,6 +363,11 @@ class OneStepSampler:
             f"(approximate), not density={self.density_name!r}"
         )
 
+    def sample_and_log_prob(self, n: int, *, seed: int | None = None, ema: bool = True) -> tuple[Tensor, Tensor]:
+        """n samples and their log q(x): exact for generator="flow", approximate for
+        density="flow"; a ValueError for a KDE (whose log q̂ is too biased to weight with)."""
+        return self._samples_with_log_q(n, seed, ema)
+
     @torch.no_grad()
     def importance_weights(self, n: int, *, seed: int | None = None, ema: bool = True):
         """Samples x ~ q (n, d) and log w = log p̃(x) − log q(x) (float64)."""
