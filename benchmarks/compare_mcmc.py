@@ -1,20 +1,24 @@
-"""freeflow vs blackjax NUTS vs normflows reverse-KL VI, side by side (issue 4 benchmark).
+"""freeflow vs blackjax NUTS vs normflows reverse-KL VI vs SVGD, side by side (issue 4 benchmark).
 
     python benchmarks/compare_mcmc.py                       # all four targets
     python benchmarks/compare_mcmc.py --targets logreg_breast_cancer --steps 1500
+    python benchmarks/compare_mcmc.py --no-svgd             # the three-method run
 
 For each target: train freeflow (OneStepSampler, default settings), run NUTS (4 chains,
 window adaptation, cached under .cache/freeflow/nuts), train normflows VI for the same
-wall-clock time as freeflow, and compare all three with the reference — exact samples where
-the target has an exact sampler (funnel10, gmm40, ring8), NUTS draws for
-logreg_breast_cancer — through ``freeflow.compare``.  Numbers go to
+wall-clock time as freeflow, run SVGD (``--svgd``, on by default; ``--no-svgd`` skips it) for
+the same wall-clock time with ``--n`` particles (SVGD has no generator: its particle set is
+what ``compare`` draws its n samples from, an interacting set rather than independent draws,
+and its O(n²) kernel per step makes n the main cost knob), and compare all methods with the
+reference — exact samples where the target has an exact sampler (funnel10, gmm40, ring8),
+NUTS draws for logreg_breast_cancer — through ``freeflow.compare``.  Numbers go to
 benchmarks/results/compare_mcmc.json (merged per target, so partial runs accumulate); the
 markdown/PNG reports to runs/compare_mcmc/<target>/.
 
 Goals checked (issue 4): on logreg, freeflow's per-coordinate mean and std errors within 0.1
 reference std of NUTS and its cost per effective sample after training at least 1000x below
-NUTS's; on the multimodal targets, mode masses (TV to the true weights) closer than both
-baselines.
+NUTS's; on the multimodal targets, mode masses (TV to the true weights) closer than every
+baseline present (NUTS, VI and, unless --no-svgd, SVGD).
 """
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ def run_target(name: str, args) -> dict:
     import targets
     import targets.posteriors  # noqa: F401  (registers the eight-schools targets)
     from freeflow import OneStepSampler
-    from freeflow.baselines import fit_vi
+    from freeflow.baselines import fit_svgd, fit_vi
     from freeflow.compare import compare
     from freeflow.reference import nuts
 
@@ -71,9 +75,29 @@ def run_target(name: str, args) -> dict:
                     "settings": vi.settings, "n_params": vi.n_params, "final_loss": vi.final_loss}
     print(f"[{name}] VI: {vi.steps_done} steps in {vi.train_seconds:.1f} s", flush=True)
 
+    methods, names = [sampler, ref, vi], ["freeflow", "NUTS", "normflows VI"]
+    if args.svgd:
+        # n_particles = args.n: compare takes n samples, and SVGD's samples are its particles.
+        svgd_budget = args.svgd_seconds or sampler.training_seconds
+        try:
+            svgd = fit_svgd(target, time_budget_s=svgd_budget, n_particles=args.n, lr=args.svgd_lr,
+                            seed=args.seed, progress=not args.no_progress)
+        except FloatingPointError as e:  # non-finite Stein direction: record it, keep the others
+            record["svgd"] = {"error": str(e)}
+            print(f"[{name}] SVGD failed: {e}", flush=True)
+        else:
+            record["svgd"] = {"steps": svgd.steps_done, "training_seconds": svgd.train_seconds,
+                              "settings": svgd.settings, "final_phi_rms": svgd.final_phi_rms,
+                              "note": "n_particles = --n; particles are an interacting set, not "
+                                      "independent draws, so ESS = particle count is optimistic"}
+            print(f"[{name}] SVGD: {svgd.steps_done} steps in {svgd.train_seconds:.1f} s "
+                  f"({args.n} particles)", flush=True)
+            methods.append(svgd)
+            names.append("SVGD")
+
     exact = bool(getattr(target, "has_exact_sampler", False))
-    report = compare([sampler, ref, vi], target if exact else ref, n=args.n, target=target,
-                     names=["freeflow", "NUTS", "normflows VI"], seed=args.seed)
+    report = compare(methods, target if exact else ref, n=args.n, target=target,
+                     names=names, seed=args.seed)
     report.save(out_dir)
     print(report.table(), flush=True)
     record["report"] = report.to_dict()
@@ -91,10 +115,14 @@ def run_target(name: str, args) -> dict:
         goals["cost_ratio_nuts_over_freeflow_per_effective_sample"] = nuts_cost / ff_cost
         goals["at_least_1000x_cheaper"] = bool(nuts_cost / ff_cost >= 1000)
     if "mode_tv" in ff.metrics:
-        goals["mode_tv"] = {"freeflow": ff.metrics["mode_tv"], "NUTS": nu.metrics["mode_tv"],
-                            "VI": vim.metrics["mode_tv"]}
+        baselines = {"NUTS": nu, "VI": vim}
+        if "SVGD" in names:
+            baselines["SVGD"] = report["SVGD"]
+        goals["mode_tv"] = {"freeflow": ff.metrics["mode_tv"],
+                            **{k: m.metrics["mode_tv"] for k, m in baselines.items()}}
         goals["freeflow_closest_mode_masses"] = bool(
-            ff.metrics["mode_tv"] < min(nu.metrics["mode_tv"], vim.metrics["mode_tv"]))
+            ff.metrics["mode_tv"] < min(m.metrics["mode_tv"] for m in baselines.values()))
+        goals["mode_masses_compared_with"] = list(baselines)
     record["goals"] = goals
     print(f"[{name}] goals: {json.dumps(goals)}", flush=True)
     return record
@@ -113,6 +141,10 @@ def main(argv=None) -> int:
     p.add_argument("--vi-flow", default="spline", choices=["spline", "realnvp"])
     p.add_argument("--vi-layers", type=int, default=8)
     p.add_argument("--vi-hidden", type=int, default=128)
+    p.add_argument("--svgd", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run SVGD with --n particles (default on; --no-svgd to skip)")
+    p.add_argument("--svgd-seconds", type=float, default=None, help="default: freeflow's training time")
+    p.add_argument("--svgd-lr", type=float, default=0.05, help="Adam step size on the particles")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compare_mcmc.json"))
     p.add_argument("--no-progress", action="store_true")

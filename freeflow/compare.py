@@ -196,7 +196,7 @@ def compare(
 ) -> Report:
     """Compare one method or a list of methods with ``reference`` (see module docstring).
 
-    sampler_or_samples : a sampler (anything with ``.sample(n)``, e.g. OneStepSampler or a VI
+    sampler_or_samples : a sampler (anything with ``.sample(n)``, e.g. OneStepSampler, a VI or SVGD
         baseline), a NUTS :class:`~freeflow.reference.Reference`, a tensor/array (n, d) of
         samples, or a list/tuple/dict of these (a dict gives the names).
     reference : exact samples (tensor/array), a NUTS Reference, or a Target with an exact
@@ -469,7 +469,11 @@ def _run_method(obj: Any, name: str, n: int, target: Any, seed: int) -> MethodRe
     res.costs = {"train_s": train_s, "s_per_1e4": dt / n * 1e4, "ess": float(res.samples.shape[0]),
                  "ess_per_s": res.samples.shape[0] / dt if dt > 0 else None,
                  "seconds_per_effective_sample": dt / max(res.samples.shape[0], 1)}
-    res.notes.append("independent samples: ESS = sample count")
+    if kind == "svgd":
+        res.notes.append("SVGD particles are an interacting set, not independent draws; "
+                         "ESS = particle count is optimistic (and sample time is just indexing)")
+    else:
+        res.notes.append("independent samples: ESS = sample count")
     if target is not None and callable(getattr(obj, "sample_and_log_prob", None)):
         try:
             with torch.no_grad():
