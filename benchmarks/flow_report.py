@@ -1,4 +1,4 @@
-"""Markdown tables from benchmarks/results/{flow_dimsweep,manywell,flow_lv}.json."""
+"""Markdown tables from benchmarks/results/{flow_dimsweep,manywell*,flow_lv}.json."""
 from __future__ import annotations
 
 import json
@@ -32,22 +32,22 @@ def main(out=sys.stdout):
                   f"{f(r['energy'])} ({f(r['energy_noise_floor'], 4)}) | {f(r['s_per_step'], 2)} | {lz} | "
                   f"{f(r.get('ess'))} | {f(r.get('pareto_k'), 2)} |", file=out)
         print(file=out)
-    m = _load("manywell")
-    long = _load("manywell_long")
-    if m and long:
-        m["rows"] = m["rows"] + long["rows"]
-    m = m or long
+    rows = []  # older single-seed RealNVP runs first, then the current benchmark's rows
+    for name in ("manywell_realnvp_1500", "manywell_realnvp_3000", "manywell"):
+        part = _load(name)
+        rows += part["rows"] if part else []
+    m = {"rows": rows} if rows else None
     if m:
         print("### manywell32 (log Z = 164.6957, P(x₁ > 0) = 0.8443 per pair)\n", file=out)
-        print("| method | steps | log Ẑ ± se | abs error (SOTA ≈ 0.03) | ESS | k̂ | P(x₁>0) mean | max pair error | energy (floor) | s/step |", file=out)
-        print("|---|---|---|---|---|---|---|---|---|---|", file=out)
+        print("| method | seed | steps | log Ẑ ± se | abs error (SOTA ≈ 0.03) | ESS | k̂ | P(x₁>0) mean | max pair error | IS-weighted max pair error | energy (floor) | s/step |", file=out)
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|", file=out)
         for r in m["rows"]:
             if "error" in r:
-                print(f"| {r['method']} | error: {r['error'][:80]} |||||||||", file=out)
+                print(f"| {r['method']} | {r.get('seed', 0)} | error: {r['error'][:80]} ||||||||||", file=out)
                 continue
-            print(f"| {r['method']} ({r['log_q']}) | {r['steps']} | {r['log_Z_hat']:.3f} ± {r['log_Z_se']:.3f} | "
+            print(f"| {r['method']} ({r['log_q']}) | {r.get('seed', 0)} | {r['steps']} | {r['log_Z_hat']:.3f} ± {r['log_Z_se']:.3f} | "
                   f"{r['abs_log_Z_error']:.3f} | {f(r['ess'], 4)} | {f(r['pareto_k'], 2)} | {f(r['p_x1_positive_mean'])} | "
-                  f"{f(r['p_x1_positive_max_abs_err'])} | {f(r['energy'])} ({f(r['energy_noise_floor'], 4)}) | {f(r['s_per_step'], 2)} |", file=out)
+                  f"{f(r['p_x1_positive_max_abs_err'])} | {f(r.get('p_x1_positive_is_max_abs_err'))} | {f(r['energy'])} ({f(r['energy_noise_floor'], 4)}) | {f(r['s_per_step'], 2)} |", file=out)
         print(file=out)
     lv = _load("flow_lv")
     if lv:

@@ -52,6 +52,8 @@ def run(method: str, seed: int, a, target) -> dict:
     ref = target.sample(2000, torch.Generator().manual_seed(1))
     ref2 = target.sample(2000, torch.Generator().manual_seed(2))
     err = summ.log_normalizer - target.log_Z
+    # self-normalised importance estimate of P(x₁ > 0) per pair: what the weights make of q's masses
+    frac_is, frac_is_se = s.expectation(lambda x: (x[:, 0::2] > 0).double(), a.n_is, seed=13)
     return {
         "method": method, "seed": seed, "steps": a.steps, "batch": a.batch, "train_seconds": wall,
         "s_per_step": wall / a.steps,
@@ -63,6 +65,9 @@ def run(method: str, seed: int, a, target) -> dict:
         "p_x1_positive_per_pair": [round(float(f), 4) for f in frac],
         "p_x1_positive_mean": float(frac.mean()), "p_x1_positive_true": target.p_positive,
         "p_x1_positive_max_abs_err": float((frac - target.p_positive).abs().max()),
+        "p_x1_positive_is_per_pair": [round(float(f), 4) for f in frac_is],
+        "p_x1_positive_is_se_max": float(frac_is_se.max()),
+        "p_x1_positive_is_max_abs_err": float((frac_is - target.p_positive).abs().max()),
         "energy": energy_distance(x[:2000], ref), "energy_noise_floor": energy_distance(ref2, ref),
     }
 
