@@ -22,7 +22,7 @@ def mode_report(x: torch.Tensor, target) -> dict:
     """Per-mode mass by nearest centre, total variation to the true weights, modes covered
     (mass ≥ 10% of the true weight)."""
     k = target.mode_weights.numel()
-    idx = target.assign(x)
+    idx = target.assign_modes(x)
     mass = torch.bincount(idx, minlength=k).double() / x.shape[0]
     w = target.mode_weights.double()
     return {
