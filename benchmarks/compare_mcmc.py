@@ -53,9 +53,10 @@ def run_target(name: str, args) -> dict:
     record: dict = {"target": target.config(), "dim": target.dim}
 
     t0 = time.perf_counter()
-    sampler = OneStepSampler(target, seed=args.seed)
+    sampler = OneStepSampler(target, seed=args.seed, **args.settings)
     sampler.fit(args.steps, progress=not args.no_progress)
-    record["freeflow"] = {"steps": sampler.steps_done, "training_seconds": sampler.training_seconds,
+    record["freeflow"] = {"generator": sampler.generator_name, "density": sampler.density_name,
+                          "overrides": args.settings, "steps": sampler.steps_done, "training_seconds": sampler.training_seconds,
                           "settings": {k: (list(v) if isinstance(v, tuple) else v)
                                        for k, v in sampler.settings.items()},
                           "n_params": sum(p.numel() for p in sampler.generator.parameters())}
@@ -141,6 +142,8 @@ def main(argv=None) -> int:
     p.add_argument("--vi-flow", default="spline", choices=["spline", "realnvp"])
     p.add_argument("--vi-layers", type=int, default=8)
     p.add_argument("--vi-hidden", type=int, default=128)
+    p.add_argument("--set", dest="settings", action="append", metavar="KEY=VALUE",
+                   help="override a freeflow setting (default_settings key, or generator=...); repeatable")
     p.add_argument("--svgd", action=argparse.BooleanOptionalAction, default=True,
                    help="also run SVGD with --n particles (default on; --no-svgd to skip)")
     p.add_argument("--svgd-seconds", type=float, default=None, help="default: freeflow's training time")
@@ -149,6 +152,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compare_mcmc.json"))
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    from freeflow.cli_common import parse_key_values
+
+    args.settings = parse_key_values(args.settings, "--set")
     if args.threads:
         torch.set_num_threads(args.threads)
     from freeflow.reference.cache import atomic_write_text

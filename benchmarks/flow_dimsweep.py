@@ -23,9 +23,10 @@ from flow_targets import gmm_known_weights  # noqa: E402
 from freeflow.sampler import OneStepSampler  # noqa: E402
 
 METHODS = {
-    "kde": dict(),
-    "flow_route": dict(density="flow", flow_kind="realnvp", flow_layers=4, flow_hidden=64, flow_fit_steps=3),
-    "flow_generator": dict(generator="flow", flow_kind="realnvp", flow_layers=6, flow_hidden=64),
+    "kde": dict(anneal_path="tempered"),
+    "flow_route": dict(density="flow", flow_kind="realnvp", flow_layers=4, flow_hidden=64, flow_fit_steps=3,
+                       anneal_path="tempered"),
+    "flow_generator": dict(generator="flow", flow_kind="realnvp", flow_layers=6, flow_hidden=64, anneal_path="tempered"),
 }
 
 

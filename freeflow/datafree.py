@@ -4,10 +4,18 @@ Binds a log-density, a divergence, an estimator of q and the schedules to the tr
 protocol (see :mod:`freeflow.train.trainer`). The maths is in :mod:`freeflow.velocities.fdiv`
 and :mod:`freeflow.density`.
 
-Target annealing: the flow targets p̃^β with β ramped linearly from ``beta0`` to 1 over the
-first ``anneal_fraction`` of training. A tempered target has broader, overlapping modes, so
-the flow spreads the samples over all of them before the modes sharpen — a standard aid for
-mode coverage. β multiplies both log p̃ and its score.
+Target annealing: the flow targets an annealed density π_β with β ramped linearly from
+``beta0`` to 1 over the first ``anneal_fraction`` of training, along one of two paths:
+
+* ``"tempered"``: π_β ∝ p̃^β. Tempered modes are broader and overlap, so the flow spreads the
+  samples over all of them before the modes sharpen — a standard aid for mode coverage. But
+  p̃^β can be far broader than p̃: for a funnel its neck width exp(x₀/2)/√β explodes, and the
+  generator follows it to overflow.
+* ``"geometric"``: π_β ∝ ρ^(1−β) p̃^β with ρ = N(0, s² I) (s = ``base_scale``, the generator's
+  initial scale): the path of annealed importance sampling from the generator's starting
+  distribution to the target. At small β it is close to ρ, so it is never broader than the
+  generator's start in directions where p̃ is flat or heavy-tailed; modes still emerge
+  gradually as β grows.
 """
 from __future__ import annotations
 
@@ -22,7 +30,25 @@ from .train.trainer import NonFiniteError
 from .validation import LogDensity, log_density_and_score
 from .velocities.fdiv import effective_sample_fraction, fdiv_velocity, log_ratio_snis, regularize_log_ratio
 
-__all__ = ["ramp", "DataFreeDrift"]
+__all__ = ["ramp", "annealed", "DataFreeDrift"]
+
+ANNEAL_PATHS = ("tempered", "geometric")
+
+
+def annealed(log_p: torch.Tensor, score_p: torch.Tensor, x: torch.Tensor, beta: float,
+             path: str = "tempered", base_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π_β and ∇log π_β at x from log p̃ and ∇log p̃ (up to a constant in log π_β).
+
+    tempered: π_β = p̃^β;  geometric: π_β = N(0, base_scale² I)^(1−β) p̃^β.
+    """
+    if path == "tempered" or beta == 1.0:
+        return beta * log_p, beta * score_p
+    if path != "geometric":
+        raise ValueError(f"anneal_path must be one of {ANNEAL_PATHS}, got {path!r}")
+    xs = x.to(score_p.dtype) / base_scale
+    log_base = -0.5 * xs.pow(2).sum(-1)
+    score_base = -xs / base_scale
+    return beta * log_p + (1 - beta) * log_base.to(log_p.dtype), beta * score_p + (1 - beta) * score_base
 
 
 def ramp(step: int, total_steps: int, start: float, end: float, fraction: float) -> float:
@@ -45,7 +71,8 @@ class DataFreeDrift:
         batch_size: samples per step that carry gradient.
         reference: "independent" (q̂ from a second, no-grad batch of ``reference_size``) or
             "loo" (leave-one-out on the training batch itself).
-        beta0, anneal_fraction: target annealing p̃^β (β = 1 throughout when beta0 = 1).
+        beta0, anneal_fraction: target annealing (β = 1 throughout when beta0 = 1).
+        anneal_path, base_scale: "tempered" (p̃^β) or "geometric" (N(0, base_scale² I)^(1−β) p̃^β).
         max_ratio, temper: regularisation of r̂ (see :func:`regularize_log_ratio`).
         bandwidth_factor: (start, end) of a linear ramp of a KDE's ``factor`` over the
             annealing phase; None leaves the estimator alone.
@@ -63,8 +90,14 @@ class DataFreeDrift:
     max_ratio: float | None = 20.0
     temper: float = 1.0
     bandwidth_factor: tuple[float, float] | None = None
+    anneal_path: str = "tempered"
+    base_scale: float = 1.0
 
     def __post_init__(self):
+        if self.anneal_path not in ANNEAL_PATHS:
+            raise ValueError(f"anneal_path must be one of {ANNEAL_PATHS}, got {self.anneal_path!r}")
+        if not self.base_scale > 0:
+            raise ValueError(f"base_scale must be > 0, got {self.base_scale}")
         if self.reference not in ("independent", "loo"):
             raise ValueError(f"reference must be 'independent' or 'loo', got {self.reference!r}")
         if not 0 < self.beta0 <= 1:
@@ -76,8 +109,9 @@ class DataFreeDrift:
     def batch_statistics(self, generator: nn.Module, step: int, rng: torch.Generator, total_steps: int):
         """Draw a batch and the quantities every data-free velocity needs.
 
-        Returns x (with graph), its detached copy, β, and β·log p̃, β·∇log p̃, log q̂, ∇log q̂ at
-        the batch (all detached).
+        Returns x (with graph), its detached copy, β, and log π_β, ∇log π_β (the annealed
+        target, :func:`annealed`), log q̂, ∇log q̂ and the un-annealed log p̃ at the batch (all
+        detached).
         """
         z = torch.randn(self.batch_size, self.noise_dim, generator=rng)
         x = generator(z)  # (N, d), with graph
@@ -97,13 +131,19 @@ class DataFreeDrift:
                 log_q, score_q = self.density.log_prob_and_score(xd, same_batch=True)
         log_p, score_p = log_density_and_score(self.log_density, xd, step=step)
         if not torch.isfinite(score_p).all():
-            raise NonFiniteError(f"log_density has a non-finite gradient at step {step}")
+            bad = ~torch.isfinite(score_p).all(1)
+            raise NonFiniteError(
+                f"log_density has a non-finite gradient at step {step} ({int(bad.sum())} of {len(bad)} "
+                f"samples; the largest |x| in the batch is {float(xd.abs().max()):.3g}). If the samples "
+                f"diverged, the annealed target may be too broad: try anneal_path='geometric' or beta0=1")
         if not (torch.isfinite(log_q).all() and torch.isfinite(score_q).all()):
             raise NonFiniteError(f"non-finite estimate of log q or its score at step {step}")
-        return x, xd, beta, beta * log_p, beta * score_p, log_q, score_q
+        log_pi, score_pi = annealed(log_p, score_p, xd, beta, self.anneal_path, self.base_scale)
+        return x, xd, beta, log_pi, score_pi, log_q, score_q, log_p
 
     def __call__(self, generator: nn.Module, step: int, rng: torch.Generator, *, total_steps: int):
-        x, xd, beta, log_p, score_p, log_q, score_q = self.batch_statistics(generator, step, rng, total_steps)
+        x, xd, beta, log_p, score_p, log_q, score_q, log_p_raw = self.batch_statistics(
+            generator, step, rng, total_steps)
         with torch.no_grad():
             raw_log_r = log_ratio_snis(log_p, log_q)
             log_r = regularize_log_ratio(raw_log_r, max_ratio=self.max_ratio, temper=self.temper)
@@ -113,7 +153,7 @@ class DataFreeDrift:
                 "ess": float(effective_sample_fraction(log_p - log_q)),
                 "max_log_r": float(raw_log_r.max()),
                 "clipped": float((log_r < raw_log_r * self.temper - 1e-6).float().mean()),
-                "log_p_mean": float(log_p.mean() / beta),
+                "log_p_mean": float(log_p_raw.mean()),
             }
             if hasattr(self.density, "kernel_std"):
                 info["kernel_std"] = float(self.density.kernel_std.mean())

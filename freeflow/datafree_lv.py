@@ -46,7 +46,8 @@ class LogVarianceDrift(DataFreeDrift):
         self.ref = make_reference(self.lv_reference, **(self.lv_options or {}))
 
     def __call__(self, generator: nn.Module, step: int, rng: torch.Generator, *, total_steps: int):
-        x, xd, beta, log_p, score_p, log_q, score_q = self.batch_statistics(generator, step, rng, total_steps)
+        x, xd, beta, log_p, score_p, log_q, score_q, log_p_raw = self.batch_statistics(
+            generator, step, rng, total_steps)
         with torch.no_grad():
             log_rho, score_rho = self.ref(xd, log_q, score_q)
             if self.lv_mode == "derived":
@@ -58,7 +59,7 @@ class LogVarianceDrift(DataFreeDrift):
             info = {
                 "beta": beta,
                 "rho_ess": float(1.0 / (r / r.sum()).pow(2).sum() / r.numel()),
-                "log_p_mean": float(log_p.mean() / beta),
+                "log_p_mean": float(log_p_raw.mean()),
             }
         return x, rms_normalize(v), info
 
