@@ -19,6 +19,9 @@ def f(v, nd=3):
 
 def main(out=sys.stdout):
     d = _load("flow_dimsweep")
+    geo = _load("flow_dimsweep_geometric")  # the flow generator on the geometric path (d > 3 default)
+    if d and geo:
+        d["rows"] = d["rows"] + geo["rows"]
     if d:
         print(f"### Dimension sweep (4-mode mixture, weights 0.4/0.3/0.2/0.1; {d['settings']['steps']} steps, batch {d['settings']['batch']})\n", file=out)
         print("| d | method | modes | mass TV | energy (floor) | s/step | log Ẑ ± se (true 0) | ESS | k̂ |", file=out)
