@@ -36,7 +36,8 @@ def main(out=sys.stdout):
                   f"{f(r.get('ess'))} | {f(r.get('pareto_k'), 2)} |", file=out)
         print(file=out)
     rows = []  # older single-seed RealNVP runs first, then the current benchmark's rows
-    for name in ("manywell_realnvp_1500", "manywell_realnvp_3000", "manywell", "manywell_geometric"):
+    for name in ("manywell_realnvp_1500", "manywell_realnvp_3000", "manywell", "manywell_geometric",
+                 "manywell_defaults"):
         part = _load(name)
         rows += part["rows"] if part else []
     m = {"rows": rows} if rows else None

@@ -9,6 +9,7 @@ tempered path p̃^β, as measured, unless the name says geometric):
   flow_generator_spline_geometric  the same on the geometric path N(0, I)^(1−β) p̃^β (the d > 3 default)
   flow_generator_realnvp the generator is a RealNVP flow (exact log q)
   flow_route             MLP generator, auxiliary RealNVP flow for q (approximate log q)
+  defaults               OneStepSampler(target) with nothing overridden but the batch size
 
     python benchmarks/manywell.py --methods flow_generator_spline --seeds 0 1 2 --steps 1500
 
@@ -35,6 +36,7 @@ from targets import get_target  # noqa: E402
 SOTA_LOG_Z_ERROR = 0.03
 
 METHODS = {
+    "defaults": dict(),  # what a user gets: RealNVP flow generator, geometric annealing (d > 3)
     "flow_generator_spline": dict(generator="flow", flow_kind="spline", flow_layers=4, flow_hidden=64,
                                   anneal_path="tempered"),
     "flow_generator_spline_geometric": dict(generator="flow", flow_kind="spline", flow_layers=4, flow_hidden=64,
@@ -67,6 +69,7 @@ def run(method: str, seed: int, a, target) -> dict:
         "sota_abs_log_Z_error": SOTA_LOG_Z_ERROR,
         "ess": summ.ess, "elbo": summ.elbo, "pareto_k": summ.pareto_k, "n_is": a.n_is,
         "log_q": "approximate (auxiliary flow)" if method == "flow_route" else "exact",
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.settings.items()},
         "p_x1_positive_per_pair": [round(float(f), 4) for f in frac],
         "p_x1_positive_mean": float(frac.mean()), "p_x1_positive_true": target.p_positive,
         "p_x1_positive_max_abs_err": float((frac - target.p_positive).abs().max()),
