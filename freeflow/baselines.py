@@ -33,6 +33,18 @@ import torch
 Tensor = torch.Tensor
 
 
+def _unwrap_target(log_density: Any, dim: int | None) -> tuple[Any, Callable[[Tensor], Tensor], int | None]:
+    """(target or None, log-density callable, dim) from a Target object or a plain callable."""
+    target = None
+    if callable(getattr(log_density, "log_prob", None)) and hasattr(log_density, "dim"):
+        target = log_density
+        dim = target.dim if dim is None else dim
+        log_density = target.log_prob
+    if not callable(log_density):
+        raise TypeError("log_density must be callable (n, d) -> (n,) or a Target")
+    return target, log_density, dim
+
+
 def _loc_scale_from_target(target: Any, dim: int) -> tuple[Tensor, Tensor]:
     pr = getattr(target, "plot_range", None)
     if pr is None:
@@ -80,13 +92,7 @@ class VIBaseline:
     ) -> None:
         import normflows as nf
 
-        target = None
-        if callable(getattr(log_density, "log_prob", None)) and hasattr(log_density, "dim"):
-            target = log_density
-            dim = target.dim if dim is None else dim
-            log_density = target.log_prob
-        if not callable(log_density):
-            raise TypeError("log_density must be callable (n, d) -> (n,) or a Target")
+        target, log_density, dim = _unwrap_target(log_density, dim)
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
             raise ValueError(f"dim must be an int >= 2 (coupling layers split coordinates), got {dim!r}")
         for nm, v in (("layers", layers), ("hidden", hidden), ("blocks", blocks), ("bins", bins)):
@@ -282,13 +288,7 @@ class SVGDBaseline:
         dtype: torch.dtype = torch.float32,
         seed: int = 0,
     ) -> None:
-        target = None
-        if callable(getattr(log_density, "log_prob", None)) and hasattr(log_density, "dim"):
-            target = log_density
-            dim = target.dim if dim is None else dim
-            log_density = target.log_prob
-        if not callable(log_density):
-            raise TypeError("log_density must be callable (n, d) -> (n,) or a Target")
+        target, log_density, dim = _unwrap_target(log_density, dim)
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         if isinstance(n_particles, bool) or not isinstance(n_particles, int) or n_particles < 2:

@@ -345,9 +345,11 @@ class OneStepSampler:
 
     # -- importance weights (flow route; docs/flow-route.md) ------------------------------------
     @torch.no_grad()
-    def _samples_with_log_q(self, n: int, seed: int | None, ema: bool, chunk_size: int = 16384):
-        """x ~ q (n, d) and log q(x): exact for generator="flow", the auxiliary flow's estimate
-        for density="flow"; any other estimator is refused (a KDE's log q̂ is biased)."""
+    def sample_and_log_prob(self, n: int, *, seed: int | None = None, ema: bool = True,
+                            chunk_size: int = 16384) -> tuple[Tensor, Tensor]:
+        """n samples x ~ q (n, d) and log q(x): exact for generator="flow", the auxiliary flow's
+        estimate for density="flow"; any other estimator is refused with a ValueError (a KDE's
+        log q̂ is too biased to weight with)."""
         check_positive_int(n, "n")
         net = self.state.ema.module if ema else self.generator
         if isinstance(net, FlowGenerator):
@@ -367,15 +369,10 @@ class OneStepSampler:
             f"(approximate), not density={self.density_name!r}"
         )
 
-    def sample_and_log_prob(self, n: int, *, seed: int | None = None, ema: bool = True) -> tuple[Tensor, Tensor]:
-        """n samples and their log q(x): exact for generator="flow", approximate for
-        density="flow"; a ValueError for a KDE (whose log q̂ is too biased to weight with)."""
-        return self._samples_with_log_q(n, seed, ema)
-
     @torch.no_grad()
     def importance_weights(self, n: int, *, seed: int | None = None, ema: bool = True):
         """Samples x ~ q (n, d) and log w = log p̃(x) − log q(x) (float64)."""
-        x, log_q = self._samples_with_log_q(n, seed, ema)
+        x, log_q = self.sample_and_log_prob(n, seed=seed, ema=ema)
         log_p = torch.cat([self.log_density(c) for c in x.split(16384)])
         return x, _iw.log_importance_weights(log_p, log_q)
 
