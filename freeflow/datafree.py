@@ -20,6 +20,7 @@ Target annealing: the flow targets an annealed density π_β with β ramped line
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -76,6 +77,8 @@ class DataFreeDrift:
         max_ratio, temper: regularisation of r̂ (see :func:`regularize_log_ratio`).
         bandwidth_factor: (start, end) of a linear ramp of a KDE's ``factor`` over the
             annealing phase; None leaves the estimator alone.
+        reaction: a :class:`~freeflow.reaction.MixtureReaction` (mixture generator only): the
+            Fisher–Rao step on the mixture weights after each drift; None: transport only.
     """
 
     log_density: LogDensity
@@ -92,6 +95,7 @@ class DataFreeDrift:
     bandwidth_factor: tuple[float, float] | None = None
     anneal_path: str = "tempered"
     base_scale: float = 1.0
+    reaction: Any = None
 
     def __post_init__(self):
         if self.anneal_path not in ANNEAL_PATHS:
@@ -157,6 +161,13 @@ class DataFreeDrift:
             }
             if hasattr(self.density, "kernel_std"):
                 info["kernel_std"] = float(self.density.kernel_std.mean())
+            if self.reaction is not None:
+                def log_target(c):
+                    lp = self.log_density(c)
+                    return annealed(lp, torch.zeros_like(c), c, beta, self.anneal_path, self.base_scale)[0]
+
+                info.update(self.reaction(generator, xd, log_r, log_p - log_q, log_target,
+                                          step=step, total_steps=total_steps, rng=rng))
         return x, v, info
 
     def state_dict(self) -> dict:

@@ -17,6 +17,8 @@ from .datafree import DataFreeDrift
 from .datafree_lv import LogVarianceDrift
 from .density.flow import FlowDensity
 from .generators_flow import ExactFlowDensity, FlowGenerator
+from .generators_mixture import ExactDensity, MixtureGenerator, default_components
+from .reaction import MixtureReaction
 from . import importance as _iw
 from .density import DensityEstimator
 from .density.kde import KDE
@@ -31,6 +33,7 @@ Tensor = torch.Tensor
 __all__ = ["OneStepSampler", "default_settings", "default_steps", "default_generator"]
 
 FORMAT = "freeflow.OneStepSampler/1"
+GENERATORS = ("mlp", "flow", "mixture")
 
 
 def default_settings(dim: int) -> dict[str, Any]:
@@ -72,6 +75,15 @@ def default_settings(dim: int) -> dict[str, Any]:
         "lv_mode": "derived",  # derived | surrogate
         "lv_clip": 20.0,
         "lv_options": {},  # kwargs of the reference (inflate, alpha, capacity, ...)
+        # -- mixture generator and its Fisher-Rao step (docs/theory.md §6) --
+        "components": None,  # K; None: default_components(dim, batch_size)
+        "component_scale": 0.5,  # initial std of a component (unit-scale space)
+        "mixture_flow_layers": 0,  # shared flow after the Gaussian components (0: none)
+        "mixture_lr_scale": 10.0,  # lr multiplier of the components and the global affine map
+        "reaction_step": 0.2,  # η of the Fisher-Rao step on log π (0: transport only)
+        "birth_every": 10,  # steps between birth checks (0: no births)
+        "birth_ratio": 3.0,  # a birth needs a candidate with p/q above this (self-normalised)
+        "birth_fraction": 0.7,  # births only in the first fraction of training
     }
 
 
@@ -162,16 +174,19 @@ class OneStepSampler:
         self.divergence = get_divergence("kl_qp" if self.divergence_name == "lv" else divergence)
         if generator is None:
             generator = default_generator(dim, density)
-        if generator not in ("mlp", "flow"):
-            raise ValueError(f"generator must be 'mlp' or 'flow', got {generator!r}")
+        if generator not in GENERATORS:
+            raise ValueError(f"generator must be one of {GENERATORS}, got {generator!r}")
         self.generator_name = generator
+        exact = generator in ("flow", "mixture")
         if density is None:
-            density = "exact" if generator == "flow" else "kde"
-        if (density == "exact") != (generator == "flow"):
-            raise ValueError("density='exact' goes with generator='flow' (and only with it), "
-                             f"got density={density!r}, generator={generator!r}")
+            density = "exact" if exact else "kde"
+        if (density == "exact") != exact:
+            raise ValueError("density='exact' goes with generator='flow' or 'mixture' (and only with "
+                             f"them), got density={density!r}, generator={generator!r}")
         if generator == "flow":
             settings = {**settings, "noise_dim": dim}  # a flow maps R^d to R^d
+        if generator == "mixture":
+            settings = {**settings, "noise_dim": dim + 1}  # the last coordinate picks the component
         s = {**default_settings(dim), **settings}
         for key in ("batch_size", "noise_dim", "hidden"):
             check_positive_int(s[key], key)
@@ -190,10 +205,26 @@ class OneStepSampler:
         if density != "exact":
             self.density = self._make_density(density, s, dim, seed)
         torch.manual_seed(seed)  # network initialisation
+        reaction = None
         if generator == "flow":
             self.generator = FlowGenerator(dim, layers=s["flow_layers"], hidden=s["flow_hidden"],
                                            kind=s["flow_kind"], init_scale=s["init_scale"])
             self.density = ExactFlowDensity(self.generator)
+        elif generator == "mixture":
+            k = s["components"] if s["components"] is not None else default_components(dim, s["batch_size"])
+            check_positive_int(k, "components")
+            if k * 2 > s["batch_size"]:
+                raise ValueError(f"components={k} cannot be fitted with batch_size={s['batch_size']}: "
+                                 f"the Fisher-Rao step needs at least 2 samples per component")
+            s["components"] = k
+            self.generator = MixtureGenerator(
+                dim, k, init_scale=s["init_scale"], component_scale=s["component_scale"],
+                flow_layers=s["mixture_flow_layers"], flow_hidden=s["flow_hidden"], flow_kind=s["flow_kind"],
+                lr_scale=s["mixture_lr_scale"])
+            self.density = ExactDensity(self.generator)
+            reaction = MixtureReaction(self.divergence, step_size=float(s["reaction_step"]),
+                                       birth_every=s["birth_every"], birth_ratio=float(s["birth_ratio"]),
+                                       birth_fraction=float(s["birth_fraction"]))
         else:
             self.generator = ResidualMLP(s["noise_dim"], dim, hidden=s["hidden"], depth=s["depth"],
                                          init_scale=s["init_scale"], affine_lr_scale=s["affine_lr_scale"])
@@ -205,6 +236,8 @@ class OneStepSampler:
             bandwidth_factor=s["bandwidth_factor"], anneal_path=s["anneal_path"],
             base_scale=float(s["init_scale"]),
         )
+        if reaction is not None:
+            drift_kwargs["reaction"] = reaction
         if self.divergence_name == "lv":
             self.drift = LogVarianceDrift(**drift_kwargs, lv_reference=s["lv_reference"],
                                           lv_mode=s["lv_mode"], lv_clip=s["lv_clip"],
@@ -352,11 +385,11 @@ class OneStepSampler:
         log q̂ is too biased to weight with)."""
         check_positive_int(n, "n")
         net = self.state.ema.module if ema else self.generator
-        if isinstance(net, FlowGenerator):
+        if isinstance(net, (FlowGenerator, MixtureGenerator)):
             rng = torch.Generator().manual_seed(seed) if seed is not None else self._sample_rng
             xs, lqs = [], []
             for start in range(0, n, chunk_size):
-                z = torch.randn(min(chunk_size, n - start), self.dim, generator=rng)
+                z = torch.randn(min(chunk_size, n - start), self.settings["noise_dim"], generator=rng)
                 x, lq = net.forward_and_log_prob(z)
                 xs.append(x)
                 lqs.append(lq)

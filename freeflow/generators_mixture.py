@@ -1,0 +1,199 @@
+"""A mixture generator: K full-covariance Gaussian components with weights, exact log q.
+
+    x = loc + e^s ⊙ T(m_k + L_k ε),     k ~ Categorical(π),  ε ~ N(0, I_d),
+
+with an optional shared normalizing flow T (``flow_layers > 0``; identity otherwise). The
+support can be disconnected (components are drawn discretely), so a mixture draws no thin
+bridges of samples between separated modes, and its density is exact:
+
+    log q(x) = logsumexp_k [log π_k + log N(y; m_k, L_k L_kᵀ)] + log|det ∂y/∂x|,
+    y = T⁻¹((x − loc) e^{−s}).
+
+It plugs into the trainer like any generator: ``forward(z)`` takes z of width d + 1, the last
+coordinate choosing the component by inverse CDF (Φ(z_{d+1}) against the cumulative weights),
+so ``x = G(z)`` with z ~ N(0, I_{d+1}) and everything that draws z as for other generators
+(the drift, ``sample``, the EMA) works unchanged. The means, Cholesky factors, global affine map
+and flow are trained by the drift regression (transport); the weights ``logits`` carry no
+gradient: the Fisher–Rao step of :mod:`freeflow.velocities.fisher_rao` moves them (reaction),
+and :meth:`rebirth` re-initialises a component where q under-covers p.
+"""
+from __future__ import annotations
+
+import math
+
+import normflows as nf
+import torch
+from torch import nn
+
+from .density.base import DensityEstimator
+from .density.flow import build_flow
+
+Tensor = torch.Tensor
+
+__all__ = ["MixtureGenerator", "ExactDensity", "default_components"]
+
+
+def default_components(dim: int, batch_size: int) -> int:
+    """K by default: 64 in d ≤ 3 (room for ~40 modes, e.g. gmm40), fewer above, and never fewer
+    than 16 samples of the batch per component (the Fisher–Rao estimates come from them)."""
+    k = 64 if dim <= 3 else 16
+    return max(1, min(k, batch_size // 16))
+
+
+class MixtureGenerator(nn.Module):
+    """Mixture of K Gaussians (optionally pushed through a shared flow) with exact log q.
+
+    Args:
+        dim: data dimension d (noise width is d + 1).
+        components: K ≥ 1.
+        init_scale: initial global scale e^s (float or (d,)); components start with
+            covariance (``component_scale`` · I) in the unit-scale space.
+        init_loc: initial global location.
+        spread: component means start at spread · N(0, I) (unit-scale space), seeded by the
+            global torch RNG like any network initialisation.
+        component_scale: initial std of each component in unit-scale space.
+        flow_layers, flow_hidden, flow_kind: the shared flow T (0 layers: none).
+        lr_scale: learning-rate multiplier of the component means/factors and the global
+            affine map (see :meth:`param_groups`).
+    """
+
+    exact_log_prob = True
+
+    def __init__(self, dim: int, components: int, *, init_scale: float | Tensor = 1.0,
+                 init_loc: float | Tensor = 0.0, spread: float = 1.0, component_scale: float = 0.5,
+                 flow_layers: int = 0, flow_hidden: int = 64, flow_kind: str = "spline",
+                 lr_scale: float = 10.0) -> None:
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        if isinstance(components, bool) or not isinstance(components, int) or components < 1:
+            raise ValueError(f"components must be an int >= 1, got {components!r}")
+        for name, v in (("spread", spread), ("component_scale", component_scale), ("lr_scale", lr_scale)):
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        scale = torch.as_tensor(init_scale, dtype=torch.float32).expand(dim).clone()
+        if not bool((scale > 0).all() and torch.isfinite(scale).all()):
+            raise ValueError(f"init_scale must be positive and finite, got {init_scale!r}")
+        self.dim, self.components = dim, components
+        self.noise_dim, self.out_dim = dim + 1, dim
+        self.lr_scale = float(lr_scale)
+        self.means = nn.Parameter(spread * torch.randn(components, dim))
+        self.log_diag = nn.Parameter(torch.full((components, dim), math.log(component_scale)))
+        self.lower = nn.Parameter(torch.zeros(components, dim, dim))
+        # The weights get no gradient: the Fisher-Rao step sets them (EMA still averages them).
+        self.logits = nn.Parameter(torch.zeros(components), requires_grad=False)
+        self.loc = nn.Parameter(torch.as_tensor(init_loc, dtype=torch.float32).expand(dim).clone())
+        self.log_scale = nn.Parameter(scale.log())
+        self.register_buffer("_tril", torch.tril(torch.ones(dim, dim), -1), persistent=False)
+        self.flow = nn.ModuleList(build_flow(dim, layers=flow_layers, hidden=flow_hidden, kind=flow_kind,
+                                             for_sampling=True)) if flow_layers else nn.ModuleList()
+
+    # -- parameters --------------------------------------------------------------------------
+    def param_groups(self) -> list[dict]:
+        """Adam moves each parameter by about lr per step: the components and the global affine
+        map learn ``lr_scale``× faster than the flow, so they can travel to far modes."""
+        fast = [self.means, self.log_diag, self.lower, self.loc, self.log_scale]
+        slow = list(self.flow.parameters())
+        groups = [{"params": fast, "lr_scale": self.lr_scale}]
+        return groups + ([{"params": slow, "lr_scale": 1.0}] if slow else [])
+
+    def cholesky(self) -> Tensor:
+        """L_k (K, d, d): strictly lower part free, diagonal e^{log_diag}."""
+        return self.lower * self._tril + torch.diag_embed(self.log_diag.exp())
+
+    def log_weights(self) -> Tensor:
+        return torch.log_softmax(self.logits, 0)
+
+    # -- sampling ----------------------------------------------------------------------------
+    def component_index(self, u: Tensor) -> Tensor:
+        """Component of each uniform u ∈ (0, 1) by inverse CDF of the weights."""
+        cdf = torch.softmax(self.logits.detach(), 0).cumsum(0)
+        return torch.searchsorted(cdf, u.contiguous()).clamp_max(self.components - 1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """x = G(z) for z (n, d + 1), with graph (through the chosen component's parameters)."""
+        if z.ndim != 2 or z.shape[1] != self.noise_dim:
+            raise ValueError(f"z must have shape (n, {self.noise_dim}), got {tuple(z.shape)}")
+        eps, u = z[:, : self.dim], torch.special.ndtr(z[:, self.dim])
+        k = self.component_index(u)
+        y = self.means[k] + (self.cholesky()[k] @ eps.unsqueeze(-1)).squeeze(-1)   # (n, d)
+        for layer in self.flow:
+            y, _ = layer(y)
+        return self.loc + self.log_scale.exp() * y
+
+    # -- density -----------------------------------------------------------------------------
+    def _unit(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """y = T⁻¹((x − loc)/e^s) and log|det ∂y/∂x| (n,)."""
+        y = (x - self.loc) * torch.exp(-self.log_scale)
+        log_det = (-self.log_scale.sum()).expand(x.shape[0])
+        for layer in reversed(self.flow):
+            y, ld = layer.inverse(y)
+            log_det = log_det + ld
+        return y, log_det
+
+    def component_log_prob(self, x: Tensor) -> Tensor:
+        """log π_k + log q_k(x) (n, K), with graph; log q(x) is its logsumexp over k."""
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (n, {self.dim}), got {tuple(x.shape)}")
+        y, log_det = self._unit(x)
+        diff = (y.unsqueeze(0) - self.means.unsqueeze(1)).transpose(1, 2)          # (K, d, n)
+        sol = torch.linalg.solve_triangular(self.cholesky(), diff, upper=False)    # (K, d, n)
+        comp = (-0.5 * sol.pow(2).sum(1) - self.log_diag.sum(1, keepdim=True)
+                - 0.5 * self.dim * math.log(2 * math.pi))                          # (K, n)
+        return comp.T + self.log_weights() + log_det.unsqueeze(1)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Exact log q(x) (n,), with graph."""
+        return torch.logsumexp(self.component_log_prob(x), 1)
+
+    def forward_and_log_prob(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.forward(z)
+        return x, self.log_prob(x)
+
+    # -- Fisher-Rao weights and births ----------------------------------------------------------
+    @torch.no_grad()
+    def set_log_weights(self, log_pi: Tensor) -> None:
+        if log_pi.shape != (self.components,) or not bool(torch.isfinite(log_pi).all()):
+            raise FloatingPointError(f"non-finite or mis-shaped mixture log-weights: {log_pi}")
+        self.logits.copy_(log_pi - torch.logsumexp(log_pi, 0))
+
+    @torch.no_grad()
+    def rebirth(self, k: int, x: Tensor, log_weight: float) -> None:
+        """Re-initialise component k at the data-space point x (d,), with the median
+        component covariance and log-weight ``log_weight`` (the others renormalised)."""
+        y, _ = self._unit(x.reshape(1, -1).to(self.means))
+        self.means[k] = y[0]
+        self.log_diag[k] = self.log_diag.median(0).values
+        self.lower[k] = 0.0
+        lp = self.log_weights().clone()
+        others = torch.ones_like(lp, dtype=torch.bool)
+        others[k] = False
+        lp[others] = lp[others] - torch.logsumexp(lp[others], 0) + math.log1p(-math.exp(log_weight))
+        lp[k] = log_weight
+        self.set_log_weights(lp)
+
+
+class ExactDensity(DensityEstimator):
+    """The density protocol answered exactly by a generator with ``log_prob`` (no fitting):
+    a :class:`~freeflow.generators_flow.FlowGenerator` or a :class:`MixtureGenerator`."""
+
+    exact = True
+
+    def __init__(self, generator: nn.Module) -> None:
+        if not callable(getattr(generator, "log_prob", None)):
+            raise TypeError(f"generator must have an exact log_prob, got {type(generator).__name__}")
+        self.generator = generator
+
+    def fit(self, samples: Tensor) -> "ExactDensity":
+        return self
+
+    def log_prob_and_score(self, x: Tensor, *, same_batch: bool = False):
+        with torch.enable_grad():
+            xg = x.detach().to(next(self.generator.parameters()).dtype).requires_grad_(True)
+            lp = self.generator.log_prob(xg)
+            (g,) = torch.autograd.grad(lp.sum(), xg)
+        return lp.detach().to(x.dtype), g.to(x.dtype)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.generator.log_prob(x)
