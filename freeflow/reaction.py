@@ -4,10 +4,14 @@ Each training step, after the drift has the batch's self-normalised log-ratio lo
 as the drift's is), :class:`MixtureReaction` moves the mixture's log-weights by one explicit
 Fisher–Rao step of the chosen divergence (:mod:`freeflow.velocities.fisher_rao`), and every
 ``birth_every`` steps during the first ``birth_fraction`` of training it looks for mass that q
-misses: it scores candidate points drawn around the batch (each sample plus noise of twice the
-batch's per-coordinate spread) by log π_β − log q − log Ẑ, and if the best exceeds
-log ``birth_ratio`` it re-initialises there the component that holds the least mass of its own
-(mass × exclusivity, so a redundant twin goes first), provided that mass is below 1/(2K).
+misses. Candidates c are drawn around the batch (each sample plus noise of 2, 4, 8 or 16 times
+the batch's per-coordinate spread, an exact proposal density ρ), and the missing mass is
+estimated by importance sampling, m̂ = mean_c (p − q)₊(c)/ρ(c), with p = π_β/Ẑ (Ẑ from the
+batch). If m̂ exceeds ``birth_mass``, the component that holds the least mass of its own (mass ×
+exclusivity, so a redundant twin goes first) is re-initialised at a candidate drawn ∝ the
+deficit (p − q)₊/ρ, with weight min(m̂, 1/(2K)), provided it held less than that. Drawing by
+the deficit, not by the ratio p/q, keeps births out of far tails where q is merely lighter
+than p.
 """
 from __future__ import annotations
 
@@ -35,14 +39,14 @@ class MixtureReaction:
     Attributes:
         divergence: fixes the reaction rate ρ(r).
         step_size: η_FR, the step of d log π_k/dt = G_k − Ḡ (rates ≈ r − 1 near equilibrium).
-        birth_every, birth_ratio, birth_fraction: births (see the module docstring); 0 disables.
+        birth_every, birth_mass, birth_fraction: births (see the module docstring); 0 disables.
         max_change: cap on |Δ log π_k| per step.
     """
 
     divergence: Divergence
     step_size: float = 0.2
     birth_every: int = 10
-    birth_ratio: float = 3.0
+    birth_mass: float = 0.005
     birth_fraction: float = 0.7
     max_change: float = 1.0
 
@@ -51,8 +55,8 @@ class MixtureReaction:
             raise ValueError(f"reaction_step must be a finite number >= 0, got {self.step_size!r}")
         if isinstance(self.birth_every, bool) or not isinstance(self.birth_every, int) or self.birth_every < 0:
             raise ValueError(f"birth_every must be an int >= 0, got {self.birth_every!r}")
-        if not (math.isfinite(self.birth_ratio) and self.birth_ratio > 1):
-            raise ValueError(f"birth_ratio must be a finite number > 1, got {self.birth_ratio!r}")
+        if not (math.isfinite(self.birth_mass) and 0 < self.birth_mass < 1):
+            raise ValueError(f"birth_mass must be a number in (0, 1), got {self.birth_mass!r}")
         if not 0 <= self.birth_fraction <= 1:
             raise ValueError(f"birth_fraction must lie in [0, 1], got {self.birth_fraction!r}")
 
@@ -81,20 +85,40 @@ class MixtureReaction:
         return info
 
     def _birth(self, generator, xd, log_w, log_resp, mass, log_target, rng) -> bool:
-        n, k = xd.shape[0], generator.components
-        spread = 2.0 * xd.std(0).clamp_min(1e-6)
-        idx = torch.randint(0, n, (n,), generator=rng)
-        cand = xd[idx] + spread * torch.randn(n, xd.shape[1], generator=rng)
+        n, d, k = xd.shape[0], xd.shape[1], generator.components
+        cand, log_rho = _candidates(xd, rng)
         log_z = torch.logsumexp(log_w, 0) - math.log(n)
-        score = _finite_or_neg_inf(log_target(cand) - generator.log_prob(cand)) - log_z
-        best = int(score.argmax())
-        if not float(score[best]) > math.log(self.birth_ratio):
+        log_p = _finite_or_neg_inf(log_target(cand).to(xd.dtype)) - log_z
+        log_q = generator.log_prob(cand)
+        # importance estimate of the mass q misses: ∫ (p − q)₊ ≈ mean_c (p − q)₊(c) / ρ(c)
+        deficit = ((log_p.exp() - log_q.exp()).clamp_min(0) / log_rho.exp()).nan_to_num(0.0, 0.0, 0.0)
+        missing = float(deficit.mean())
+        if not missing > self.birth_mass:
             return False
         resp = log_resp.exp()
         exclusivity = (resp * resp).sum(0) / resp.sum(0).clamp_min(1e-12)
         held = mass * exclusivity
         j = int(held.argmin())
-        if float(held[j]) >= 0.5 / k:
+        if float(held[j]) >= min(0.5 / k, missing):
             return False
-        generator.rebirth(j, cand[best], math.log(0.5 / k))
+        c = int(torch.multinomial(deficit.double(), 1, generator=rng))
+        generator.rebirth(j, cand[c], math.log(min(0.5 / k, missing)))
         return True
+
+
+def _candidates(xd: Tensor, rng: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Candidates c = x_i + f·σ ⊙ ε with f ∈ {2, 4, 8, 16} (σ: the batch's per-coordinate std) and
+    their exact proposal log-density log ρ(c) (a Gaussian KDE of the batch at the four scales)."""
+    n, d = xd.shape
+    factors = torch.tensor([2.0, 4.0, 8.0, 16.0], dtype=xd.dtype)
+    sigma = xd.std(0).clamp_min(1e-6)
+    f = factors[torch.randint(0, 4, (n,), generator=rng)]
+    idx = torch.randint(0, n, (n,), generator=rng)
+    cand = xd[idx] + f[:, None] * sigma * torch.randn(n, d, generator=rng, dtype=xd.dtype)
+    terms = []
+    for fac in factors:
+        d2 = torch.cdist(cand / (fac * sigma), xd / (fac * sigma)).pow(2)        # (n, n)
+        terms.append(torch.logsumexp(-0.5 * d2, 1) - d * math.log(float(fac))
+                     - torch.log(sigma).sum() - 0.5 * d * math.log(2 * math.pi))
+    log_rho = torch.logsumexp(torch.stack(terms), 0) - math.log(4 * n)
+    return cand, log_rho

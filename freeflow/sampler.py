@@ -82,20 +82,21 @@ def default_settings(dim: int) -> dict[str, Any]:
         "mixture_lr_scale": 10.0,  # lr multiplier of the components and the global affine map
         "reaction_step": 0.2,  # η of the Fisher-Rao step on log π (0: transport only)
         "birth_every": 10,  # steps between birth checks (0: no births)
-        "birth_ratio": 3.0,  # a birth needs a candidate with p/q above this (self-normalised)
+        "birth_mass": 0.005,  # a birth needs an estimated missing mass ∫(p − q)₊ above this
         "birth_fraction": 0.7,  # births only in the first fraction of training
     }
 
 
 def default_generator(dim: int, density=None) -> str:
-    """The generator a user gets by default: the residual MLP with a KDE of q in d ≤ 3, where
-    the KDE is accurate and cheap; above, a normalizing-flow generator with exact log q, which
-    recovered mode weights far better than the KDE route from d = 5 on (docs/flow-route.md:
-    mixture sweep, TV 0.026 vs 0.159 at d = 5, 0.022 vs 0.206 at d = 20). An explicit
-    ``density="kde"``/``"flow"``/estimator keeps the MLP generator."""
+    """The generator a user gets by default: in d ≤ 3 the mixture generator (K Gaussians with a
+    Fisher–Rao step on their weights, exact log q): on 2-D mixtures we built and did not tune on
+    it recovered mode weights to the noise floor in seconds, where the MLP + KDE route left a
+    mass TV of 0.08–0.33 (docs/benchmarks.md, ``benchmarks/new_targets.py``). Above, a
+    normalizing-flow generator with exact log q (docs/flow-route.md: TV 0.026 vs the KDE route's
+    0.159 at d = 5). An explicit ``density="kde"``/``"flow"``/estimator keeps the MLP generator."""
     if density is not None and density != "exact":
         return "mlp"
-    return "mlp" if dim <= 3 else "flow"
+    return "mixture" if dim <= 3 else "flow"
 
 
 def default_steps(dim: int) -> int:
@@ -183,10 +184,13 @@ class OneStepSampler:
         if (density == "exact") != exact:
             raise ValueError("density='exact' goes with generator='flow' or 'mixture' (and only with "
                              f"them), got density={density!r}, generator={generator!r}")
-        if generator == "flow":
-            settings = {**settings, "noise_dim": dim}  # a flow maps R^d to R^d
-        if generator == "mixture":
-            settings = {**settings, "noise_dim": dim + 1}  # the last coordinate picks the component
+        if exact:
+            # a flow maps R^d to R^d; a mixture's last noise coordinate picks the component
+            need = dim if generator == "flow" else dim + 1
+            if settings.get("noise_dim", need) != need:
+                raise ValueError(f"noise_dim must be {need} for generator={generator!r} in d = {dim} "
+                                 f"(it is fixed by the generator), got {settings['noise_dim']!r}")
+            settings = {**settings, "noise_dim": need}
         s = {**default_settings(dim), **settings}
         for key in ("batch_size", "noise_dim", "hidden"):
             check_positive_int(s[key], key)
@@ -223,7 +227,7 @@ class OneStepSampler:
                 lr_scale=s["mixture_lr_scale"])
             self.density = ExactDensity(self.generator)
             reaction = MixtureReaction(self.divergence, step_size=float(s["reaction_step"]),
-                                       birth_every=s["birth_every"], birth_ratio=float(s["birth_ratio"]),
+                                       birth_every=s["birth_every"], birth_mass=float(s["birth_mass"]),
                                        birth_fraction=float(s["birth_fraction"]))
         else:
             self.generator = ResidualMLP(s["noise_dim"], dim, hidden=s["hidden"], depth=s["depth"],

@@ -106,7 +106,7 @@ def test_sampler_flow_generator_log_normalizer(seed):
 def test_sampler_importance_needs_log_q():
     from freeflow.sampler import OneStepSampler
 
-    s = OneStepSampler(lambda x: -0.5 * x.pow(2).sum(1), 2, seed=0)
+    s = OneStepSampler(lambda x: -0.5 * x.pow(2).sum(1), 2, seed=0, density="kde")
     with pytest.raises(ValueError, match="log q"):
         s.log_normalizer(100)
 
@@ -143,6 +143,6 @@ def test_sampler_sample_and_log_prob_is_exact_for_flow_generator():
     with torch.no_grad():
         inv = s.state.ema.module.log_prob(x)
     assert torch.allclose(log_q, inv, atol=1e-4), (log_q - inv).abs().max()
-    kde = OneStepSampler(lambda x: -0.5 * x.pow(2).sum(1), 2, seed=0)
+    kde = OneStepSampler(lambda x: -0.5 * x.pow(2).sum(1), 2, seed=0, density="kde")
     with pytest.raises(ValueError, match="log q"):
         kde.sample_and_log_prob(10)
