@@ -16,6 +16,8 @@ from .density.flow import FlowDensity
 from .generators_flow import ExactFlowDensity, FlowGenerator
 from . import importance
 from .interop import to_inference_data
+from .generators_mixture import MixtureGenerator
+from .reliability import Reliability, ReliabilityWarning
 
 __version__ = "0.1.0"
 
@@ -23,4 +25,5 @@ __all__ = [
     "OneStepSampler", "default_settings", "default_steps", "Divergence", "get_divergence", "available_divergences",
     "register_divergence", "DensityEstimator", "KDE", "ResidualMLP", "EMA", "Trainer", "TrainConfig",
     "compare", "Report", "DataFlow", "FlowDensity", "FlowGenerator", "ExactFlowDensity", "importance", "to_inference_data", "reference",
+    "MixtureGenerator", "Reliability", "ReliabilityWarning",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -19,6 +20,7 @@ from .density.flow import FlowDensity
 from .generators_flow import ExactFlowDensity, FlowGenerator
 from .generators_mixture import ExactDensity, MixtureGenerator, default_components
 from .reaction import MixtureReaction
+from .reliability import Reliability, ReliabilityWarning, assess
 from . import importance as _iw
 from .density import DensityEstimator
 from .density.kde import KDE
@@ -254,6 +256,7 @@ class OneStepSampler:
         self.state = self.trainer.init()
         self.history = History()
         self._sample_rng = torch.Generator().manual_seed(seed + 1)
+        self.last_reliability: Reliability | None = None
 
     @staticmethod
     def _make_density(density, s, dim: int, seed: int) -> DensityEstimator:
@@ -277,6 +280,7 @@ class OneStepSampler:
         checkpoint: str | os.PathLike | None = None,
         checkpoint_every: int = 500,
         callbacks: Iterable = (),
+        check: bool = True,
     ) -> History:
         """Train until ``steps`` steps are done in total (resumes a loaded or interrupted run).
 
@@ -284,6 +288,10 @@ class OneStepSampler:
         resume an interrupted run, load its checkpoint and call ``fit`` with the same
         ``steps``; the result equals the uninterrupted run. Returns this call's diagnostics
         (one dict per step); ``self.history`` accumulates all of them.
+
+        With ``check`` (default), the finished fit is assessed (:meth:`reliability`): the
+        verdict is kept in ``self.last_reliability`` and a :class:`ReliabilityWarning` says
+        plainly when the samples should not be trusted.
         """
         if steps is None:
             steps = default_steps(self.dim)
@@ -292,7 +300,29 @@ class OneStepSampler:
                                  checkpoint_every=checkpoint_every, extra=callbacks)
         hist = self.trainer.fit(self.state, steps, callbacks=cbs)
         self.history.extend(hist)
+        if check:
+            self.last_reliability = rep = self.reliability()
+            if rep.trusted is False:
+                warnings.warn(f"freeflow fit after {self.steps_done} steps: {rep.verdict}",
+                              ReliabilityWarning, stacklevel=2)
         return hist
+
+    def reliability(self, n: int = 4000, *, seed: int = 12345) -> Reliability:
+        """Should the samples be trusted? Pareto k̂, importance ESS, raw vs importance-weighted
+        estimates and (mixture) whether the weights settled, from n fresh samples; see
+        :mod:`freeflow.reliability`. "unverified" where log q is not exact."""
+        check_positive_int(n, "n")
+        net = self.state.ema.module
+        if not hasattr(net, "forward_and_log_prob"):
+            x = self.sample(n, seed=seed)
+            return assess(x, None, None, unverified_reason=(
+                f"density={self.density_name!r} gives no exact log q, so importance checks are "
+                "unavailable; compare with a reference (freeflow.compare) instead"))
+        x, log_q = self.sample_and_log_prob(n, seed=seed)
+        with torch.no_grad():
+            log_p = torch.cat([self.log_density(c) for c in x.split(16384)]).to(log_q.dtype)
+            log_comp = net.component_log_prob(x) if isinstance(net, MixtureGenerator) else None
+        return assess(x, log_p, log_q, log_comp)
 
     @property
     def steps_done(self) -> int:

@@ -191,3 +191,36 @@ def test_mixture_bad_input():
         g.set_log_weights(torch.tensor([0.0, float("nan"), 0.0]))
     with pytest.raises(ValueError, match="generator"):
         ff.OneStepSampler(ld, dim=2, generator="mixtures")
+
+
+def _two_modes(x):
+    a = -0.5 * ((x - torch.tensor([-3.0, 0.0])) ** 2).sum(-1) + math.log(0.8)
+    b = -0.5 * ((x - torch.tensor([3.0, 0.0])) ** 2).sum(-1) + math.log(0.2)
+    return torch.logsumexp(torch.stack([a, b]), 0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reliability_verdict_fires_on_wrong_mass_quiet_on_good_fit(seed):
+    """A mixture whose weights are frozen at 1/2 (no Fisher–Rao step, no births) on a 0.8/0.2
+    target puts 0.5 of the mass in the minor mode: the verdict must say not to trust it, with a
+    ReliabilityWarning. The default fit of a correlated Gaussian must pass every check."""
+    bad = ff.OneStepSampler(_two_modes, dim=2, seed=seed, generator="mixture", components=2,
+                            reaction_step=0.0, birth_every=0, beta0=1.0)
+    with torch.no_grad():
+        bad.generator.means.copy_(torch.tensor([[-3.0, 0.0], [3.0, 0.0]]))
+        bad.generator.log_diag.zero_()
+    with pytest.warns(ff.ReliabilityWarning, match="do not trust"):
+        bad.fit(150, progress=False)
+    rep = bad.last_reliability
+    assert rep.trusted is False and rep.raw_vs_weighted > 0.1 and rep.weights_moving > 0.1
+
+    cov = torch.tensor([[1.0, 0.8], [0.8, 1.0]])
+    prec = torch.linalg.inv(cov)
+    good = ff.OneStepSampler(lambda x: -0.5 * ((x @ prec) * x).sum(-1) + 3.0, dim=2, seed=seed)
+    good.fit(400, progress=False)
+    rep = good.last_reliability
+    assert rep.trusted is True, rep.verdict
+    assert abs(rep.log_normalizer - (3.0 + math.log(2 * math.pi) + 0.5 * math.log(0.36))) < 0.02
+    kde = ff.OneStepSampler(lambda x: -0.5 * (x ** 2).sum(-1), dim=2, seed=seed, density="kde")
+    kde.fit(5, progress=False)
+    assert kde.last_reliability.trusted is None and "log q" in kde.last_reliability.verdict
