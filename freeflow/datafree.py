@@ -125,7 +125,10 @@ class DataFreeDrift:
             f0, f1 = self.bandwidth_factor
             self.density.factor = ramp(step, total_steps, f0, f1, self.anneal_fraction)
         with torch.no_grad():
-            if self.reference == "independent":
+            if getattr(self.density, "exact", False):
+                # the generator's own log q: nothing to fit, no reference batch to draw
+                log_q, score_q = self.density.log_prob_and_score(xd)
+            elif self.reference == "independent":
                 m = self.reference_size or self.batch_size
                 x_ref = generator(torch.randn(m, self.noise_dim, generator=rng))
                 self.density.fit(x_ref)
@@ -166,8 +169,10 @@ class DataFreeDrift:
                     lp = self.log_density(c)
                     return annealed(lp, torch.zeros_like(c), c, beta, self.anneal_path, self.base_scale)[0]
 
+                log_resp = (self.density.responsibilities_at(xd)
+                            if hasattr(self.density, "responsibilities_at") else None)
                 info.update(self.reaction(generator, xd, log_r, log_p - log_q, log_target,
-                                          step=step, total_steps=total_steps, rng=rng))
+                                          step=step, total_steps=total_steps, rng=rng, log_resp=log_resp))
         return x, v, info
 
     def state_dict(self) -> dict:

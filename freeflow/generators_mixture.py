@@ -30,7 +30,7 @@ from .density.flow import build_flow
 
 Tensor = torch.Tensor
 
-__all__ = ["MixtureGenerator", "ExactDensity", "default_components"]
+__all__ = ["MixtureGenerator", "ProductMixtureGenerator", "ExactDensity", "default_components"]
 
 
 def default_components(dim: int, batch_size: int) -> int:
@@ -146,6 +146,16 @@ class MixtureGenerator(nn.Module):
         """Exact log q(x) (n,), with graph."""
         return torch.logsumexp(self.component_log_prob(x), 1)
 
+    def log_responsibilities(self, x: Tensor) -> Tensor:
+        """log γ_k(x) = log π_k q_k(x)/q(x), shaped (n, 1, K) (one mixture; see the product one)."""
+        return self.log_prob_and_responsibilities(x)[1]
+
+    def log_prob_and_responsibilities(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """log q(x) (n,) and the log responsibilities (n, 1, K) from one pass."""
+        lc = self.component_log_prob(x)
+        lq = torch.logsumexp(lc, 1)
+        return lq, (lc - lq.unsqueeze(1)).unsqueeze(1)
+
     def forward_and_log_prob(self, z: Tensor) -> tuple[Tensor, Tensor]:
         x = self.forward(z)
         return x, self.log_prob(x)
@@ -153,9 +163,10 @@ class MixtureGenerator(nn.Module):
     # -- Fisher-Rao weights and births ----------------------------------------------------------
     @torch.no_grad()
     def set_log_weights(self, log_pi: Tensor) -> None:
-        if log_pi.shape != (self.components,) or not bool(torch.isfinite(log_pi).all()):
-            raise FloatingPointError(f"non-finite or mis-shaped mixture log-weights: {log_pi}")
-        self.logits.copy_(log_pi - torch.logsumexp(log_pi, 0))
+        log_pi = log_pi.reshape(self.logits.shape)
+        if not bool(torch.isfinite(log_pi).all()):
+            raise FloatingPointError(f"non-finite mixture log-weights: {log_pi}")
+        self.logits.copy_(log_pi - torch.logsumexp(log_pi, -1, keepdim=True))
 
     @torch.no_grad()
     def rebirth(self, k: int, x: Tensor, log_weight: float) -> None:
@@ -173,6 +184,87 @@ class MixtureGenerator(nn.Module):
         self.set_log_weights(lp)
 
 
+class ProductMixtureGenerator(MixtureGenerator):
+    """A product of per-coordinate 1-D mixtures, pushed through a shared flow, with exact log q:
+
+        x = loc + e^s ⊙ T(y),   y_j = m_{j,k_j} + σ_{j,k_j} ε_j,   k_j ~ Categorical(π_j) independently,
+
+        log q(x) = Σ_j logsumexp_k [log π_jk + log N(y_j; m_jk, σ_jk²)] + log|det ∂y/∂x|.
+
+    It is a mixture of K^d components with product weights, so it can hold the 2^(d/2) modes of
+    a double-well product with d·K parameters per kind; the Fisher–Rao step acts on each
+    coordinate's weights π_j (docs/theory.md §7) and sets the per-well masses directly, which
+    transport alone moves only through the barrier. The flow T carries the dependence between
+    coordinates. Noise width 2d: d Gaussian coordinates, then d that pick the components.
+    No births (components are per coordinate); ``components`` is K per coordinate.
+    """
+
+    def __init__(self, dim: int, components: int, *, flow_layers: int = 4, **kwargs) -> None:
+        super().__init__(dim, components, flow_layers=flow_layers, **kwargs)
+        spread = kwargs.get("spread", 1.0)
+        scale = kwargs.get("component_scale", 0.5)
+        self.noise_dim = 2 * dim
+        # per-coordinate components, evenly spread over ±spread so each coordinate starts multimodal
+        grid = torch.linspace(-spread, spread, components) if components > 1 else torch.zeros(1)
+        self.means = nn.Parameter(grid.expand(dim, components).clone())
+        self.log_diag = nn.Parameter(torch.full((dim, components), math.log(scale)))
+        self.lower = nn.Parameter(torch.zeros(0))
+        self.logits = nn.Parameter(torch.zeros(dim, components), requires_grad=False)
+
+    def cholesky(self) -> Tensor:  # pragma: no cover - not used by the product mixture
+        raise NotImplementedError("a product mixture has per-coordinate scales, no Cholesky factors")
+
+    def component_index(self, u: Tensor) -> Tensor:
+        """(n, d) uniforms -> (n, d) component indices, per coordinate by inverse CDF."""
+        cdf = torch.softmax(self.logits.detach(), -1).cumsum(-1)                 # (d, K)
+        return torch.searchsorted(cdf, u.T.contiguous()).clamp_max(self.components - 1).T
+
+    def forward(self, z: Tensor) -> Tensor:
+        if z.ndim != 2 or z.shape[1] != self.noise_dim:
+            raise ValueError(f"z must have shape (n, {self.noise_dim}), got {tuple(z.shape)}")
+        d = self.dim
+        eps, u = z[:, :d], torch.special.ndtr(z[:, d:])
+        k = self.component_index(u).unsqueeze(-1)                                 # (n, d, 1)
+        n = z.shape[0]
+        mu = torch.gather(self.means.unsqueeze(0).expand(n, d, -1), 2, k).squeeze(-1)
+        ls = torch.gather(self.log_diag.unsqueeze(0).expand(n, d, -1), 2, k).squeeze(-1)
+        y = mu + ls.exp() * eps
+        for layer in self.flow:
+            y, _ = layer(y)
+        return self.loc + self.log_scale.exp() * y
+
+    def _coordinate_log_prob(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """log π_jk + log N(y_j; m_jk, σ_jk²) (n, d, K) and log|det ∂y/∂x| (n,)."""
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (n, {self.dim}), got {tuple(x.shape)}")
+        y, log_det = self._unit(x)
+        zz = (y.unsqueeze(-1) - self.means) * torch.exp(-self.log_diag)
+        comp = -0.5 * zz.pow(2) - self.log_diag - 0.5 * math.log(2 * math.pi) + self.log_weights()
+        return comp, log_det
+
+    def log_weights(self) -> Tensor:
+        return torch.log_softmax(self.logits, -1)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        return self.log_prob_and_responsibilities(x)[0]
+
+    def log_prob_and_responsibilities(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        comp, log_det = self._coordinate_log_prob(x)
+        per = torch.logsumexp(comp, -1, keepdim=True)                              # (n, d, 1)
+        return per.squeeze(-1).sum(-1) + log_det, comp - per
+
+    def component_log_prob(self, x: Tensor) -> Tensor:  # pragma: no cover - K^d components
+        raise NotImplementedError("a product mixture has K^d components; use log_responsibilities")
+
+    def log_responsibilities(self, x: Tensor) -> Tensor:
+        """Per-coordinate log γ_jk(x) (n, d, K): the responsibilities of coordinate j's mixture
+        at y_j = T⁻¹(·)_j — exact, because the base is a product and T a bijection."""
+        return self.log_prob_and_responsibilities(x)[1]
+
+    def rebirth(self, *args, **kwargs):  # pragma: no cover
+        raise NotImplementedError("no births in a product mixture")
+
+
 class ExactDensity(DensityEstimator):
     """The density protocol answered exactly by a generator with ``log_prob`` (no fitting):
     a :class:`~freeflow.generators_flow.FlowGenerator` or a :class:`MixtureGenerator`."""
@@ -188,11 +280,26 @@ class ExactDensity(DensityEstimator):
         return self
 
     def log_prob_and_score(self, x: Tensor, *, same_batch: bool = False):
+        """log q(x) and ∇log q(x). For a mixture generator the log responsibilities at x come
+        out of the same pass and are kept in ``last_log_resp`` (for the Fisher–Rao step)."""
+        gen = self.generator
         with torch.enable_grad():
-            xg = x.detach().to(next(self.generator.parameters()).dtype).requires_grad_(True)
-            lp = self.generator.log_prob(xg)
+            xg = x.detach().to(next(gen.parameters()).dtype).requires_grad_(True)
+            if hasattr(gen, "log_prob_and_responsibilities"):
+                lp, log_resp = gen.log_prob_and_responsibilities(xg)
+                self.last_log_resp = (x, log_resp.detach())
+            else:
+                lp = gen.log_prob(xg)
             (g,) = torch.autograd.grad(lp.sum(), xg)
         return lp.detach().to(x.dtype), g.to(x.dtype)
+
+    def responsibilities_at(self, x: Tensor) -> Tensor:
+        """The log responsibilities at x: cached from the last pass when x is that batch."""
+        cached = getattr(self, "last_log_resp", None)
+        if cached is not None and cached[0] is x:
+            return cached[1]
+        with torch.no_grad():
+            return self.generator.log_responsibilities(x)
 
     def log_prob(self, x: Tensor) -> Tensor:
         with torch.no_grad():

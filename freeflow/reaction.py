@@ -62,26 +62,29 @@ class MixtureReaction:
 
     @torch.no_grad()
     def __call__(self, generator, xd: Tensor, log_r: Tensor, log_w: Tensor, log_target, *,
-                 step: int, total_steps: int, rng: torch.Generator) -> dict:
+                 step: int, total_steps: int, rng: torch.Generator, log_resp: Tensor | None = None) -> dict:
         """One reaction step. ``log_r``: regularised log r̂ (N,); ``log_w``: unnormalised
-        log π_β − log q at the batch (N,); ``log_target``: x ↦ log π_β(x) (no gradient)."""
-        log_comp = generator.component_log_prob(xd)                        # (N, K)
-        log_resp = log_comp - torch.logsumexp(log_comp, 1, keepdim=True)
+        log π_β − log q at the batch (N,); ``log_target``: x ↦ log π_β(x) (no gradient);
+        ``log_resp``: the log responsibilities at the batch (N, J, K) if already computed."""
+        if log_resp is None:
+            log_resp = generator.log_responsibilities(xd)                 # (N, J, K)
         rate = reaction_rate(self.divergence, log_r)
-        g, g_bar, mass = component_rates(log_resp, rate)
+        g, g_bar, mass = component_rates(log_resp, rate)                   # (J, K), (), (J, K)
         info = {}
         if self.step_size > 0:
-            new = fisher_rao_step(generator.log_weights(), g, g_bar, self.step_size, self.max_change)
+            log_pi = generator.log_weights().reshape(g.shape)
+            new = fisher_rao_step(log_pi, g, g_bar, self.step_size, self.max_change)
             if not bool(torch.isfinite(new).all()):
                 from .train.trainer import NonFiniteError
                 raise NonFiniteError(f"non-finite mixture weights at step {step} (Fisher-Rao step)")
             generator.set_log_weights(new)
         pi = generator.log_weights().exp()
         info["weight_min"] = float(pi.min())
-        info["weight_entropy"] = float(-(pi * pi.clamp_min(1e-30).log()).sum())
-        if (self.birth_every and step % self.birth_every == 0
+        info["weight_entropy"] = float(-(pi * pi.clamp_min(1e-30).log()).sum(-1).mean())
+        if (self.birth_every and hasattr(generator, "rebirth") and log_resp.shape[1] == 1
+                and step % self.birth_every == 0
                 and step < self.birth_fraction * total_steps):
-            info["birth"] = float(self._birth(generator, xd, log_w, log_resp, mass, log_target, rng))
+            info["birth"] = float(self._birth(generator, xd, log_w, log_resp[:, 0], mass[0], log_target, rng))
         return info
 
     def _birth(self, generator, xd, log_w, log_resp, mass, log_target, rng) -> bool:
@@ -106,15 +109,17 @@ class MixtureReaction:
         return True
 
 
-def _candidates(xd: Tensor, rng: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Candidates c = x_i + f·σ ⊙ ε with f ∈ {2, 4, 8, 16} (σ: the batch's per-coordinate std) and
-    their exact proposal log-density log ρ(c) (a Gaussian KDE of the batch at the four scales)."""
+def _candidates(xd: Tensor, rng: torch.Generator, n_base: int = 256, n_cand: int = 512) -> tuple[Tensor, Tensor]:
+    """Candidates c = x_i + f·σ ⊙ ε around ``n_base`` batch points x_i, f ∈ {2, 4, 8, 16} (σ: the
+    batch's per-coordinate std), and their exact proposal log-density log ρ(c) (a Gaussian KDE
+    of those points at the four scales)."""
+    sigma = xd.std(0).clamp_min(1e-6)
+    xd = xd[torch.randperm(xd.shape[0], generator=rng)[:n_base]]
     n, d = xd.shape
     factors = torch.tensor([2.0, 4.0, 8.0, 16.0], dtype=xd.dtype)
-    sigma = xd.std(0).clamp_min(1e-6)
-    f = factors[torch.randint(0, 4, (n,), generator=rng)]
-    idx = torch.randint(0, n, (n,), generator=rng)
-    cand = xd[idx] + f[:, None] * sigma * torch.randn(n, d, generator=rng, dtype=xd.dtype)
+    f = factors[torch.randint(0, 4, (n_cand,), generator=rng)]
+    idx = torch.randint(0, n, (n_cand,), generator=rng)
+    cand = xd[idx] + f[:, None] * sigma * torch.randn(n_cand, d, generator=rng, dtype=xd.dtype)
     terms = []
     for fac in factors:
         d2 = torch.cdist(cand / (fac * sigma), xd / (fac * sigma)).pow(2)        # (n, n)

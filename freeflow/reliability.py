@@ -72,9 +72,10 @@ def _raw_vs_weighted(x: torch.Tensor, lw: torch.Tensor) -> float:
 
 
 def assess(x: torch.Tensor, log_p: torch.Tensor | None, log_q: torch.Tensor | None,
-           log_comp: torch.Tensor | None = None, *, unverified_reason: str = "") -> Reliability:
+           log_resp: torch.Tensor | None = None, *, unverified_reason: str = "") -> Reliability:
     """The verdict from samples x ~ q, log p̃(x), exact log q(x) and, for a mixture, the
-    per-component log π_k q_k(x) (n, K). ``log_q=None`` gives an unverified verdict."""
+    log responsibilities (n, J, K) (J = 1, or one mixture per coordinate). ``log_q=None``
+    gives an unverified verdict."""
     if log_q is None or log_p is None:
         return Reliability(None, [unverified_reason or "no exact log q: importance checks unavailable"],
                            n=int(x.shape[0]))
@@ -90,13 +91,12 @@ def assess(x: torch.Tensor, log_p: torch.Tensor | None, log_q: torch.Tensor | No
     gap = _raw_vs_weighted(x, lw)
     log_z, se = _iw.log_normalizer(lw)
     moving = None
-    if log_comp is not None:
-        log_comp = log_comp[finite].double()
-        resp = (log_comp - torch.logsumexp(log_comp, 1, keepdim=True)).exp()
+    if log_resp is not None:
+        resp = log_resp[finite].double().exp()                          # (n, J, K)
         pi = resp.mean(0)
         w = _iw.normalized_weights(lw).double()
-        pi_star = (w[:, None] * resp).sum(0)
-        moving = float(0.5 * (pi - pi_star).abs().sum())
+        pi_star = (w[:, None, None] * resp).sum(0)
+        moving = float(0.5 * (pi - pi_star).abs().sum(-1).max())
     t = THRESHOLDS
     # nearly uniform weights have no tail to speak of: k̂ then fits float noise, so it only
     # counts once the ESS fraction is below 0.9

@@ -18,7 +18,7 @@ from .datafree import DataFreeDrift
 from .datafree_lv import LogVarianceDrift
 from .density.flow import FlowDensity
 from .generators_flow import ExactFlowDensity, FlowGenerator
-from .generators_mixture import ExactDensity, MixtureGenerator, default_components
+from .generators_mixture import ExactDensity, MixtureGenerator, ProductMixtureGenerator, default_components
 from .reaction import MixtureReaction
 from .reliability import Reliability, ReliabilityWarning, assess
 from . import importance as _iw
@@ -35,7 +35,7 @@ Tensor = torch.Tensor
 __all__ = ["OneStepSampler", "default_settings", "default_steps", "default_generator"]
 
 FORMAT = "freeflow.OneStepSampler/1"
-GENERATORS = ("mlp", "flow", "mixture")
+GENERATORS = ("mlp", "flow", "mixture", "product_mixture")
 
 
 def default_settings(dim: int) -> dict[str, Any]:
@@ -77,10 +77,10 @@ def default_settings(dim: int) -> dict[str, Any]:
         "lv_mode": "derived",  # derived | surrogate
         "lv_clip": 20.0,
         "lv_options": {},  # kwargs of the reference (inflate, alpha, capacity, ...)
-        # -- mixture generator and its Fisher-Rao step (docs/theory.md §6) --
+        # -- mixture generator and its Fisher-Rao step (docs/theory.md §7) --
         "components": None,  # K; None: default_components(dim, batch_size)
         "component_scale": 0.5,  # initial std of a component (unit-scale space)
-        "mixture_flow_layers": 0,  # shared flow after the Gaussian components (0: none)
+        "mixture_flow_layers": None,  # shared flow after the components; None: 0 (mixture), 4 (product_mixture)
         "mixture_lr_scale": 10.0,  # lr multiplier of the components and the global affine map
         "reaction_step": 0.2,  # η of the Fisher-Rao step on log π (0: transport only)
         "birth_every": 10,  # steps between birth checks (0: no births)
@@ -180,7 +180,7 @@ class OneStepSampler:
         if generator not in GENERATORS:
             raise ValueError(f"generator must be one of {GENERATORS}, got {generator!r}")
         self.generator_name = generator
-        exact = generator in ("flow", "mixture")
+        exact = generator in ("flow", "mixture", "product_mixture")
         if density is None:
             density = "exact" if exact else "kde"
         if (density == "exact") != exact:
@@ -188,7 +188,7 @@ class OneStepSampler:
                              f"them), got density={density!r}, generator={generator!r}")
         if exact:
             # a flow maps R^d to R^d; a mixture's last noise coordinate picks the component
-            need = dim if generator == "flow" else dim + 1
+            need = {"flow": dim, "mixture": dim + 1, "product_mixture": 2 * dim}[generator]
             if settings.get("noise_dim", need) != need:
                 raise ValueError(f"noise_dim must be {need} for generator={generator!r} in d = {dim} "
                                  f"(it is fixed by the generator), got {settings['noise_dim']!r}")
@@ -216,16 +216,22 @@ class OneStepSampler:
             self.generator = FlowGenerator(dim, layers=s["flow_layers"], hidden=s["flow_hidden"],
                                            kind=s["flow_kind"], init_scale=s["init_scale"])
             self.density = ExactFlowDensity(self.generator)
-        elif generator == "mixture":
-            k = s["components"] if s["components"] is not None else default_components(dim, s["batch_size"])
+        elif generator in ("mixture", "product_mixture"):
+            product = generator == "product_mixture"
+            k = s["components"] if s["components"] is not None else (
+                4 if product else default_components(dim, s["batch_size"]))
             check_positive_int(k, "components")
             if k * 2 > s["batch_size"]:
                 raise ValueError(f"components={k} cannot be fitted with batch_size={s['batch_size']}: "
                                  f"the Fisher-Rao step needs at least 2 samples per component")
             s["components"] = k
-            self.generator = MixtureGenerator(
+            layers = s["mixture_flow_layers"]
+            if layers is None:
+                layers = 4 if product else 0
+            cls = ProductMixtureGenerator if product else MixtureGenerator
+            self.generator = cls(
                 dim, k, init_scale=s["init_scale"], component_scale=s["component_scale"],
-                flow_layers=s["mixture_flow_layers"], flow_hidden=s["flow_hidden"], flow_kind=s["flow_kind"],
+                flow_layers=layers, flow_hidden=s["flow_hidden"], flow_kind=s["flow_kind"],
                 lr_scale=s["mixture_lr_scale"])
             self.density = ExactDensity(self.generator)
             reaction = MixtureReaction(self.divergence, step_size=float(s["reaction_step"]),
@@ -321,8 +327,8 @@ class OneStepSampler:
         x, log_q = self.sample_and_log_prob(n, seed=seed)
         with torch.no_grad():
             log_p = torch.cat([self.log_density(c) for c in x.split(16384)]).to(log_q.dtype)
-            log_comp = net.component_log_prob(x) if isinstance(net, MixtureGenerator) else None
-        return assess(x, log_p, log_q, log_comp)
+            log_resp = net.log_responsibilities(x) if isinstance(net, MixtureGenerator) else None
+        return assess(x, log_p, log_q, log_resp)
 
     @property
     def steps_done(self) -> int:

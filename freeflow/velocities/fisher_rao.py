@@ -10,7 +10,7 @@ gradient flow of D restricted to the simplex is
 
     d log π_k / dt = −(G_k − Ḡ),     G_k = E_{q_k}[g(r)],   Ḡ = Σ_k π_k G_k = E_q[g(r)]
 
-(docs/theory.md §6 for the derivation). Because g′(r) = −w(r)/r, every divergence linearises
+(docs/theory.md §7 for the derivation). Because g′(r) = −w(r)/r, every divergence linearises
 at r = 1 to g(r) − g(1) ≈ −w(1)(r − 1); dividing by w(1) gives the *reaction rate*
 
     ρ(r) = −(g(r) − g(1)) / w(1)  ≈  r − 1  near equilibrium,
@@ -64,18 +64,20 @@ def component_rates(log_resp: Tensor, rate: Tensor, *, prior: float = 1e-3) -> t
     """Per-component mean rate G_k = Σ_i γ_ik ρ_i / Σ_i γ_ik and the batch mean Ḡ.
 
     Args:
-        log_resp: log responsibilities (N, K), rows log-sum to 0.
+        log_resp: log responsibilities (N, K), rows log-sum to 0; or (N, J, K) for J
+            independent mixtures (a product mixture: one per coordinate).
         rate: ρ(r̂_i) (N,).
         prior: pseudo-count pulling G_k of a component with no samples to Ḡ (no move).
     Returns:
-        (G (K,), Ḡ (), the batch's component masses Σ_i γ_ik / N (K,)).
+        (G (…, K), Ḡ (), the batch's component masses Σ_i γ_ik / N (…, K)).
     """
-    if log_resp.ndim != 2 or rate.shape != log_resp.shape[:1]:
-        raise ValueError(f"log_resp (N, K) and rate (N,) do not match: {tuple(log_resp.shape)}, {tuple(rate.shape)}")
+    if log_resp.ndim not in (2, 3) or rate.shape != log_resp.shape[:1]:
+        raise ValueError(f"log_resp (N, [J,] K) and rate (N,) do not match: {tuple(log_resp.shape)}, {tuple(rate.shape)}")
     resp = log_resp.exp()
     g_bar = rate.mean()
     count = resp.sum(0)
-    g = (resp * rate[:, None]).sum(0).add(prior * g_bar) / (count + prior)
+    r = rate.reshape(-1, *([1] * (resp.ndim - 1)))
+    g = (resp * r).sum(0).add(prior * g_bar) / (count + prior)
     return g, g_bar, count / rate.shape[0]
 
 
@@ -87,4 +89,4 @@ def fisher_rao_step(log_pi: Tensor, g: Tensor, g_bar: Tensor, step_size: float,
     """
     delta = (step_size * (g - g_bar)).clamp(-max_change, max_change)
     new = log_pi + delta
-    return new - torch.logsumexp(new, 0)
+    return new - torch.logsumexp(new, -1, keepdim=True)
