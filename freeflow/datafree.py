@@ -28,12 +28,17 @@ from torch import nn
 from .density.base import DensityEstimator
 from .divergences import Divergence
 from .train.trainer import NonFiniteError
-from .validation import LogDensity, log_density_and_score
+from .validation import LogDensity, log_density_and_score, outside_support
+from .velocities.common import rms_normalize
 from .velocities.fdiv import effective_sample_fraction, fdiv_velocity, log_ratio_snis, regularize_log_ratio
 
 __all__ = ["ramp", "annealed", "DataFreeDrift"]
 
 ANNEAL_PATHS = ("tempered", "geometric")
+#: the largest fraction of a batch that may fall outside the support (non-finite log p̃ or
+#: gradient) before a step is refused; such samples get log p̃ = −inf (r = 0) and are pulled
+#: back into the batch's bulk along ∇log q (see :func:`outside_support_velocity`)
+MAX_OUTSIDE = 0.5
 
 
 def annealed(log_p: torch.Tensor, score_p: torch.Tensor, x: torch.Tensor, beta: float,
@@ -50,6 +55,20 @@ def annealed(log_p: torch.Tensor, score_p: torch.Tensor, x: torch.Tensor, beta: 
     log_base = -0.5 * xs.pow(2).sum(-1)
     score_base = -xs / base_scale
     return beta * log_p + (1 - beta) * log_base.to(log_p.dtype), beta * score_p + (1 - beta) * score_base
+
+
+def outside_support_velocity(v: torch.Tensor, score_q: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+    """Replace the drift of samples outside the support by a pull back along ∇log q, scaled to
+    the RMS of the others' drift (their own drift is undefined: log p̃ there is not finite);
+    the result is RMS-normalised."""
+    if not bool(outside.any()):
+        return rms_normalize(v)
+    rms = v[~outside].pow(2).sum(-1).mean().sqrt() if bool((~outside).any()) else torch.ones(())
+    back = score_q[outside]
+    back = back / back.norm(dim=-1, keepdim=True).clamp_min(1e-12) * rms
+    v = v.clone()
+    v[outside] = back
+    return rms_normalize(v)
 
 
 def ramp(step: int, total_steps: int, start: float, end: float, fraction: float) -> float:
@@ -79,6 +98,8 @@ class DataFreeDrift:
             annealing phase; None leaves the estimator alone.
         reaction: a :class:`~freeflow.reaction.MixtureReaction` (mixture generator only): the
             Fisher–Rao step on the mixture weights after each drift; None: transport only.
+        anneal_steps: annealing length in steps, for runs whose length is not known in
+            advance; None: ``anneal_fraction`` of the run.
     """
 
     log_density: LogDensity
@@ -96,6 +117,7 @@ class DataFreeDrift:
     anneal_path: str = "tempered"
     base_scale: float = 1.0
     reaction: Any = None
+    anneal_steps: int | None = None
 
     def __post_init__(self):
         if self.anneal_path not in ANNEAL_PATHS:
@@ -107,8 +129,15 @@ class DataFreeDrift:
         if not 0 < self.beta0 <= 1:
             raise ValueError(f"beta0 must lie in (0, 1], got {self.beta0}")
 
+    def anneal_horizon(self, total_steps: int) -> float:
+        """The run length the annealing fraction refers to: ``total_steps``, or for a run of
+        unknown length (``fit()`` without steps) anneal_steps / anneal_fraction."""
+        if self.anneal_steps is None or self.anneal_fraction <= 0:
+            return total_steps
+        return self.anneal_steps / self.anneal_fraction
+
     def beta(self, step: int, total_steps: int) -> float:
-        return ramp(step, total_steps, self.beta0, 1.0, self.anneal_fraction)
+        return ramp(step, self.anneal_horizon(total_steps), self.beta0, 1.0, self.anneal_fraction)
 
     def batch_statistics(self, generator: nn.Module, step: int, rng: torch.Generator, total_steps: int):
         """Draw a batch and the quantities every data-free velocity needs.
@@ -123,7 +152,7 @@ class DataFreeDrift:
         beta = self.beta(step, total_steps)
         if self.bandwidth_factor is not None and hasattr(self.density, "factor"):
             f0, f1 = self.bandwidth_factor
-            self.density.factor = ramp(step, total_steps, f0, f1, self.anneal_fraction)
+            self.density.factor = ramp(step, self.anneal_horizon(total_steps), f0, f1, self.anneal_fraction)
         with torch.no_grad():
             if getattr(self.density, "exact", False):
                 # the generator's own log q: nothing to fit, no reference batch to draw
@@ -136,9 +165,10 @@ class DataFreeDrift:
             else:
                 self.density.fit(xd)
                 log_q, score_q = self.density.log_prob_and_score(xd, same_batch=True)
-        log_p, score_p = log_density_and_score(self.log_density, xd, step=step)
-        if not torch.isfinite(score_p).all():
-            bad = ~torch.isfinite(score_p).all(1)
+        log_p, score_p = log_density_and_score(self.log_density, xd, step=step, max_bad_fraction=MAX_OUTSIDE)
+        self.outside = outside_support(log_p, score_p)
+        if int(self.outside.sum()) > MAX_OUTSIDE * len(self.outside):
+            bad = self.outside
             raise NonFiniteError(
                 f"log_density has a non-finite gradient at step {step} ({int(bad.sum())} of {len(bad)} "
                 f"samples; the largest |x| in the batch is {float(xd.abs().max()):.3g}). If the samples "
@@ -154,26 +184,35 @@ class DataFreeDrift:
         with torch.no_grad():
             raw_log_r = log_ratio_snis(log_p, log_q)
             log_r = regularize_log_ratio(raw_log_r, max_ratio=self.max_ratio, temper=self.temper)
-            v = fdiv_velocity(score_p, score_q, log_r, self.divergence)
+            # rows outside the support get a finite placeholder ratio; their drift is replaced
+            log_r_v = torch.where(self.outside, torch.zeros_like(log_r), log_r)
+            v = outside_support_velocity(fdiv_velocity(score_p, score_q, log_r_v, self.divergence),
+                                         score_q, self.outside)
             info = {
                 "beta": beta,
                 "ess": float(effective_sample_fraction(log_p - log_q)),
                 "max_log_r": float(raw_log_r.max()),
                 "clipped": float((log_r < raw_log_r * self.temper - 1e-6).float().mean()),
-                "log_p_mean": float(log_p_raw.mean()),
+                "log_p_mean": float(log_p_raw[~self.outside].mean()),
+                "outside_support": int(self.outside.sum()),
             }
             if hasattr(self.density, "kernel_std"):
                 info["kernel_std"] = float(self.density.kernel_std.mean())
-            if self.reaction is not None:
-                def log_target(c):
-                    lp = self.log_density(c)
-                    return annealed(lp, torch.zeros_like(c), c, beta, self.anneal_path, self.base_scale)[0]
-
-                log_resp = (self.density.responsibilities_at(xd)
-                            if hasattr(self.density, "responsibilities_at") else None)
-                info.update(self.reaction(generator, xd, log_r, log_p - log_q, log_target,
-                                          step=step, total_steps=total_steps, rng=rng, log_resp=log_resp))
+            info.update(self.react(generator, xd, log_r, log_p - log_q, beta, step, total_steps, rng))
         return x, v, info
+
+    def react(self, generator, xd, log_r, log_w, beta, step, total_steps, rng) -> dict:
+        """The Fisher–Rao step on a mixture generator's weights (nothing without ``reaction``)."""
+        if self.reaction is None:
+            return {}
+
+        def log_target(c):
+            lp = self.log_density(c)
+            return annealed(lp, torch.zeros_like(c), c, beta, self.anneal_path, self.base_scale)[0]
+
+        log_resp = self.density.responsibilities_at(xd) if hasattr(self.density, "responsibilities_at") else None
+        return self.reaction(generator, xd, log_r, log_w, log_target, step=step, total_steps=total_steps,
+                             rng=rng, log_resp=log_resp)
 
     def state_dict(self) -> dict:
         return {"density": self.density.state_dict()}

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .datafree import DataFreeDrift
-from .velocities.common import rms_normalize
+from .datafree import DataFreeDrift, outside_support_velocity
+from .velocities.fdiv import log_ratio_snis, regularize_log_ratio
 from .velocities.logvar import lv_surrogate_velocity, lv_velocity, make_reference, reference_weights
 
 __all__ = ["LogVarianceDrift"]
@@ -49,6 +49,10 @@ class LogVarianceDrift(DataFreeDrift):
         x, xd, beta, log_p, score_p, log_q, score_q, log_p_raw = self.batch_statistics(
             generator, step, rng, total_steps)
         with torch.no_grad():
+            log_p_in = log_p
+            if bool(self.outside.any()):  # a finite floor keeps the batch centring of LV finite
+                floor = log_p[~self.outside].min() - 10.0
+                log_p = torch.where(self.outside, floor, log_p)
             log_rho, score_rho = self.ref(xd, log_q, score_q)
             if self.lv_mode == "derived":
                 v = lv_velocity(score_p, score_q, log_p, log_q, log_rho, score_rho, clip=self.lv_clip)
@@ -56,12 +60,17 @@ class LogVarianceDrift(DataFreeDrift):
                 v = lv_surrogate_velocity(score_p, score_q, log_q, log_rho, clip=self.lv_clip)
             r = reference_weights(log_rho, log_q, clip=self.lv_clip)
             self.ref.update(xd)
+            v = outside_support_velocity(torch.where(self.outside[:, None], 0.0, v), score_q, self.outside)
             info = {
                 "beta": beta,
                 "rho_ess": float(1.0 / (r / r.sum()).pow(2).sum() / r.numel()),
-                "log_p_mean": float(log_p_raw.mean()),
+                "log_p_mean": float(log_p_raw[~self.outside].mean()),
+                "outside_support": int(self.outside.sum()),
             }
-        return x, rms_normalize(v), info
+            if self.reaction is not None:  # on-policy LV is twice the KL(q‖p) flow: its reaction
+                log_r = regularize_log_ratio(log_ratio_snis(log_p_in, log_q), max_ratio=self.max_ratio)
+                info.update(self.react(generator, xd, log_r, log_p_in - log_q, beta, step, total_steps, rng))
+        return x, v, info
 
     def state_dict(self) -> dict:
         out = super().state_dict()

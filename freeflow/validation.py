@@ -25,9 +25,14 @@ def check_positive_float(value, name: str) -> float:
 
 
 def log_density_and_score(
-    log_density: LogDensity, x: Tensor, *, name: str = "log_density", step: int | None = None
+    log_density: LogDensity, x: Tensor, *, name: str = "log_density", step: int | None = None,
+    max_bad_fraction: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
-    """log p̃(x) (n,) and ∇log p̃(x) (n, d) by autograd, both detached, with shape/finiteness checks."""
+    """log p̃(x) (n,) and ∇log p̃(x) (n, d) by autograd, both detached, with shape/finiteness checks.
+
+    Up to ``max_bad_fraction`` of the rows may be NaN (outside the support, as Stan treats a
+    failed evaluation): they come back as log p̃ = −inf with a zero gradient (see
+    :func:`outside_support`). More than that raises, naming the step."""
     where = f" at step {step}" if step is not None else ""
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
@@ -41,8 +46,9 @@ def log_density_and_score(
             )
         if not out.dtype.is_floating_point:
             raise TypeError(f"{name} must return a floating-point tensor, got {out.dtype}")
-        if torch.isnan(out).any() or (out == math.inf).any():
-            bad = int((torch.isnan(out) | (out == math.inf)).sum())
+        nan = torch.isnan(out)
+        if (out == math.inf).any() or int(nan.sum()) > max_bad_fraction * x.shape[0]:
+            bad = int((nan | (out == math.inf)).sum())
             raise FloatingPointError(f"{name} returned NaN or +inf for {bad} of {x.shape[0]} samples{where}")
         if not out.requires_grad:
             raise TypeError(
@@ -52,7 +58,18 @@ def log_density_and_score(
         (grad,) = torch.autograd.grad(out.sum(), xg, allow_unused=True)
     if grad is None:
         raise TypeError(f"{name} does not depend on x through autograd")
-    return out.detach(), grad.detach()
+    out, grad = out.detach(), grad.detach()
+    if max_bad_fraction > 0:
+        bad = outside_support(out, grad)
+        if bad.any():
+            out = torch.where(bad, torch.full_like(out, -math.inf), out)
+            grad = torch.where(bad[:, None], torch.zeros_like(grad), grad)
+    return out, grad
+
+
+def outside_support(log_p: Tensor, score: Tensor) -> Tensor:
+    """Rows whose log-density is NaN/−inf or whose gradient is not finite (n,) bool."""
+    return ~torch.isfinite(log_p) | ~torch.isfinite(score).all(-1)
 
 
 def check_log_density(log_density: LogDensity, dim: int, *, name: str = "log_density", n: int = 8) -> None:

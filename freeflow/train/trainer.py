@@ -228,7 +228,7 @@ class Trainer:
         try:
             for cb in cbs:
                 cb.on_fit_start(self, state)
-            while state.step < total_steps:
+            while state.step < state.total_steps:  # a callback may shorten the run (AutoStop)
                 state, info = self.step(state)
                 history.append(info)
                 for cb in cbs:
