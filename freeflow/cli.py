@@ -1,4 +1,4 @@
-"""Command line: ``freeflow sample --target ring8 --steps 3000 --out runs/ring8``."""
+"""Command line: ``freeflow sample --target ring8 --out runs/ring8``."""
 from __future__ import annotations
 
 from .cli_common import parse_key_values
@@ -21,7 +21,8 @@ def _add_sample(sub) -> None:
     p.add_argument("--target", required=True, help="built-in target name (see `freeflow targets`)")
     p.add_argument("--target-arg", action="append", metavar="KEY=VALUE", help="target constructor argument")
     p.add_argument("--divergence", default="kl_pq", help="f-divergence name (default: kl_pq)")
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=None,
+                   help="schedule length (default: train in rounds until the reliability check passes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a sampler setting")
     p.add_argument("--samples", type=int, default=20_000, help="samples written to samples.npy")
@@ -42,7 +43,7 @@ def run_sample(args) -> int:
     from .plotting import plot_history, plot_samples
     from .sampler import OneStepSampler
 
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise SystemExit(f"error: --steps must be a positive int, got {args.steps}")
     if args.samples < 1:
         raise SystemExit(f"error: --samples must be a positive int, got {args.samples}")
@@ -81,6 +82,10 @@ def run_sample(args) -> int:
     plot_history(sampler.history, out / "history.png")
     # Metrics on (at most) 5000 samples: energy distances are O(n²).
     summary = M.summarize(x[:5000], target, n_ref=5000, generator=torch.Generator().manual_seed(args.seed + 20_000))
+    rel = sampler.last_reliability
+    if rel is not None:
+        summary["reliability"] = rel.to_dict()
+        print(f"reliability: {rel.verdict}", file=sys.stderr)
     summary.update({"target": args.target, "divergence": args.divergence, "steps": sampler.steps_done,
                     "training_seconds": sampler.training_seconds, "this_run_wall_seconds": wall,
                     "sampling_seconds": sample_seconds, "num_samples": len(x)})
