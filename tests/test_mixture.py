@@ -245,3 +245,27 @@ def test_a_few_non_finite_samples_do_not_abort_a_fit(generator):
     assert float((x[:, 0].abs() > 2.5).float().mean()) < 0.03  # exact: 0.0018; KDE smoothing adds ~0.015
     if generator == "mixture":  # the MLP's output scale moves ~lr per step: 200 steps are too few
         assert abs(float(x.std(0).mean()) - 0.8) < 0.1
+
+
+def test_nan_in_mixture_weights_stops_with_last_good_checkpoint(tmp_path, monkeypatch):
+    """A NaN in the Fisher–Rao rates at step 13 stops training with an error naming the step;
+    the checkpoint on disk is the good state of step 10."""
+    import freeflow.reaction as reaction_mod
+
+    calls = {"n": 0}
+    real = reaction_mod.reaction_rate
+
+    def flaky(divergence, log_r):
+        calls["n"] += 1
+        out = real(divergence, log_r)
+        return out * float("nan") if calls["n"] >= 13 else out
+
+    monkeypatch.setattr(reaction_mod, "reaction_rate", flaky)
+    ld = lambda x: -0.5 * x.pow(2).sum(-1)  # noqa: E731
+    s = ff.OneStepSampler(ld, dim=2, seed=0, batch_size=128, components=4)
+    ck = tmp_path / "run.pt"
+    with pytest.raises(FloatingPointError, match="mixture weights at step 12"):
+        s.fit(40, progress=False, checkpoint=ck, checkpoint_every=5)
+    back = ff.OneStepSampler.load(ck, ld)
+    assert back.steps_done == 10
+    assert torch.isfinite(back.generator.logits).all()
