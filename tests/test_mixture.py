@@ -6,7 +6,7 @@ import torch
 
 import freeflow as ff
 from freeflow.divergences import get_divergence
-from freeflow.generators_mixture import MixtureGenerator
+from freeflow.generators.mixture import MixtureGenerator
 from freeflow.velocities.fisher_rao import component_rates, fisher_rao_step, reaction_rate
 
 SEEDS = (0, 1, 2)
@@ -250,7 +250,7 @@ def test_a_few_non_finite_samples_do_not_abort_a_fit(generator):
 def test_nan_in_mixture_weights_stops_with_last_good_checkpoint(tmp_path, monkeypatch):
     """A NaN in the Fisher–Rao rates at step 13 stops training with an error naming the step;
     the checkpoint on disk is the good state of step 10."""
-    import freeflow.reaction as reaction_mod
+    import freeflow.datafree.reaction as reaction_mod
 
     calls = {"n": 0}
     real = reaction_mod.reaction_rate

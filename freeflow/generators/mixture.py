@@ -25,8 +25,8 @@ import normflows as nf
 import torch
 from torch import nn
 
-from .density.base import DensityEstimator
-from .density.flow import build_flow
+from ..density.base import DensityEstimator
+from ..density.flow import build_flow
 
 Tensor = torch.Tensor
 
@@ -267,7 +267,7 @@ class ProductMixtureGenerator(MixtureGenerator):
 
 class ExactDensity(DensityEstimator):
     """The density protocol answered exactly by a generator with ``log_prob`` (no fitting):
-    a :class:`~freeflow.generators_flow.FlowGenerator` or a :class:`MixtureGenerator`."""
+    a :class:`~freeflow.generators.flow.FlowGenerator` or a :class:`MixtureGenerator`."""
 
     exact = True
 

@@ -25,8 +25,8 @@ import normflows as nf
 import torch
 from torch import nn
 
-from .density.base import DensityEstimator
-from .density.flow import build_flow
+from ..density.base import DensityEstimator
+from ..density.flow import build_flow
 
 __all__ = ["FlowGenerator", "ExactFlowDensity"]
 

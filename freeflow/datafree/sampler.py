@@ -14,22 +14,22 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from .datafree import DataFreeDrift
-from .datafree_lv import LogVarianceDrift
-from .density.flow import FlowDensity
-from .generators_flow import ExactFlowDensity, FlowGenerator
-from .generators_mixture import ExactDensity, MixtureGenerator, ProductMixtureGenerator, default_components
+from .drift import DataFreeDrift
+from .logvar import LogVarianceDrift
+from ..density.flow import FlowDensity
+from ..generators.flow import ExactFlowDensity, FlowGenerator
+from ..generators.mixture import ExactDensity, MixtureGenerator, ProductMixtureGenerator, default_components
 from .reaction import MixtureReaction
-from .reliability import Reliability, ReliabilityWarning, assess
+from ..reliability import Reliability, ReliabilityWarning, assess
 from .autostop import AutoStop
-from . import importance as _iw
-from .density import DensityEstimator
-from .density.kde import KDE
-from .divergences import get_divergence
-from .generators import ResidualMLP
-from .io import atomic_torch_save, load_checkpoint
-from .train import History, TrainConfig, Trainer, standard_callbacks
-from .validation import check_log_density, check_positive_float, check_positive_int
+from .. import importance as _iw
+from ..density import DensityEstimator
+from ..density.kde import KDE
+from ..divergences import get_divergence
+from ..generators.mlp import ResidualMLP
+from ..io import atomic_torch_save, load_checkpoint
+from ..train import History, TrainConfig, Trainer, standard_callbacks
+from ..validation import check_log_density, check_positive_float, check_positive_int
 
 Tensor = torch.Tensor
 
@@ -384,7 +384,7 @@ class OneStepSampler:
 
     def to_inference_data(self, n: int = 4000, chains: int = 4, var_names=None):
         """arviz InferenceData of n samples split into ``chains`` independent batches."""
-        from .interop import sampler_to_inference_data
+        from ..interop import sampler_to_inference_data
 
         return sampler_to_inference_data(self, n, chains=chains, var_names=var_names)
 
