@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -20,7 +21,7 @@ from ..density.flow import FlowDensity
 from ..generators.flow import ExactFlowDensity, FlowGenerator
 from ..generators.mixture import ExactDensity, MixtureGenerator, ProductMixtureGenerator, default_components
 from .reaction import MixtureReaction
-from ..reliability import Reliability, ReliabilityWarning, assess
+from ..reliability import TAIL_WIDEN, Reliability, ReliabilityWarning, assess
 from .autostop import AutoStop
 from .. import importance as _iw
 from ..density import DensityEstimator
@@ -357,9 +358,21 @@ class OneStepSampler:
                 "unavailable; compare with a reference (freeflow.compare) instead"))
         x, log_q = self.sample_and_log_prob(n, seed=seed)
         with torch.no_grad():
-            log_p = torch.cat([self.log_density(c) for c in x.split(16384)]).to(log_q.dtype)
+            log_p = self._log_density_chunked(x).to(log_q.dtype)
             log_resp = net.log_responsibilities(x) if isinstance(net, MixtureGenerator) else None
-        return assess(x, log_p, log_q, log_resp)
+            # defensive proposal ρ = ½ q + ½ q_f: draws from q_f, and both densities everywhere
+            with net.widened(TAIL_WIDEN):
+                xw, log_qf_w = self.sample_and_log_prob(n, seed=seed + 1)
+                log_qf_x = torch.cat([net.log_prob(c) for c in x.split(16384)])
+            log_q_w = torch.cat([net.log_prob(c) for c in xw.split(16384)])
+            log_rho = torch.logaddexp(torch.cat([log_q, log_q_w]), torch.cat([log_qf_x, log_qf_w])) - math.log(2)
+            log_w_def = torch.cat([log_p, self._log_density_chunked(xw).to(log_q.dtype)]) - log_rho
+        return assess(x, log_p, log_q, log_resp, log_w_defensive=log_w_def)
+
+    def _log_density_chunked(self, x: Tensor) -> Tensor:
+        """log p̃ at x in chunks, NaN (outside the support) as −inf."""
+        lp = torch.cat([self.log_density(c) for c in x.split(16384)])
+        return torch.where(torch.isnan(lp), torch.full_like(lp, -math.inf), lp)
 
     @property
     def steps_done(self) -> int:
