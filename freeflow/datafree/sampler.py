@@ -331,8 +331,10 @@ class OneStepSampler:
             done = self.auto["stopped_at"] is not None
             steps = self.state.total_steps if (done or self.state.step) else self.auto["round_steps"]
         check_positive_int(steps, "steps")
+        keys = ("beta", "ess", "weight_entropy", "outside_support") if isinstance(
+            self.generator, MixtureGenerator) else ("beta", "ess", "outside_support")
         cbs = standard_callbacks(progress=progress, log=log, checkpoint=checkpoint, save=self.save,
-                                 checkpoint_every=checkpoint_every, extra=extra)
+                                 checkpoint_every=checkpoint_every, extra=extra, progress_keys=keys)
         if auto_run:
             # first, so that a checkpoint written at a step already holds that step's decision
             cbs.insert(0, AutoStop(self, self.auto))
