@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from flow_common import energy_distance, env, mode_report, write  # noqa: E402
 from flow_targets import gmm_known_weights  # noqa: E402
 
-from freeflow.sampler import OneStepSampler  # noqa: E402
+from freeflow.datafree.sampler import OneStepSampler  # noqa: E402
 
 METHODS = {
     "kde": dict(anneal_path="tempered"),

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from flow_common import energy_distance, env, mode_report, write  # noqa: E402
 from flow_targets import gmm40, imbalanced2, ring8  # noqa: E402
 
-from freeflow.sampler import OneStepSampler  # noqa: E402
+from freeflow.datafree.sampler import OneStepSampler  # noqa: E402
 
 TARGETS = {"ring8": (ring8, 3.0), "imbalanced2": (imbalanced2, 3.0), "gmm40": (gmm40, 20.0)}
 VARIANTS = {

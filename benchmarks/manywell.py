@@ -30,7 +30,7 @@ for p in (str(ROOT), str(Path(__file__).parent)):
         sys.path.insert(0, p)
 from flow_common import energy_distance, env, write  # noqa: E402
 
-from freeflow.sampler import OneStepSampler  # noqa: E402
+from freeflow.datafree.sampler import OneStepSampler  # noqa: E402
 from targets import get_target  # noqa: E402
 
 SOTA_LOG_Z_ERROR = 0.03

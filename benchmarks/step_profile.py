@@ -26,16 +26,16 @@ import freeflow as ff  # noqa: E402
 import targets  # noqa: E402
 
 PARTS = {
-    "generator forward": [("generators.py", "forward"), ("generators_flow.py", "forward"),
-                          ("generators_mixture.py", "forward")],
-    "log q and its score": [("kde.py", "log_prob_and_score"), ("generators_flow.py", "log_prob_and_score"),
-                            ("generators_mixture.py", "log_prob_and_score"), ("kde.py", "fit")],
+    "generator forward": [("generators/mlp.py", "forward"), ("generators/flow.py", "forward"),
+                          ("generators/mixture.py", "forward")],
+    "log q and its score": [("kde.py", "log_prob_and_score"), ("generators/flow.py", "log_prob_and_score"),
+                            ("generators/mixture.py", "log_prob_and_score"), ("kde.py", "fit")],
     "log p and its score": [("validation.py", "log_density_and_score")],
-    "reaction (Fisher-Rao + births)": [("reaction.py", "__call__")],
-    "  of which births": [("reaction.py", "_birth")],
+    "reaction (Fisher-Rao + births)": [("datafree/reaction.py", "__call__")],
+    "  of which births": [("datafree/reaction.py", "_birth")],
     "backward": [("_tensor.py", "backward")],
     "optimizer step": [("optimizer.py", "wrapper")],
-    "EMA": [("generators.py", "update")],
+    "EMA": [("generators/mlp.py", "update")],
 }
 CONFIGS = {
     "ring8/before": ("ring8", dict(generator="mlp", density="kde")),

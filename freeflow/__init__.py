@@ -7,16 +7,16 @@ from .density import DensityEstimator
 from .density.kde import KDE
 from .divergences import Divergence, available_divergences, get_divergence, register_divergence
 from .generators import EMA, ResidualMLP
-from .sampler import OneStepSampler, default_settings, default_steps
+from .datafree import OneStepSampler, default_settings, default_steps
 from .train import TrainConfig, Trainer
 from . import reference
 from .compare import Report, compare
 from .dataflow import DataFlow
 from .density.flow import FlowDensity
-from .generators_flow import ExactFlowDensity, FlowGenerator
+from .generators import ExactFlowDensity, FlowGenerator
 from . import importance
 from .interop import to_inference_data
-from .generators_mixture import MixtureGenerator
+from .generators import MixtureGenerator, ProductMixtureGenerator
 from .reliability import Reliability, ReliabilityWarning
 
 __version__ = "0.1.0"
@@ -25,5 +25,5 @@ __all__ = [
     "OneStepSampler", "default_settings", "default_steps", "Divergence", "get_divergence", "available_divergences",
     "register_divergence", "DensityEstimator", "KDE", "ResidualMLP", "EMA", "Trainer", "TrainConfig",
     "compare", "Report", "DataFlow", "FlowDensity", "FlowGenerator", "ExactFlowDensity", "importance", "to_inference_data", "reference",
-    "MixtureGenerator", "Reliability", "ReliabilityWarning",
+    "MixtureGenerator", "ProductMixtureGenerator", "Reliability", "ReliabilityWarning",
 ]

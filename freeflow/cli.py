@@ -41,7 +41,7 @@ def run_sample(args) -> int:
     from . import metrics as M
     from .io import atomic_write, atomic_write_json
     from .plotting import plot_history, plot_samples
-    from .sampler import OneStepSampler
+    from .datafree.sampler import OneStepSampler
 
     if args.steps is not None and args.steps < 1:
         raise SystemExit(f"error: --steps must be a positive int, got {args.steps}")

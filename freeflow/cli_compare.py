@@ -75,7 +75,7 @@ def run_compare(args) -> int:
     methods, names = [], []
 
     # -- freeflow ----------------------------------------------------------------------
-    from .sampler import OneStepSampler
+    from .datafree.sampler import OneStepSampler
 
     if args.sampler:
         sampler = OneStepSampler.load(args.sampler, target)

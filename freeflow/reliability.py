@@ -15,6 +15,11 @@ w = p̃/q, and four checks, each with a threshold a user can read:
   and their importance-weighted values π*_k = Ê_q[γ_k w]/Ê_q[w] (the fixed point of the
   Fisher–Rao step). Over 0.02 means the weights had not settled.
 
+* Tails: importance sampling from q cannot see mass that q never reaches. A defensive
+  proposal ρ = ½ q + ½ q_f (q_f: q with its components or base noise 1.5× wider) estimates
+  log Z again; if log Ẑ_ρ exceeds log Ẑ_q by more than 0.02 nats (≈ 2% of the mass) and 3
+  standard errors, q misses mass in its tails (a funnel's neck, heavy tails).
+
 A KDE route has no usable log q: its verdict is "unverified", with the reason.
 """
 from __future__ import annotations
@@ -28,7 +33,11 @@ from . import importance as _iw
 
 __all__ = ["Reliability", "assess", "ReliabilityWarning", "THRESHOLDS"]
 
-THRESHOLDS = {"khat": 0.7, "ess_fraction": 0.05, "raw_vs_weighted": 0.1, "weights_moving": 0.02}
+THRESHOLDS = {"khat": 0.7, "ess_fraction": 0.05, "raw_vs_weighted": 0.1, "weights_moving": 0.02,
+              "tail_gap": 0.02}
+#: the defensive proposal's widening: ρ = ½ q + ½ q_f, q_f with every component (or the base
+#: noise of a flow) 1.5× wider
+TAIL_WIDEN = 1.5
 
 
 class ReliabilityWarning(UserWarning):
@@ -47,6 +56,7 @@ class Reliability:
     log_normalizer_se: float | None = None
     n: int = 0
     nonfinite: int = 0  # samples with a non-finite log-density: outside the support, dropped
+    tail_gap: float | None = None  # log Ẑ_ρ − log Ẑ_q (defensive proposal; see the module docstring)
 
     @property
     def verdict(self) -> str:
@@ -71,11 +81,25 @@ def _raw_vs_weighted(x: torch.Tensor, lw: torch.Tensor) -> float:
     return float(torch.maximum(mean_gap, frac_gap))
 
 
+def _log_mean_exp_and_se(lw: torch.Tensor, n_total: int) -> tuple[float, float]:
+    """log of mean(w) over n_total draws (rows with −inf or NaN count as w = 0) and its
+    delta-method standard error."""
+    lw = lw.double()
+    lw = torch.where(torch.isfinite(lw), lw, torch.full_like(lw, -math.inf))
+    m = lw.max()
+    w = torch.zeros(n_total, dtype=torch.float64)
+    w[: lw.numel()] = (lw - m).exp()
+    mean = w.mean()
+    return float(m + mean.log()), float(w.std() / math.sqrt(n_total) / mean)
+
+
 def assess(x: torch.Tensor, log_p: torch.Tensor | None, log_q: torch.Tensor | None,
-           log_resp: torch.Tensor | None = None, *, unverified_reason: str = "") -> Reliability:
+           log_resp: torch.Tensor | None = None, *, log_w_defensive: torch.Tensor | None = None,
+           unverified_reason: str = "") -> Reliability:
     """The verdict from samples x ~ q, log p̃(x), exact log q(x) and, for a mixture, the
     log responsibilities (n, J, K) (J = 1, or one mixture per coordinate). ``log_q=None``
-    gives an unverified verdict."""
+    gives an unverified verdict. ``log_w_defensive``: log p̃ − log ρ at draws from the
+    defensive proposal ρ = ½ q + ½ q_f (see the module docstring)."""
     if log_q is None or log_p is None:
         return Reliability(None, [unverified_reason or "no exact log q: importance checks unavailable"],
                            n=int(x.shape[0]))
@@ -97,7 +121,15 @@ def assess(x: torch.Tensor, log_p: torch.Tensor | None, log_q: torch.Tensor | No
         w = _iw.normalized_weights(lw).double()
         pi_star = (w[:, None, None] * resp).sum(0)
         moving = float(0.5 * (pi - pi_star).abs().sum(-1).max())
+    tail_gap = None
+    if log_w_defensive is not None:
+        lz_q, se_q = _log_mean_exp_and_se(lw, len(lw))
+        lz_r, se_r = _log_mean_exp_and_se(log_w_defensive, len(log_w_defensive))
+        tail_gap = lz_r - lz_q
     t = THRESHOLDS
+    if tail_gap is not None and tail_gap > max(t["tail_gap"], 3 * math.hypot(se_q, se_r)):
+        reasons.append(f"q misses mass in its tails: a 1.5x wider proposal finds {math.expm1(tail_gap):.1%} "
+                       f"more (log Z gap {tail_gap:.3f} > {t['tail_gap']})")
     # nearly uniform weights have no tail to speak of: k̂ then fits float noise, so it only
     # counts once the ESS fraction is below 0.9
     if (not math.isfinite(khat) or khat > t["khat"]) and ess < 0.9:
@@ -110,4 +142,4 @@ def assess(x: torch.Tensor, log_p: torch.Tensor | None, log_q: torch.Tensor | No
     if moving is not None and moving > t["weights_moving"]:
         reasons.append(f"mixture weights not settled: TV {moving:.3f} to their importance-weighted values "
                        f"(> {t['weights_moving']}); train longer")
-    return Reliability(not reasons, reasons, khat, ess, gap, moving, log_z, se, int(x.shape[0]), n_bad)
+    return Reliability(not reasons, reasons, khat, ess, gap, moving, log_z, se, int(x.shape[0]), n_bad, tail_gap)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from freeflow.density.flow import FlowDensity, FlowFitError
-from freeflow.generators_flow import FlowGenerator
+from freeflow.generators.flow import FlowGenerator
 
 
 

@@ -86,7 +86,7 @@ def test_bad_weights():
 def test_sampler_flow_generator_log_normalizer(seed):
     """OneStepSampler(generator="flow"): exact log q, so log Ẑ is consistent after any amount
     of training while q covers p.  Target N(1, 0.5² I)·e^C in 2-D: |log Ẑ − log Z| < 3 se."""
-    from freeflow.sampler import OneStepSampler
+    from freeflow.datafree.sampler import OneStepSampler
 
     c = 3.0
 
@@ -104,7 +104,7 @@ def test_sampler_flow_generator_log_normalizer(seed):
 
 
 def test_sampler_importance_needs_log_q():
-    from freeflow.sampler import OneStepSampler
+    from freeflow.datafree.sampler import OneStepSampler
 
     s = OneStepSampler(lambda x: -0.5 * x.pow(2).sum(1), 2, seed=0, density="kde")
     with pytest.raises(ValueError, match="log q"):
@@ -117,7 +117,7 @@ def test_sampler_log_normalizer_manywell_pairs(seed):
     by quadrature): a spline flow generator trained briefly under target annealing covers both
     wells of each pair, so |log Ẑ − log Z| < 3 se.  A generator that missed a well would be off
     by log(1/0.8443) ≈ 0.17 or more per pair, far outside the band (se ≈ 0.005–0.02 here)."""
-    from freeflow.sampler import OneStepSampler
+    from freeflow.datafree.sampler import OneStepSampler
     from targets import get_target
 
     t = get_target("manywell32", dim=4)
@@ -133,7 +133,7 @@ def test_sampler_log_normalizer_manywell_pairs(seed):
 
 def test_sampler_sample_and_log_prob_is_exact_for_flow_generator():
     """sample_and_log_prob: the forward log q equals the inverse-pass log q at the samples."""
-    from freeflow.sampler import OneStepSampler
+    from freeflow.datafree.sampler import OneStepSampler
 
     s = OneStepSampler(lambda x: -0.5 * x.pow(2).sum(1), 3, generator="flow", seed=0,
                        batch_size=64, reference_size=64, flow_layers=2, flow_hidden=8)

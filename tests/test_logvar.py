@@ -141,7 +141,7 @@ def test_bad_reference_name():
 
 def test_sampler_lv_runs_and_resumes(tmp_path):
     """divergence="lv" through OneStepSampler: trains, saves and resumes bit-identically."""
-    from freeflow.sampler import OneStepSampler
+    from freeflow.datafree.sampler import OneStepSampler
 
 
     def log_p(x):

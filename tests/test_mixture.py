@@ -6,7 +6,7 @@ import torch
 
 import freeflow as ff
 from freeflow.divergences import get_divergence
-from freeflow.generators_mixture import MixtureGenerator
+from freeflow.generators.mixture import MixtureGenerator
 from freeflow.velocities.fisher_rao import component_rates, fisher_rao_step, reaction_rate
 
 SEEDS = (0, 1, 2)
@@ -250,7 +250,7 @@ def test_a_few_non_finite_samples_do_not_abort_a_fit(generator):
 def test_nan_in_mixture_weights_stops_with_last_good_checkpoint(tmp_path, monkeypatch):
     """A NaN in the Fisher–Rao rates at step 13 stops training with an error naming the step;
     the checkpoint on disk is the good state of step 10."""
-    import freeflow.reaction as reaction_mod
+    import freeflow.datafree.reaction as reaction_mod
 
     calls = {"n": 0}
     real = reaction_mod.reaction_rate
@@ -269,3 +269,19 @@ def test_nan_in_mixture_weights_stops_with_last_good_checkpoint(tmp_path, monkey
     back = ff.OneStepSampler.load(ck, ld)
     assert back.steps_done == 10
     assert torch.isfinite(back.generator.logits).all()
+
+
+@pytest.mark.parametrize("generator", ["mixture", "flow"])
+def test_reliability_tail_check_finds_mass_q_never_reaches(generator):
+    """q ≈ N(0, I) (barely trained) against p = N(0, 2.5² I): importance sampling from q alone
+    underestimates Z; the defensive proposal ½q + ½q_1.5 finds the missing tail mass."""
+    p = lambda x: -0.5 * (x / 2.5).pow(2).sum(-1)  # noqa: E731
+    kw = {"components": 1, "birth_every": 0} if generator == "mixture" else {}
+    s = ff.OneStepSampler(p, dim=2, seed=0, generator=generator, lr=1e-9, **kw)
+    with pytest.warns(ff.ReliabilityWarning, match="do not trust"):
+        s.fit(1, progress=False)
+    rep = s.last_reliability
+    assert rep.tail_gap is not None and rep.tail_gap > 0.05
+    good = ff.OneStepSampler(p, dim=2, seed=0, generator=generator)
+    good.fit(600 if generator == "mixture" else 800, progress=False)
+    assert abs(good.last_reliability.tail_gap) < 0.02, good.last_reliability.to_dict()

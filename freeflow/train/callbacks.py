@@ -13,10 +13,15 @@ __all__ = ["ProgressBar", "JSONLLogger", "Checkpoint", "standard_callbacks"]
 
 
 class ProgressBar(Callback):
-    """tqdm bar showing a few diagnostics; disabled when ``enabled`` is False."""
+    """tqdm bar showing a few diagnostics, each an exponential moving average over about
+    1/(1 − ``smooth``) steps (batch statistics such as the ESS jump from step to step); the
+    bar's total follows the run's length when a callback extends or shortens it."""
 
-    def __init__(self, keys: Sequence[str] = ("loss", "ess", "beta"), every: int = 10, enabled: bool = True):
+    def __init__(self, keys: Sequence[str] = ("loss", "ess", "beta"), every: int = 10, enabled: bool = True,
+                 smooth: float = 0.95):
         self.keys, self.every, self.enabled = tuple(keys), max(int(every), 1), enabled
+        self.smooth = float(smooth)
+        self._avg: dict[str, float] = {}
         self._bar = None
 
     def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
@@ -30,10 +35,16 @@ class ProgressBar(Callback):
     def on_step_end(self, trainer: Trainer, state: TrainState, info: dict) -> None:
         if self._bar is None:
             return
+        if self._bar.total != state.total_steps:
+            self._bar.total = state.total_steps
         self._bar.update(1)
+        for k in self.keys:
+            v = info.get(k)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                a = self._avg.get(k)
+                self._avg[k] = float(v) if a is None else self.smooth * a + (1 - self.smooth) * float(v)
         if state.step % self.every == 0:
-            shown = {k: f"{info[k]:.3g}" for k in self.keys if isinstance(info.get(k), (int, float))}
-            self._bar.set_postfix(shown, refresh=False)
+            self._bar.set_postfix({k: f"{v:.3g}" for k, v in self._avg.items()}, refresh=False)
 
     def on_fit_end(self, trainer: Trainer, state: TrainState) -> None:
         if self._bar is not None:

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Protocol
 import torch
 from torch import nn
 
-from ..generators import EMA
+from ..generators.mlp import EMA
 
 Tensor = torch.Tensor
 

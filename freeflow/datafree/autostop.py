@@ -13,7 +13,7 @@ run resumed from a checkpoint decides exactly as the uninterrupted one.
 """
 from __future__ import annotations
 
-from .train.trainer import Callback
+from ..train.trainer import Callback
 
 __all__ = ["AutoStop"]
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .divergences import Divergence
-from .velocities.fisher_rao import component_rates, fisher_rao_step, reaction_rate
+from ..divergences import Divergence
+from ..velocities.fisher_rao import component_rates, fisher_rao_step, reaction_rate
 
 Tensor = torch.Tensor
 
@@ -34,7 +34,7 @@ def _finite_or_neg_inf(v: Tensor) -> Tensor:
 
 @dataclass
 class MixtureReaction:
-    """Fisher–Rao steps on a :class:`~freeflow.generators_mixture.MixtureGenerator`'s weights.
+    """Fisher–Rao steps on a :class:`~freeflow.generators.mixture.MixtureGenerator`'s weights.
 
     Attributes:
         divergence: fixes the reaction rate ρ(r).
@@ -75,7 +75,7 @@ class MixtureReaction:
             log_pi = generator.log_weights().reshape(g.shape)
             new = fisher_rao_step(log_pi, g, g_bar, self.step_size, self.max_change)
             if not bool(torch.isfinite(new).all()):
-                from .train.trainer import NonFiniteError
+                from ..train.trainer import NonFiniteError
                 raise NonFiniteError(f"non-finite mixture weights at step {step} (Fisher-Rao step)")
             generator.set_log_weights(new)
         pi = generator.log_weights().exp()

@@ -19,14 +19,15 @@ and :meth:`rebirth` re-initialises a component where q under-covers p.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import normflows as nf
 import torch
 from torch import nn
 
-from .density.base import DensityEstimator
-from .density.flow import build_flow
+from ..density.base import DensityEstimator
+from ..density.flow import build_flow
 
 Tensor = torch.Tensor
 
@@ -87,6 +88,17 @@ class MixtureGenerator(nn.Module):
         self.register_buffer("_tril", torch.tril(torch.ones(dim, dim), -1), persistent=False)
         self.flow = nn.ModuleList(build_flow(dim, layers=flow_layers, hidden=flow_hidden, kind=flow_kind,
                                              for_sampling=True)) if flow_layers else nn.ModuleList()
+        self._widen = 1.0  # component stds × this (see widened)
+
+    @contextlib.contextmanager
+    def widened(self, factor: float):
+        """Within the block, every component's std is multiplied by ``factor``: sampling and
+        log q then belong to a wider mixture q_f (a defensive proposal for tail checks)."""
+        old, self._widen = self._widen, float(factor)
+        try:
+            yield self
+        finally:
+            self._widen = old
 
     # -- parameters --------------------------------------------------------------------------
     def param_groups(self) -> list[dict]:
@@ -116,7 +128,7 @@ class MixtureGenerator(nn.Module):
             raise ValueError(f"z must have shape (n, {self.noise_dim}), got {tuple(z.shape)}")
         eps, u = z[:, : self.dim], torch.special.ndtr(z[:, self.dim])
         k = self.component_index(u)
-        y = self.means[k] + (self.cholesky()[k] @ eps.unsqueeze(-1)).squeeze(-1)   # (n, d)
+        y = self.means[k] + self._widen * (self.cholesky()[k] @ eps.unsqueeze(-1)).squeeze(-1)   # (n, d)
         for layer in self.flow:
             y, _ = layer(y)
         return self.loc + self.log_scale.exp() * y
@@ -137,8 +149,8 @@ class MixtureGenerator(nn.Module):
             raise ValueError(f"x must have shape (n, {self.dim}), got {tuple(x.shape)}")
         y, log_det = self._unit(x)
         diff = (y.unsqueeze(0) - self.means.unsqueeze(1)).transpose(1, 2)          # (K, d, n)
-        sol = torch.linalg.solve_triangular(self.cholesky(), diff, upper=False)    # (K, d, n)
-        comp = (-0.5 * sol.pow(2).sum(1) - self.log_diag.sum(1, keepdim=True)
+        sol = torch.linalg.solve_triangular(self.cholesky(), diff, upper=False) / self._widen
+        comp = (-0.5 * sol.pow(2).sum(1) - self.log_diag.sum(1, keepdim=True) - self.dim * math.log(self._widen)
                 - 0.5 * self.dim * math.log(2 * math.pi))                          # (K, n)
         return comp.T + self.log_weights() + log_det.unsqueeze(1)
 
@@ -228,7 +240,7 @@ class ProductMixtureGenerator(MixtureGenerator):
         n = z.shape[0]
         mu = torch.gather(self.means.unsqueeze(0).expand(n, d, -1), 2, k).squeeze(-1)
         ls = torch.gather(self.log_diag.unsqueeze(0).expand(n, d, -1), 2, k).squeeze(-1)
-        y = mu + ls.exp() * eps
+        y = mu + self._widen * ls.exp() * eps
         for layer in self.flow:
             y, _ = layer(y)
         return self.loc + self.log_scale.exp() * y
@@ -238,8 +250,9 @@ class ProductMixtureGenerator(MixtureGenerator):
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (n, {self.dim}), got {tuple(x.shape)}")
         y, log_det = self._unit(x)
-        zz = (y.unsqueeze(-1) - self.means) * torch.exp(-self.log_diag)
-        comp = -0.5 * zz.pow(2) - self.log_diag - 0.5 * math.log(2 * math.pi) + self.log_weights()
+        log_sd = self.log_diag + math.log(self._widen)
+        zz = (y.unsqueeze(-1) - self.means) * torch.exp(-log_sd)
+        comp = -0.5 * zz.pow(2) - log_sd - 0.5 * math.log(2 * math.pi) + self.log_weights()
         return comp, log_det
 
     def log_weights(self) -> Tensor:
@@ -267,7 +280,7 @@ class ProductMixtureGenerator(MixtureGenerator):
 
 class ExactDensity(DensityEstimator):
     """The density protocol answered exactly by a generator with ``log_prob`` (no fitting):
-    a :class:`~freeflow.generators_flow.FlowGenerator` or a :class:`MixtureGenerator`."""
+    a :class:`~freeflow.generators.flow.FlowGenerator` or a :class:`MixtureGenerator`."""
 
     exact = True
 

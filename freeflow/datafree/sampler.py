@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -14,22 +15,22 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from .datafree import DataFreeDrift
-from .datafree_lv import LogVarianceDrift
-from .density.flow import FlowDensity
-from .generators_flow import ExactFlowDensity, FlowGenerator
-from .generators_mixture import ExactDensity, MixtureGenerator, ProductMixtureGenerator, default_components
+from .drift import DataFreeDrift
+from .logvar import LogVarianceDrift
+from ..density.flow import FlowDensity
+from ..generators.flow import ExactFlowDensity, FlowGenerator
+from ..generators.mixture import ExactDensity, MixtureGenerator, ProductMixtureGenerator, default_components
 from .reaction import MixtureReaction
-from .reliability import Reliability, ReliabilityWarning, assess
+from ..reliability import TAIL_WIDEN, Reliability, ReliabilityWarning, assess
 from .autostop import AutoStop
-from . import importance as _iw
-from .density import DensityEstimator
-from .density.kde import KDE
-from .divergences import get_divergence
-from .generators import ResidualMLP
-from .io import atomic_torch_save, load_checkpoint
-from .train import History, TrainConfig, Trainer, standard_callbacks
-from .validation import check_log_density, check_positive_float, check_positive_int
+from .. import importance as _iw
+from ..density import DensityEstimator
+from ..density.kde import KDE
+from ..divergences import get_divergence
+from ..generators.mlp import ResidualMLP
+from ..io import atomic_torch_save, load_checkpoint
+from ..train import History, TrainConfig, Trainer, standard_callbacks
+from ..validation import check_log_density, check_positive_float, check_positive_int
 
 Tensor = torch.Tensor
 
@@ -330,8 +331,10 @@ class OneStepSampler:
             done = self.auto["stopped_at"] is not None
             steps = self.state.total_steps if (done or self.state.step) else self.auto["round_steps"]
         check_positive_int(steps, "steps")
+        keys = ("beta", "ess", "weight_entropy", "outside_support") if isinstance(
+            self.generator, MixtureGenerator) else ("beta", "ess", "outside_support")
         cbs = standard_callbacks(progress=progress, log=log, checkpoint=checkpoint, save=self.save,
-                                 checkpoint_every=checkpoint_every, extra=extra)
+                                 checkpoint_every=checkpoint_every, extra=extra, progress_keys=keys)
         if auto_run:
             # first, so that a checkpoint written at a step already holds that step's decision
             cbs.insert(0, AutoStop(self, self.auto))
@@ -357,9 +360,21 @@ class OneStepSampler:
                 "unavailable; compare with a reference (freeflow.compare) instead"))
         x, log_q = self.sample_and_log_prob(n, seed=seed)
         with torch.no_grad():
-            log_p = torch.cat([self.log_density(c) for c in x.split(16384)]).to(log_q.dtype)
+            log_p = self._log_density_chunked(x).to(log_q.dtype)
             log_resp = net.log_responsibilities(x) if isinstance(net, MixtureGenerator) else None
-        return assess(x, log_p, log_q, log_resp)
+            # defensive proposal ρ = ½ q + ½ q_f: draws from q_f, and both densities everywhere
+            with net.widened(TAIL_WIDEN):
+                xw, log_qf_w = self.sample_and_log_prob(n, seed=seed + 1)
+                log_qf_x = torch.cat([net.log_prob(c) for c in x.split(16384)])
+            log_q_w = torch.cat([net.log_prob(c) for c in xw.split(16384)])
+            log_rho = torch.logaddexp(torch.cat([log_q, log_q_w]), torch.cat([log_qf_x, log_qf_w])) - math.log(2)
+            log_w_def = torch.cat([log_p, self._log_density_chunked(xw).to(log_q.dtype)]) - log_rho
+        return assess(x, log_p, log_q, log_resp, log_w_defensive=log_w_def)
+
+    def _log_density_chunked(self, x: Tensor) -> Tensor:
+        """log p̃ at x in chunks, NaN (outside the support) as −inf."""
+        lp = torch.cat([self.log_density(c) for c in x.split(16384)])
+        return torch.where(torch.isnan(lp), torch.full_like(lp, -math.inf), lp)
 
     @property
     def steps_done(self) -> int:
@@ -384,7 +399,7 @@ class OneStepSampler:
 
     def to_inference_data(self, n: int = 4000, chains: int = 4, var_names=None):
         """arviz InferenceData of n samples split into ``chains`` independent batches."""
-        from .interop import sampler_to_inference_data
+        from ..interop import sampler_to_inference_data
 
         return sampler_to_inference_data(self, n, chains=chains, var_names=var_names)
 

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .datafree import DataFreeDrift, outside_support_velocity
-from .velocities.fdiv import log_ratio_snis, regularize_log_ratio
-from .velocities.logvar import lv_surrogate_velocity, lv_velocity, make_reference, reference_weights
+from .drift import DataFreeDrift, outside_support_velocity
+from ..velocities.fdiv import log_ratio_snis, regularize_log_ratio
+from ..velocities.logvar import lv_surrogate_velocity, lv_velocity, make_reference, reference_weights
 
 __all__ = ["LogVarianceDrift"]
 

@@ -18,6 +18,7 @@ evaluation one pass each.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Literal
 
@@ -25,8 +26,8 @@ import normflows as nf
 import torch
 from torch import nn
 
-from .density.base import DensityEstimator
-from .density.flow import build_flow
+from ..density.base import DensityEstimator
+from ..density.flow import build_flow
 
 __all__ = ["FlowGenerator", "ExactFlowDensity"]
 
@@ -77,16 +78,34 @@ class FlowGenerator(nn.Module):
         """x = G(z), (n, d) -> (n, d), with graph."""
         return self.flow.forward(z)
 
+    @contextlib.contextmanager
+    def widened(self, factor: float):
+        """Within the block the base noise is N(0, factor² I): sampling and log q belong to a
+        wider flow q_f (a defensive proposal for tail checks)."""
+        old, self._widen = getattr(self, "_widen", 1.0), float(factor)
+        try:
+            yield self
+        finally:
+            self._widen = old
+
     def forward_and_log_prob(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x = G(z) and the exact log q(x) = log N(z) − log|det ∂G/∂z|, with graph."""
-        x, log_det = self.flow.forward_and_log_det(z)
-        return x, self._log_normal(z) - log_det
+        f = getattr(self, "_widen", 1.0)
+        x, log_det = self.flow.forward_and_log_det(f * z)
+        return x, self._log_normal(z) - self.dim * math.log(f) - log_det
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log q(x) at arbitrary points (inverse pass), with graph."""
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (n, {self.dim}), got {tuple(x.shape)}")
-        return self.flow.log_prob(x)
+        f = getattr(self, "_widen", 1.0)
+        if f == 1.0:
+            return self.flow.log_prob(x)
+        z, log_det = x, torch.zeros(x.shape[0], dtype=x.dtype)
+        for layer in reversed(self.flow.flows):
+            z, ld = layer.inverse(z)
+            log_det = log_det + ld
+        return self._log_normal(z / f) - self.dim * math.log(f) + log_det
 
     @torch.no_grad()
     def sample_with_log_prob(

@@ -25,12 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .density.base import DensityEstimator
-from .divergences import Divergence
-from .train.trainer import NonFiniteError
-from .validation import LogDensity, log_density_and_score, outside_support
-from .velocities.common import rms_normalize
-from .velocities.fdiv import effective_sample_fraction, fdiv_velocity, log_ratio_snis, regularize_log_ratio
+from ..density.base import DensityEstimator
+from ..divergences import Divergence
+from ..train.trainer import NonFiniteError
+from ..validation import LogDensity, log_density_and_score, outside_support
+from ..velocities.common import rms_normalize
+from ..velocities.fdiv import effective_sample_fraction, fdiv_velocity, log_ratio_snis, regularize_log_ratio
 
 __all__ = ["ramp", "annealed", "DataFreeDrift"]
 
@@ -96,7 +96,7 @@ class DataFreeDrift:
         max_ratio, temper: regularisation of r̂ (see :func:`regularize_log_ratio`).
         bandwidth_factor: (start, end) of a linear ramp of a KDE's ``factor`` over the
             annealing phase; None leaves the estimator alone.
-        reaction: a :class:`~freeflow.reaction.MixtureReaction` (mixture generator only): the
+        reaction: a :class:`~freeflow.datafree.reaction.MixtureReaction` (mixture generator only): the
             Fisher–Rao step on the mixture weights after each drift; None: transport only.
         anneal_steps: annealing length in steps, for runs whose length is not known in
             advance; None: ``anneal_fraction`` of the run.
