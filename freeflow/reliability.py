@@ -20,7 +20,17 @@ w = p̃/q, and four checks, each with a threshold a user can read:
   log Z again; if log Ẑ_ρ exceeds log Ẑ_q by more than 0.02 nats (≈ 2% of the mass) and 3
   standard errors, q misses mass in its tails (a funnel's neck, heavy tails).
 
-A KDE route has no usable log q: its verdict is "unverified", with the reason.
+* Gibbs invariance (every generator, KDE route included): if q = p, replacing one coordinate
+  x_j of x ~ q by a draw from p's conditional p(x_j | x_{−j}) leaves the distribution
+  unchanged. For each coordinate (64 at most) the conditional is evaluated on a 128-point grid
+  spanning q's range ± twice its width, averaged over 256 samples of q, and compared with q's
+  own marginal by the 1-D Wasserstein distance in units of q's std. A shift above 0.3 says q
+  misses part of p along that coordinate — e.g. a whole mode, which no importance weight of q
+  can reveal because q never samples it (a collapsed double well: q has no mass in the other
+  well, p's conditional puts 16% there).
+
+A KDE route has no usable log q: its importance checks are "unverified", with the reason;
+the Gibbs check still runs.
 """
 from __future__ import annotations
 
@@ -34,7 +44,7 @@ from . import importance as _iw
 __all__ = ["Reliability", "assess", "ReliabilityWarning", "THRESHOLDS"]
 
 THRESHOLDS = {"khat": 0.7, "ess_fraction": 0.05, "raw_vs_weighted": 0.1, "weights_moving": 0.02,
-              "tail_gap": 0.02}
+              "tail_gap": 0.02, "gibbs_shift": 0.3}
 #: the defensive proposal's widening: ρ = ½ q + ½ q_f, q_f with every component (or the base
 #: noise of a flow) 1.5× wider
 TAIL_WIDEN = 1.5
@@ -57,6 +67,8 @@ class Reliability:
     n: int = 0
     nonfinite: int = 0  # samples with a non-finite log-density: outside the support, dropped
     tail_gap: float | None = None  # log Ẑ_ρ − log Ẑ_q (defensive proposal; see the module docstring)
+    gibbs_shift: float | None = None  # largest W1(q_j, Gibbs-resampled q_j) / sd_j over coordinates
+    gibbs_coordinate: int | None = None
 
     @property
     def verdict(self) -> str:
@@ -93,16 +105,59 @@ def _log_mean_exp_and_se(lw: torch.Tensor, n_total: int) -> tuple[float, float]:
     return float(m + mean.log()), float(w.std() / math.sqrt(n_total) / mean)
 
 
+@torch.no_grad()
+def gibbs_shift(log_density, x: torch.Tensor, *, n: int = 256, grid: int = 128, max_coords: int = 64,
+                seed: int = 0) -> tuple[float, int]:
+    """The largest Gibbs-invariance shift over coordinates (see the module docstring) and the
+    coordinate where it occurs. ``x``: samples of q (n_q, d); log p̃ is evaluated n·grid times
+    per coordinate."""
+    g = torch.Generator().manual_seed(seed)
+    x = x[torch.isfinite(x).all(1)].double()
+    nq, d = x.shape
+    coords = torch.arange(d) if d <= max_coords else torch.randperm(d, generator=g)[:max_coords]
+    base = x[torch.randperm(nq, generator=g)[: min(n, nq)]]                    # (m, d)
+    m = base.shape[0]
+    worst, where = 0.0, -1
+    for j in coords.tolist():
+        lo, hi = float(x[:, j].min()), float(x[:, j].max())
+        width = max(hi - lo, 1e-6)
+        t = torch.linspace(lo - 2 * width, hi + 2 * width, grid, dtype=torch.float64)
+        lps = []
+        for chunk in base.split(16):                                             # 16·grid rows at a time
+            pts = chunk.repeat_interleave(grid, 0)
+            pts[:, j] = t.repeat(chunk.shape[0])
+            lps.append(log_density(pts.float()).double().reshape(chunk.shape[0], grid))
+        lp = torch.cat(lps)
+        lp = torch.where(torch.isfinite(lp), lp, torch.full_like(lp, -math.inf))
+        ok = torch.isfinite(lp).any(1)
+        if not bool(ok.any()):
+            continue
+        cond = torch.softmax(lp[ok], 1).mean(0)                                   # Gibbs marginal pmf
+        idx = torch.bucketize(x[:, j].contiguous(), (t[1:] + t[:-1]) / 2)                     # q's marginal, snapped
+        qm = torch.bincount(idx, minlength=grid).double() / nq
+        w1 = float((cond.cumsum(0) - qm.cumsum(0)).abs().sum() * (t[1] - t[0]))
+        shift = w1 / float(x[:, j].std().clamp_min(1e-12))
+        if shift > worst:
+            worst, where = shift, j
+    return worst, where
+
+
 def assess(x: torch.Tensor, log_p: torch.Tensor | None, log_q: torch.Tensor | None,
            log_resp: torch.Tensor | None = None, *, log_w_defensive: torch.Tensor | None = None,
-           unverified_reason: str = "") -> Reliability:
+           gibbs: tuple[float, int] | None = None, unverified_reason: str = "") -> Reliability:
     """The verdict from samples x ~ q, log p̃(x), exact log q(x) and, for a mixture, the
     log responsibilities (n, J, K) (J = 1, or one mixture per coordinate). ``log_q=None``
     gives an unverified verdict. ``log_w_defensive``: log p̃ − log ρ at draws from the
     defensive proposal ρ = ½ q + ½ q_f (see the module docstring)."""
+    gibbs_reason = []
+    if gibbs is not None and gibbs[0] > THRESHOLDS["gibbs_shift"]:
+        gibbs_reason = [f"resampling coordinate {gibbs[1]} from p's conditional moves q's marginal by "
+                        f"{gibbs[0]:.2f} sd (> {THRESHOLDS['gibbs_shift']}): q misses part of p there (e.g. a mode)"]
+    g_val, g_at = (gibbs if gibbs is not None else (None, None))
     if log_q is None or log_p is None:
-        return Reliability(None, [unverified_reason or "no exact log q: importance checks unavailable"],
-                           n=int(x.shape[0]))
+        reasons = [unverified_reason or "no exact log q: importance checks unavailable"]
+        return Reliability(False if gibbs_reason else None, gibbs_reason + reasons, n=int(x.shape[0]),
+                           gibbs_shift=g_val, gibbs_coordinate=g_at)
     finite = torch.isfinite(log_p) & torch.isfinite(log_q) & torch.isfinite(x).all(1)
     reasons = []
     n_bad = int((~finite).sum())
@@ -142,4 +197,6 @@ def assess(x: torch.Tensor, log_p: torch.Tensor | None, log_q: torch.Tensor | No
     if moving is not None and moving > t["weights_moving"]:
         reasons.append(f"mixture weights not settled: TV {moving:.3f} to their importance-weighted values "
                        f"(> {t['weights_moving']}); train longer")
-    return Reliability(not reasons, reasons, khat, ess, gap, moving, log_z, se, int(x.shape[0]), n_bad, tail_gap)
+    reasons += gibbs_reason
+    return Reliability(not reasons, reasons, khat, ess, gap, moving, log_z, se, int(x.shape[0]), n_bad, tail_gap,
+                       g_val, g_at)

@@ -285,3 +285,21 @@ def test_reliability_tail_check_finds_mass_q_never_reaches(generator):
     good = ff.OneStepSampler(p, dim=2, seed=0, generator=generator)
     good.fit(600 if generator == "mixture" else 800, progress=False)
     assert abs(good.last_reliability.tail_gap) < 0.02, good.last_reliability.to_dict()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gibbs_check_sees_a_mode_q_never_samples(seed):
+    """Many-Well with 2 pairs: exact samples pass the Gibbs-invariance check (shift well below
+    the 0.3 sd threshold); the same samples with every x₁ folded into the positive well (a
+    collapsed sampler, invisible to importance weights of q) fail it by a wide margin."""
+    import targets
+    from freeflow.reliability import THRESHOLDS, gibbs_shift
+
+    t = targets.get_target("manywell32", dim=4)
+    x = t.sample(4000, torch.Generator().manual_seed(seed))
+    shift, _ = gibbs_shift(t.log_prob, x, seed=seed)
+    assert shift < THRESHOLDS["gibbs_shift"] / 2, shift
+    folded = x.clone()
+    folded[:, 0::2] = folded[:, 0::2].abs()
+    shift, coord = gibbs_shift(t.log_prob, folded, seed=seed)
+    assert shift > 3 * THRESHOLDS["gibbs_shift"] and coord % 2 == 0, (shift, coord)

@@ -21,7 +21,7 @@ from ..density.flow import FlowDensity
 from ..generators.flow import ExactFlowDensity, FlowGenerator
 from ..generators.mixture import ExactDensity, MixtureGenerator, ProductMixtureGenerator, default_components
 from .reaction import MixtureReaction
-from ..reliability import TAIL_WIDEN, Reliability, ReliabilityWarning, assess
+from ..reliability import TAIL_WIDEN, Reliability, ReliabilityWarning, assess, gibbs_shift
 from .autostop import AutoStop
 from .. import importance as _iw
 from ..density import DensityEstimator
@@ -355,7 +355,7 @@ class OneStepSampler:
         net = self.state.ema.module
         if not hasattr(net, "forward_and_log_prob"):
             x = self.sample(n, seed=seed)
-            return assess(x, None, None, unverified_reason=(
+            return assess(x, None, None, gibbs=gibbs_shift(self.log_density, x, seed=seed), unverified_reason=(
                 f"density={self.density_name!r} gives no exact log q, so importance checks are "
                 "unavailable; compare with a reference (freeflow.compare) instead"))
         x, log_q = self.sample_and_log_prob(n, seed=seed)
@@ -369,7 +369,8 @@ class OneStepSampler:
             log_q_w = torch.cat([net.log_prob(c) for c in xw.split(16384)])
             log_rho = torch.logaddexp(torch.cat([log_q, log_q_w]), torch.cat([log_qf_x, log_qf_w])) - math.log(2)
             log_w_def = torch.cat([log_p, self._log_density_chunked(xw).to(log_q.dtype)]) - log_rho
-        return assess(x, log_p, log_q, log_resp, log_w_defensive=log_w_def)
+        return assess(x, log_p, log_q, log_resp, log_w_defensive=log_w_def,
+                      gibbs=gibbs_shift(self.log_density, x, seed=seed))
 
     def _log_density_chunked(self, x: Tensor) -> Tensor:
         """log p̃ at x in chunks, NaN (outside the support) as −inf."""
