@@ -19,7 +19,8 @@ from .drift import DataFreeDrift
 from .logvar import LogVarianceDrift
 from ..density.flow import FlowDensity
 from ..generators.flow import ExactFlowDensity, FlowGenerator
-from ..generators.mixture import ExactDensity, MixtureGenerator, ProductMixtureGenerator, default_components
+from ..generators.exact import ExactDensity
+from ..generators.mixture import MixtureGenerator, ProductMixtureGenerator, default_components
 from .reaction import MixtureReaction
 from ..reliability import TAIL_WIDEN, Reliability, ReliabilityWarning, assess, gibbs_shift
 from .autostop import AutoStop

@@ -26,8 +26,8 @@ import normflows as nf
 import torch
 from torch import nn
 
-from ..density.base import DensityEstimator
 from ..density.flow import build_flow
+from .exact import ExactDensity
 
 __all__ = ["FlowGenerator", "ExactFlowDensity"]
 
@@ -119,30 +119,12 @@ class FlowGenerator(nn.Module):
         return self.forward_and_log_prob(z)
 
 
-class ExactFlowDensity(DensityEstimator):
-    """The density protocol answered exactly by a :class:`FlowGenerator` (no fitting).
-
-    ``fit`` is a no-op; log q(x) and ∇log q(x) come from the generator's inverse pass and
-    autograd, so the data-free drift gets the *exact* q of the current generator.
-    """
-
-    exact = True
+class ExactFlowDensity(ExactDensity):
+    """:class:`~freeflow.generators.exact.ExactDensity` for a :class:`FlowGenerator` (no fitting):
+    log q(x) and ∇log q(x) come from the generator's inverse pass and autograd, so the
+    data-free drift gets the *exact* q of the current generator."""
 
     def __init__(self, generator: FlowGenerator) -> None:
         if not isinstance(generator, FlowGenerator):
             raise TypeError(f"generator must be a FlowGenerator, got {type(generator).__name__}")
-        self.generator = generator
-
-    def fit(self, samples: torch.Tensor) -> "ExactFlowDensity":
-        return self
-
-    def log_prob_and_score(self, x: torch.Tensor, *, same_batch: bool = False):
-        with torch.enable_grad():
-            xg = x.detach().to(next(self.generator.parameters()).dtype).requires_grad_(True)
-            lp = self.generator.log_prob(xg)
-            (g,) = torch.autograd.grad(lp.sum(), xg)
-        return lp.detach().to(x.dtype), g.to(x.dtype)
-
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.generator.log_prob(x)
+        super().__init__(generator)
