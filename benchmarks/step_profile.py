@@ -75,7 +75,7 @@ class _StopAt(ff.train.trainer.Callback):
 
     def on_step_end(self, trainer, state, info):
         if state.step >= self.at:
-            self._total, state.total_steps = state.total_steps, state.step
+            state.total_steps = state.step
 
 
 def main():

@@ -27,6 +27,7 @@ class AutoStop(Callback):
         if auto.get("stopped_at") is not None or state.step != state.total_steps:
             return
         rep = self.sampler.reliability()
+        self.sampler.last_reliability = rep  # fit's final check reuses it (same state, same seed)
         info["round_check"] = rep.verdict
         auto.setdefault("rounds", []).append({"step": state.step, "trusted": rep.trusted,
                                               "reasons": list(rep.reasons)})

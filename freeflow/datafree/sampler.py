@@ -342,7 +342,10 @@ class OneStepSampler:
         hist = self.trainer.fit(self.state, steps, callbacks=cbs)
         self.history.extend(hist)
         if check:
-            self.last_reliability = rep = self.reliability()
+            rep = self.last_reliability
+            if not (auto_run and self.auto.get("stopped_at") == self.steps_done and rep is not None):
+                rep = self.reliability()  # (an auto run's last round already checked this state)
+            self.last_reliability = rep
             if rep.trusted is False:
                 warnings.warn(f"freeflow fit after {self.steps_done} steps: {rep.verdict}",
                               ReliabilityWarning, stacklevel=2)
