@@ -43,9 +43,9 @@ def run_target(name: str, args) -> dict:
     import targets
     import targets.posteriors  # noqa: F401  (registers the eight-schools targets)
     from freeflow import OneStepSampler
-    from freeflow.baselines import fit_svgd, fit_vi
+    from freeflow.compare.baselines import fit_svgd, fit_vi
     from freeflow.compare import compare
-    from freeflow.reference import nuts
+    from freeflow.compare.reference import nuts
 
     target = targets.get_target(name)
     out_dir = ROOT / "runs" / "compare_mcmc" / name
@@ -152,12 +152,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compare_mcmc.json"))
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    from freeflow.cli_common import parse_key_values
+    from freeflow.cli.common import parse_key_values
 
     args.settings = parse_key_values(args.settings, "--set")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from freeflow.reference.cache import atomic_write_text
+    from freeflow.io import atomic_write_text
 
     out = Path(args.out)
     for name in args.targets:
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
         # Re-read just before writing: several runs may fill the same file, one target each.
         results = json.loads(out.read_text()) if out.exists() else {"targets": {}}
         results["targets"][name] = rec
-        atomic_write_text(out, json.dumps(results, indent=2, default=str) + "\n")
+        atomic_write_text(json.dumps(results, indent=2, default=str) + "\n", out)
         print(f"wrote {out}", flush=True)
     return 0
 

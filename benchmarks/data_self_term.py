@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from freeflow.dataflow import DataFlow
+from freeflow.data import DataFlow
 
 import data_toys as T
 

@@ -20,7 +20,7 @@ import numpy as np
 import ot
 import torch
 
-from freeflow.dataflow import DataFlow
+from freeflow.data import DataFlow
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIGS = Path(__file__).resolve().parents[1] / "docs" / "figures"

@@ -32,7 +32,7 @@ import targets  # noqa: E402
 def reference(t) -> torch.Tensor:
     if t.has_exact_sampler:
         return t.sample(20_000, torch.Generator().manual_seed(0)).double()
-    from freeflow.reference import nuts
+    from freeflow.compare.reference import nuts
 
     ref = nuts(t, chains=4, warmup=1000, draws=2000, seed=0, cache_dir=ROOT / ".cache" / "freeflow" / "nuts",
                progress=False)

@@ -9,9 +9,8 @@ from .divergences import Divergence, available_divergences, get_divergence, regi
 from .generators import EMA, ResidualMLP
 from .datafree import OneStepSampler, default_settings, default_steps
 from .train import TrainConfig, Trainer
-from . import reference
-from .compare import Report, compare
-from .dataflow import DataFlow
+from .compare import Report, compare, reference
+from .data import DataFlow
 from .density.flow import FlowDensity
 from .generators import ExactFlowDensity, FlowGenerator
 from . import importance

@@ -9,7 +9,8 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["atomic_write", "atomic_torch_save", "atomic_write_text", "atomic_write_json", "load_checkpoint"]
+__all__ = ["atomic_write", "atomic_torch_save", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+           "atomic_save_npy",            "load_checkpoint"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -26,6 +27,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
     try:
         write(tmp)
+        with open(tmp, "rb+") as fh:  # the bytes reach the disk before the rename makes them visible
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -38,16 +41,31 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
     def write(tmp):
-        with open(tmp, "w") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
 
     return atomic_write(path, write)
 
 
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    return atomic_write_bytes(text.encode(), path)
+
+
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
+
+
+def atomic_save_npy(array, path: str | os.PathLike) -> Path:
+    """``np.save`` through :func:`atomic_write` (a numpy array or a CPU tensor)."""
+    import numpy as np
+
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(array))
+
+    return atomic_write(path, write)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

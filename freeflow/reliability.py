@@ -116,7 +116,6 @@ def gibbs_shift(log_density, x: torch.Tensor, *, n: int = 256, grid: int = 128, 
     nq, d = x.shape
     coords = torch.arange(d) if d <= max_coords else torch.randperm(d, generator=g)[:max_coords]
     base = x[torch.randperm(nq, generator=g)[: min(n, nq)]]                    # (m, d)
-    m = base.shape[0]
     worst, where = 0.0, -1
     for j in coords.tolist():
         lo, hi = float(x[:, j].min()), float(x[:, j].max())

@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("freeflow.metrics")
 
 from freeflow.compare import Report, compare  # noqa: E402
-from freeflow.reference.nuts import Reference  # noqa: E402
+from freeflow.compare.reference.nuts import Reference  # noqa: E402
 
 
 class Gauss:
@@ -192,7 +192,7 @@ def one_thread():
 
 def test_vi_baseline_learns_a_gaussian_and_reports_is_ess(one_thread):
     pytest.importorskip("normflows")
-    from freeflow.baselines import VIBaseline
+    from freeflow.compare.baselines import VIBaseline
 
     t = Gauss(2)
     vi = VIBaseline(t.log_prob, 2, layers=4, hidden=32, flow="realnvp", loc=0.0, scale=1.0, seed=0)
@@ -216,7 +216,7 @@ def test_cli_compare_end_to_end(tmp_path, one_thread):
         pytest.skip("needs the targets registry")
     import argparse
 
-    from freeflow.cli_compare import add_compare_subcommand
+    from freeflow.cli.compare import add_compare_subcommand
 
     parser = argparse.ArgumentParser(prog="freeflow")
     add_compare_subcommand(parser.add_subparsers(dest="command", required=True))

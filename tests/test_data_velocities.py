@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from freeflow.dataflow import sample_power_law
+from freeflow.data import sample_power_law
 from freeflow.velocities.guidance import (
     distribution_guidance,
     distribution_guidance_log_weights,

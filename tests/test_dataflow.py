@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from freeflow.dataflow import DataFlow
+from freeflow.data import DataFlow
 
 
 

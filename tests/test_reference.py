@@ -1,4 +1,4 @@
-"""NUTS reference, torch->JAX bridge and draw cache (freeflow.reference).
+"""NUTS reference, torch->JAX bridge and draw cache (freeflow.compare.reference).
 
 Statistical tolerances are stated next to each check; the NUTS runs are small (2 chains,
 300 warmup, 500 draws) and share compiled programs (the memo in nuts.py), so the file runs in
@@ -14,9 +14,9 @@ jax = pytest.importorskip("jax")
 pytest.importorskip("blackjax")
 pytest.importorskip("arviz")
 
-from freeflow.reference import BridgeError, Reference, TorchBridge, nuts, validate_log_density  # noqa: E402
-from freeflow.reference.cache import DrawCache  # noqa: E402
-from freeflow.reference.nuts import _reliability_reasons  # noqa: E402
+from freeflow.compare.reference import BridgeError, Reference, TorchBridge, nuts, validate_log_density  # noqa: E402
+from freeflow.compare.reference.cache import DrawCache  # noqa: E402
+from freeflow.compare.reference.nuts import _reliability_reasons  # noqa: E402
 
 # A correlated 3-D Gaussian: the closed form the NUTS draws are checked against.
 MU = np.array([1.0, -2.0, 0.5])
@@ -191,7 +191,7 @@ def test_draw_cache_detects_mismatch_and_corruption(tmp_path):
     assert hit is not None and np.array_equal(hit[0]["draws"], arrays["draws"])
     assert cache.load("k", {"chains": 2, "draws": 4}) is None
     assert cache.load("k", settings, expected_shape=(2, 4, 2)) is None
-    npz, meta = cache.paths(__import__("freeflow.reference.cache", fromlist=["cache_key"]).cache_key("k", settings))
+    npz, meta = cache.paths(__import__("freeflow.compare.reference.cache", fromlist=["cache_key"]).cache_key("k", settings))
     # Settings stored beside the draws are compared, not just the file name.
     text = meta.read_text().replace('"draws": 3', '"draws": 5')
     meta.write_text(text)
@@ -247,7 +247,7 @@ def test_eight_schools_log_z_and_sampler_by_prior_importance_sampling(seed):
 def test_eight_schools_parameterisations_agree():
     centred, noncentred = _eight_schools()
     jnp = pytest.importorskip("jax.numpy")
-    from freeflow.reference.bridge import enable_x64
+    from freeflow.compare.reference.bridge import enable_x64
 
     enable_x64()
     x = noncentred.sample(50, torch.Generator().manual_seed(3)).double()
@@ -286,9 +286,9 @@ def test_atomic_write_keeps_usual_permissions(tmp_path):
     import os
     import stat
 
-    from freeflow.reference.cache import atomic_write_text
+    from freeflow.io import atomic_write_text
 
-    atomic_write_text(tmp_path / "a.json", "{}")
+    atomic_write_text("{}", tmp_path / "a.json")
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o666 & ~mask

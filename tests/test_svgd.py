@@ -1,4 +1,4 @@
-"""The SVGD baseline (freeflow.baselines.SVGDBaseline): moments of a Gaussian, input checks,
+"""The SVGD baseline (freeflow.compare.baselines.SVGDBaseline): moments of a Gaussian, input checks,
 the fixed particle set behind sample(n), and the comparison report."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from freeflow.baselines import SVGDBaseline, fit_svgd
+from freeflow.compare.baselines import SVGDBaseline, fit_svgd
 from freeflow.compare import compare
 
 

@@ -88,7 +88,7 @@ class MixtureReaction:
         return info
 
     def _birth(self, generator, xd, log_w, log_resp, mass, log_target, rng) -> bool:
-        n, d, k = xd.shape[0], xd.shape[1], generator.components
+        n, k = xd.shape[0], generator.components
         cand, log_rho = _candidates(xd, rng)
         log_z = torch.logsumexp(log_w, 0) - math.log(n)
         log_p = _finite_or_neg_inf(log_target(cand).to(xd.dtype)) - log_z

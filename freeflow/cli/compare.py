@@ -12,7 +12,7 @@ The lead wires it into the CLI with ``add_compare_subcommand(sub)`` in ``build_p
 """
 from __future__ import annotations
 
-from .cli_common import parse_key_values
+from .common import parse_key_values
 
 import argparse
 import sys
@@ -56,7 +56,7 @@ def run_compare(args) -> int:
     import targets
     import targets.posteriors  # noqa: F401  (registers the eight-schools targets)
 
-    from .compare import compare
+    from ..compare import compare
 
     for name in ("steps", "n", "chains", "warmup", "draws"):
         if getattr(args, name) < 1:
@@ -75,7 +75,7 @@ def run_compare(args) -> int:
     methods, names = [], []
 
     # -- freeflow ----------------------------------------------------------------------
-    from .datafree.sampler import OneStepSampler
+    from ..datafree.sampler import OneStepSampler
 
     if args.sampler:
         sampler = OneStepSampler.load(args.sampler, target)
@@ -95,7 +95,7 @@ def run_compare(args) -> int:
     # -- NUTS ----------------------------------------------------------------------------
     ref = None
     if not args.no_nuts:
-        from .reference import nuts
+        from ..compare.reference import nuts
 
         ref = nuts(target, chains=args.chains, warmup=args.warmup, draws=args.draws,
                    seed=args.seed, cache_dir=args.cache_dir, progress=progress)
@@ -104,7 +104,7 @@ def run_compare(args) -> int:
 
     # -- VI --------------------------------------------------------------------------------
     if not args.no_vi:
-        from .baselines import fit_vi
+        from ..compare.baselines import fit_vi
 
         budget = args.vi_seconds if args.vi_seconds is not None else max(sampler.training_seconds, 1.0)
         print(f"training normflows VI for {budget:.1f} s", file=sys.stderr)
@@ -118,15 +118,3 @@ def run_compare(args) -> int:
     print(report.table())
     print(f"wrote {out / 'report.md'}, {out / 'report.json'}", file=sys.stderr)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m freeflow.cli_compare ...``)."""
-    parser = argparse.ArgumentParser(prog="freeflow")
-    add_compare_subcommand(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

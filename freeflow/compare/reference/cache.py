@@ -17,11 +17,12 @@ import io
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ...io import atomic_write_bytes, atomic_write_text
 
 FORMAT = 1
 
@@ -46,36 +47,6 @@ def cache_key(key_material: Any, settings: dict) -> str:
     """sha256 (first 20 hex digits) of the canonical JSON of (key material, settings)."""
     blob = _canonical({"key": key_material, "settings": settings, "format": FORMAT})
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 class DrawCache:
@@ -151,7 +122,7 @@ class DrawCache:
         buf = io.BytesIO()
         np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
         raw = buf.getvalue()
-        atomic_write_bytes(npz_path, raw)
+        atomic_write_bytes(raw, npz_path)
         meta = {
             "format": FORMAT,
             "key": key_material,
@@ -159,5 +130,5 @@ class DrawCache:
             "scalars": scalars,
             "sha256": hashlib.sha256(raw).hexdigest(),
         }
-        atomic_write_text(json_path, json.dumps(meta, indent=2, sort_keys=True, default=_jsonable))
+        atomic_write_text(json.dumps(meta, indent=2, sort_keys=True, default=_jsonable), json_path)
         return npz_path

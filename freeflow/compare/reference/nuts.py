@@ -29,115 +29,16 @@ mixtures (gmm40): use the target's exact sampler there.
 """
 from __future__ import annotations
 
-import math
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from .bridge import TorchBridge, enable_x64, validate_log_density
+from .bridge import enable_x64, validate_log_density
 from .cache import DrawCache
-
-#: Default reliability thresholds (see module docstring).
-MAX_RHAT = 1.01
-MAX_DIVERGENCE_FRACTION = 1e-3
-MIN_ESS_PER_CHAIN = 100.0
-
-
-@dataclass
-class Reference:
-    """NUTS draws with their diagnostics.
-
-    ``draws``: (chains, draws, dim) float64 numpy.  ``diagnostics``: divergences,
-    rhat_max, ess_bulk_min, ess_tail_min, step sizes, gradient evaluations.  ``timings``:
-    seconds for warmup (including JIT compilation), sampling and total.
-    """
-
-    draws: np.ndarray
-    diagnostics: dict[str, Any]
-    timings: dict[str, float]
-    settings: dict[str, Any]
-    reasons: list[str] = field(default_factory=list)
-    from_cache: bool = False
-    name: str = "NUTS"
-    divergent: np.ndarray | None = None  # (chains, draws) bool
-
-    @property
-    def reliable(self) -> bool:
-        return not self.reasons
-
-    @property
-    def dim(self) -> int:
-        return int(self.draws.shape[2])
-
-    @property
-    def n_draws(self) -> int:
-        return int(self.draws.shape[0] * self.draws.shape[1])
-
-    @property
-    def divergences(self) -> int:
-        return int(self.diagnostics["divergences"])
-
-    @property
-    def rhat(self) -> float:
-        return float(self.diagnostics["rhat_max"])
-
-    @property
-    def ess_bulk(self) -> float:
-        return float(self.diagnostics["ess_bulk_min"])
-
-    @property
-    def ess_tail(self) -> float:
-        return float(self.diagnostics["ess_tail_min"])
-
-    @property
-    def wall_time(self) -> float:
-        return float(self.timings["total_s"])
-
-    @property
-    def ess_per_second(self) -> float:
-        """min(bulk, tail) ESS per second of the whole run (warmup + sampling)."""
-        return min(self.ess_bulk, self.ess_tail) / max(self.wall_time, 1e-12)
-
-    def samples(self, n: int | None = None) -> torch.Tensor:
-        """Draws pooled over chains as a float32 torch tensor (n, dim).
-
-        With ``n`` < all draws, every chain is thinned evenly (chain-major order).
-        """
-        flat = self.draws.reshape(-1, self.dim)
-        if n is not None:
-            if not isinstance(n, (int, np.integer)) or n < 1:
-                raise ValueError(f"n must be a positive int, got {n!r}")
-            if n > flat.shape[0]:
-                raise ValueError(f"n={n} exceeds the {flat.shape[0]} stored draws")
-            chains, per = self.draws.shape[:2]
-            k = math.ceil(n / chains)
-            idx = np.linspace(0, per - 1, k).round().astype(int)
-            flat = self.draws[:, idx].reshape(-1, self.dim)[:n]
-        return torch.from_numpy(np.array(flat, dtype=np.float32))
-
-    def to_inference_data(self, var_names=None):
-        """arviz InferenceData with the real chains and a ``diverging`` sample stat."""
-        from ..interop import draws_to_inference_data
-
-        stats = {"diverging": self.divergent} if self.divergent is not None else None
-        return draws_to_inference_data(self.draws, var_names=var_names, sample_stats=stats)
-
-    def summary(self) -> str:
-        c, dr, d = self.draws.shape
-        status = "reliable" if self.reliable else "UNRELIABLE: " + "; ".join(self.reasons)
-        return (
-            f"{self.name}: {c} chains x {dr} draws, dim {d}; divergences {self.divergences}, "
-            f"R-hat max {self.rhat:.4f}, ESS bulk min {self.ess_bulk:.0f}, tail min "
-            f"{self.ess_tail:.0f}; {self.wall_time:.1f} s"
-            f"{' (from cache)' if self.from_cache else ''}; {status}"
-        )
-
-    def __repr__(self) -> str:
-        return f"Reference({self.summary()})"
+from .programs import _bridge_for, _programs
+from .result import MAX_DIVERGENCE_FRACTION, MAX_RHAT, MIN_ESS_PER_CHAIN, Reference, _diagnose, _reliability_reasons
 
 
 def _is_target(obj: Any) -> bool:
@@ -149,34 +50,6 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
-
-
-def _reliability_reasons(diag: dict, chains: int, n_total: int, thresholds: dict) -> list[str]:
-    reasons = []
-    if diag["divergences"] > thresholds["max_divergence_fraction"] * n_total:
-        reasons.append(
-            f"{diag['divergences']} divergent transitions "
-            f"({100 * diag['divergences'] / n_total:.2f}% of draws; NUTS is likely biased here)"
-        )
-    if not diag["rhat_max"] <= thresholds["max_rhat"]:
-        reasons.append(f"R-hat {diag['rhat_max']:.4f} > {thresholds['max_rhat']}")
-    ess = min(diag["ess_bulk_min"], diag["ess_tail_min"])
-    if not ess >= thresholds["min_ess_per_chain"] * chains:
-        reasons.append(
-            f"min ESS {ess:.0f} < {thresholds['min_ess_per_chain']:.0f} per chain x {chains} chains"
-        )
-    return reasons
-
-
-def _diagnose(draws: np.ndarray, divergent: np.ndarray, n_steps: np.ndarray) -> dict:
-    from ..interop import diagnostics
-
-    diag = diagnostics(draws)
-    diag["divergences"] = int(divergent.sum())
-    diag["divergences_per_chain"] = divergent.sum(axis=1).astype(int).tolist()
-    diag["grad_evals_sampling"] = int(n_steps.sum())
-    diag["mean_tree_size"] = float(n_steps.mean())
-    return diag
 
 
 def nuts(
@@ -400,81 +273,6 @@ def nuts(
     if progress:
         print(ref.summary())
     return ref
-
-
-# Compiled programs and bridges are memoised so that a second run on the same log-density
-# (another seed, more draws, a cache recompute) does not pay JAX's compilation again
-# (compiling vmapped NUTS + window adaptation takes ~5-15 s on a CPU).
-_MEMO_SIZE = 8
-_PROGRAMS: "OrderedDict[tuple, tuple]" = OrderedDict()
-_BRIDGES: "OrderedDict[tuple, TorchBridge]" = OrderedDict()
-
-
-def _memo_put(memo: OrderedDict, key: tuple, value: Any) -> Any:
-    memo[key] = value
-    memo.move_to_end(key)
-    while len(memo) > _MEMO_SIZE:
-        memo.popitem(last=False)
-    return value
-
-
-def _fn_identity(fn: Any) -> Any:
-    # Bound methods are new objects at every attribute access: key them by (self, function).
-    # The memo holds a strong reference to fn, so id(self) cannot be recycled meanwhile.
-    if hasattr(fn, "__self__") and hasattr(fn, "__func__"):
-        return ("method", id(fn.__self__), fn.__func__)
-    return ("object", id(fn))
-
-
-def _bridge_for(log_density: Callable, dim: int, torch_dtype: torch.dtype) -> TorchBridge:
-    key = (_fn_identity(log_density), dim, torch_dtype)
-    if key in _BRIDGES:
-        _BRIDGES.move_to_end(key)
-        return _BRIDGES[key]
-    return _memo_put(_BRIDGES, key, TorchBridge(log_density, dim, torch_dtype=torch_dtype, validate=False))
-
-
-def _programs(logdensity_fn, warmup, chunk, dense_mass, target_acceptance_rate, max_num_doublings):
-    """(run_warmup, sample_chunk), jitted and vmapped over chains, memoised (see above)."""
-    import blackjax
-    import jax
-
-    key = (_fn_identity(logdensity_fn), warmup, chunk, dense_mass, target_acceptance_rate,
-           max_num_doublings)
-    if key in _PROGRAMS:
-        _PROGRAMS.move_to_end(key)
-        return _PROGRAMS[key]
-    warm = blackjax.window_adaptation(
-        blackjax.nuts,
-        logdensity_fn,
-        is_mass_matrix_diagonal=not dense_mass,
-        target_acceptance_rate=target_acceptance_rate,
-        adaptation_info_fn=blackjax.adaptation.base.get_filter_adapt_info_fn(
-            info_keys={"num_integration_steps"}
-        ),
-        max_num_doublings=max_num_doublings,
-    )
-
-    def one_chain_warmup(k, x0):
-        (state, params), info = warm.run(k, x0, num_steps=warmup)
-        return (state, params["step_size"], params["inverse_mass_matrix"],
-                info.info.num_integration_steps)
-
-    def one_chain_step(state, k, step_size, inverse_mass_matrix):
-        kernel = blackjax.nuts(logdensity_fn, step_size=step_size,
-                               inverse_mass_matrix=inverse_mass_matrix,
-                               max_num_doublings=max_num_doublings)
-        return kernel.step(k, state)
-
-    def sample_chunk(states, keys, step_size, inverse_mass_matrix):  # keys: (chunk, chains)
-        def body(carry, ks):
-            new, info = jax.vmap(one_chain_step)(carry, ks, step_size, inverse_mass_matrix)
-            return new, (new.position, info.is_divergent, info.num_integration_steps)
-
-        return jax.lax.scan(body, states, keys)
-
-    programs = (jax.jit(jax.vmap(one_chain_warmup)), jax.jit(sample_chunk))
-    return _memo_put(_PROGRAMS, key, programs)
 
 
 def _key(key_material, settings):

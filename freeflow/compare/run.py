@@ -35,150 +35,14 @@ reference (divergences, R-hat > 1.01, low ESS) is flagged at the top of the repo
 """
 from __future__ import annotations
 
-import io
-import json
 import math
-import re
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from .reference.cache import atomic_write_bytes, atomic_write_text
-
-FLAG_FACTOR = 3.0
-
-
-# ----------------------------------------------------------------------------- containers
-@dataclass
-class MethodResult:
-    """One compared method: its samples, metric values and costs."""
-
-    name: str
-    kind: str                      # "freeflow" | "nuts" | "vi" | "exact" | "samples"
-    samples: torch.Tensor          # (n, d) float64, the compared samples
-    metrics: dict[str, Any] = field(default_factory=dict)
-    costs: dict[str, float | None] = field(default_factory=dict)
-    flags: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    draws: np.ndarray | None = None  # (chains, draws, d) for NUTS traces
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "n": int(self.samples.shape[0]),
-                "metrics": self.metrics, "costs": self.costs, "flags": self.flags,
-                "notes": self.notes}
-
-
-@dataclass
-class Report:
-    """The comparison: reference description, noise floors, one MethodResult per method."""
-
-    reference: dict[str, Any]
-    floors: dict[str, dict]
-    methods: list[MethodResult]
-    target: dict | None = None
-    settings: dict = field(default_factory=dict)
-    _reference_samples: torch.Tensor | None = None
-    _reference_draws: np.ndarray | None = None
-    _mode_info: dict | None = None
-
-    def __getitem__(self, name: str) -> MethodResult:
-        for m in self.methods:
-            if m.name == name:
-                return m
-        raise KeyError(f"no method named {name!r}; methods: {[m.name for m in self.methods]}")
-
-    def to_dict(self) -> dict:
-        return {"reference": self.reference, "target": self.target, "floors": self.floors,
-                "settings": self.settings, "methods": [m.to_dict() for m in self.methods]}
-
-    # ------------------------------------------------------------------------- table
-    def table(self) -> str:
-        """A fixed-width text table: quality (with floors) and cost columns, one row per method."""
-        has_modes = any("mode_tv" in m.metrics for m in self.methods)
-        cols = [("method", 16), ("energy", 17), ("MMD2", 17), ("mean err", 10), ("std err", 10)]
-        if has_modes:
-            cols += [("mode TV", 8), ("modes", 7)]
-        cols += [("train s", 9), ("s/1e4", 9), ("ESS", 9), ("ESS/s", 10)]
-        lines = []
-        ref = self.reference
-        status = "reliable" if ref.get("reliable", True) else "UNRELIABLE: " + "; ".join(ref["reasons"])
-        lines.append(f"reference: {ref['name']} ({ref['kind']}, n_ref={ref['n']}) - {status}")
-        lines += [f"note reference: {note}" for note in ref.get("notes", [])]
-        lines.append("  ".join(f"{c:<{w}}" for c, w in cols))
-        for m in self.methods:
-            row = [m.name[:16],
-                   _with_floor(m.metrics.get("energy_distance"), self.floors.get("energy_distance")),
-                   _with_floor(m.metrics.get("mmd"), self.floors.get("mmd")),
-                   _fmt(m.metrics.get("mean_err_max")), _fmt(m.metrics.get("std_err_max"))]
-            if has_modes:
-                row += [_fmt(m.metrics.get("mode_tv")),
-                        f"{m.metrics.get('modes_covered', '-')}/{m.metrics.get('num_modes', '-')}"]
-            row += [_fmt(m.costs.get("train_s")), _fmt(m.costs.get("s_per_1e4")),
-                    _fmt(m.costs.get("ess")), _fmt(m.costs.get("ess_per_s"))]
-            lines.append("  ".join(f"{v:<{w}}" for v, (_, w) in zip(row, cols)))
-        floor_txt = ", ".join(f"{k} {v['median']:.3g}" for k, v in self.floors.items())
-        lines.append(f"noise floors ({self.reference['floor_method']}): {floor_txt}")
-        for m in self.methods:
-            for f in m.flags:
-                lines.append(f"FLAG {m.name}: {f}")
-            for note in m.notes:
-                lines.append(f"note {m.name}: {note}")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.table()
-
-    # -------------------------------------------------------------------------- save
-    def save(self, out_dir: str | Path, *, figures: bool = True, max_pair_dims: int = 4) -> Path:
-        """Write report.md, report.json and PNG figures into ``out_dir`` (atomic writes)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        figs: list[str] = []
-        if figures:
-            figs = self._figures(out, max_pair_dims)
-        atomic_write_text(out / "report.json",
-                          json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n")
-        md = ["# Sampler comparison", ""]
-        if self.target:
-            md += [f"Target: `{json.dumps(self.target)}`", ""]
-        if not self.reference.get("reliable", True):
-            md += ["> **Unreliable reference:** " + "; ".join(self.reference["reasons"]), ""]
-        md += ["```", self.table(), "```", "",
-               "Columns: energy distance and MMD² with `(x floor)` = value / noise floor; mean/std "
-               "errors in reference-std units (max over coordinates); train s = training "
-               "(or NUTS warmup) seconds; s/1e4 = seconds per 10⁴ samples after training; ESS and "
-               "ESS/s = effective samples and effective samples per second of sampling.", ""]
-        md += [f"![{f}]({f})" for f in figs]
-        atomic_write_text(out / "report.md", "\n".join(md) + "\n")
-        return out
-
-    def _figures(self, out: Path, max_pair_dims: int) -> list[str]:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        names = []
-        ref = self._reference_samples.numpy()
-        d = ref.shape[1]
-        dims = _pair_dims(self, d, max_pair_dims)
-        for m in self.methods:
-            fig = _pairs_figure(plt, ref, m.samples.numpy(), dims, self.reference["name"], m.name)
-            names.append(_save_fig(plt, fig, out, f"pairs_{_slug(m.name)}.png"))
-        if self._mode_info is not None:
-            fig = _modes_figure(plt, self._mode_info, self.methods)
-            names.append(_save_fig(plt, fig, out, "modes.png"))
-        traces = [(self.reference["name"], self._reference_draws)] + [
-            (m.name, m.draws) for m in self.methods]
-        for name, draws in traces:
-            if draws is not None:
-                fig = _trace_figure(plt, draws, dims, name)
-                names.append(_save_fig(plt, fig, out, f"trace_{_slug(name)}.png"))
-        return names
+from .report import FLAG_FACTOR, MethodResult, Report
 
 
 # ----------------------------------------------------------------------------- compare
@@ -197,7 +61,7 @@ def compare(
     """Compare one method or a list of methods with ``reference`` (see module docstring).
 
     sampler_or_samples : a sampler (anything with ``.sample(n)``, e.g. OneStepSampler, a VI or SVGD
-        baseline), a NUTS :class:`~freeflow.reference.Reference`, a tensor/array (n, d) of
+        baseline), a NUTS :class:`~freeflow.compare.reference.Reference`, a tensor/array (n, d) of
         samples, or a list/tuple/dict of these (a dict gives the names).
     reference : exact samples (tensor/array), a NUTS Reference, or a Target with an exact
         sampler (then ``n_ref`` exact samples are drawn).
@@ -205,7 +69,7 @@ def compare(
     target : the Target, for exact noise floors, mode masses and target diagnostics.
     names : a name per method.
     """
-    from . import metrics as M
+    from .. import metrics as M
 
     n = _check_pos_int("n", n)
     if n < 10:
@@ -380,7 +244,7 @@ def _reference(reference: Any, target: Any, n_ref: int, seed: int):
         if not getattr(t, "has_exact_sampler", False):
             raise ValueError(
                 f"reference: target {getattr(t, 'name', t)!r} has no exact sampler; pass NUTS draws "
-                "(freeflow.reference.nuts(target)) as the reference")
+                "(freeflow.compare.reference.nuts(target)) as the reference")
         g = torch.Generator().manual_seed(20_000 + int(seed))
         x = t.sample(n_ref, g).to(torch.float64)
         return {"name": "exact", "kind": "exact", "n": int(x.shape[0]), "reliable": True,
@@ -496,111 +360,3 @@ def _train_seconds(obj: Any) -> float | None:
     return None
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return str(v)
-        return f"{v:.3g}" if abs(v) < 1e5 else f"{v:.2e}"
-    return str(v)
-
-
-def _with_floor(v: Any, floor: dict | None) -> str:
-    if v is None:
-        return "-"
-    if not floor or floor["median"] <= 0:
-        return _fmt(v)
-    return f"{v:.3g} (x{v / floor['median']:.1f})"
-
-
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    return str(o)
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "method"
-
-
-def _save_fig(plt, fig, out: Path, fname: str) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(out / fname, buf.getvalue())
-    return fname
-
-
-def _pair_dims(report: Report, d: int, k: int) -> list[int]:
-    """The coordinates to plot: the k with the largest mean error over methods (all if d <= k)."""
-    if d <= k:
-        return list(range(d))
-    err = np.zeros(d)
-    for m in report.methods:
-        if "mean_err" in m.metrics:
-            err = np.maximum(err, np.asarray(m.metrics["mean_err"]))
-    return sorted(np.argsort(-err)[:k].tolist())
-
-
-def _pairs_figure(plt, ref: np.ndarray, x: np.ndarray, dims: list[int], ref_name: str, name: str):
-    k = len(dims)
-    fig, axes = plt.subplots(k, k, figsize=(2.4 * k, 2.4 * k), squeeze=False)
-    rng = np.random.default_rng(0)
-    r = ref[rng.permutation(ref.shape[0])[:2000]]
-    s = x[rng.permutation(x.shape[0])[:2000]]
-    for i, di in enumerate(dims):
-        for j, dj in enumerate(dims):
-            ax = axes[i, j]
-            if i == j:
-                lo = min(np.quantile(r[:, di], 0.001), np.quantile(s[:, di], 0.001))
-                hi = max(np.quantile(r[:, di], 0.999), np.quantile(s[:, di], 0.999))
-                bins = np.linspace(lo, hi, 40)
-                ax.hist(r[:, di], bins=bins, density=True, color="0.6", alpha=0.7, label=ref_name)
-                ax.hist(s[:, di], bins=bins, density=True, histtype="step", color="C0", lw=1.5, label=name)
-            elif i > j:
-                ax.scatter(r[:, dj], r[:, di], s=2, color="0.6", alpha=0.4)
-                ax.scatter(s[:, dj], s[:, di], s=2, color="C0", alpha=0.4)
-            else:
-                ax.axis("off")
-            if i == k - 1:
-                ax.set_xlabel(f"x{dj}")
-            if j == 0 and i > 0:
-                ax.set_ylabel(f"x{di}")
-    axes[0, 0].legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"{name} (blue) vs {ref_name} (grey)")
-    return fig
-
-
-def _modes_figure(plt, mode_info: dict, methods: list[MethodResult]):
-    w = np.asarray(torch.as_tensor(mode_info["weights"]).double())
-    k = w.shape[0]
-    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.25 * k * (len(methods) + 1))), 3))
-    width = 0.8 / (len(methods) + 1)
-    idx = np.arange(k)
-    ax.bar(idx, w, width, color="0.5", label="true weight")
-    for i, m in enumerate(methods):
-        if "mode_masses" in m.metrics:
-            ax.bar(idx + (i + 1) * width, m.metrics["mode_masses"], width, label=m.name)
-    ax.set_xlabel("mode")
-    ax.set_ylabel("mass")
-    ax.legend(fontsize=7)
-    return fig
-
-
-def _trace_figure(plt, draws: np.ndarray, dims: list[int], name: str):
-    k = len(dims)
-    fig, axes = plt.subplots(k, 1, figsize=(8, 1.6 * k), squeeze=False, sharex=True)
-    for i, di in enumerate(dims):
-        for c in range(draws.shape[0]):
-            axes[i, 0].plot(draws[c, :, di], lw=0.4, alpha=0.8)
-        axes[i, 0].set_ylabel(f"x{di}")
-    axes[-1, 0].set_xlabel("draw")
-    fig.suptitle(f"{name}: traces per chain")
-    return fig

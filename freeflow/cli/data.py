@@ -6,7 +6,7 @@ OUT/metrics.json (energy distance to the data and its noise floor).
 """
 from __future__ import annotations
 
-from .cli_common import parse_key_values
+from .common import parse_key_values
 
 import json
 import sys
@@ -51,9 +51,9 @@ def run_fit_data(args) -> int:
     import numpy as np
     import torch
 
-    from .dataflow import DataFlow
-    from .io import atomic_write, atomic_write_json
-    from .plotting import plot_history, plot_samples
+    from ..data import DataFlow
+    from ..io import atomic_save_npy, atomic_write_json
+    from ..plotting import plot_history, plot_samples
 
     if args.steps < 1:
         raise SystemExit(f"error: --steps must be a positive int, got {args.steps}")
@@ -95,11 +95,7 @@ def run_fit_data(args) -> int:
     except (ValueError, TypeError) as e:
         raise SystemExit(f"error: {e}") from None
 
-    def write_npy(tmp):
-        with open(tmp, "wb") as fh:
-            np.save(fh, x.numpy())
-
-    atomic_write(out / "samples.npy", write_npy)
+    atomic_save_npy(x.numpy(), out / "samples.npy")
     ref = torch.from_numpy(np.asarray(data, dtype=np.float32))
     plot_samples(x, out / "samples.png", reference=ref[:len(x)],
                  title=f"{args.velocity}: {flow.steps_done} steps")

@@ -1,20 +1,17 @@
-"""Command line: ``freeflow sample --target ring8 --out runs/ring8``."""
+"""``freeflow sample --target ring8 --out runs/ring8``: train a one-step sampler on a built-in target."""
 from __future__ import annotations
 
-from .cli_common import parse_key_values
-
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+from .common import parse_key_values
+
+__all__ = ["add_sample_subcommand", "run_sample"]
 
 
-
-
-def _add_sample(sub) -> None:
+def add_sample_subcommand(sub) -> None:
     p = sub.add_parser("sample", help="train a one-step sampler on a built-in target",
                        description="Train a one-step sampler on a built-in target and write its "
                        "checkpoint, JSONL log, samples (.npy), figure (.png) and metrics (.json).")
@@ -34,14 +31,13 @@ def _add_sample(sub) -> None:
 
 
 def run_sample(args) -> int:
-    import numpy as np
     import torch
 
     import targets
-    from . import metrics as M
-    from .io import atomic_write, atomic_write_json
-    from .plotting import plot_history, plot_samples
-    from .datafree.sampler import OneStepSampler
+    from .. import metrics as M
+    from ..io import atomic_save_npy, atomic_write_json
+    from ..plotting import plot_history, plot_samples
+    from ..datafree.sampler import OneStepSampler
 
     if args.steps is not None and args.steps < 1:
         raise SystemExit(f"error: --steps must be a positive int, got {args.steps}")
@@ -71,11 +67,7 @@ def run_sample(args) -> int:
     x = sampler.sample(args.samples, seed=args.seed + 10_000)
     sample_seconds = time.perf_counter() - t1
 
-    def write_npy(tmp):
-        with open(tmp, "wb") as fh:
-            np.save(fh, x.numpy())
-
-    atomic_write(out / "samples.npy", write_npy)
+    atomic_save_npy(x.numpy(), out / "samples.npy")
     plot_samples(x, out / "samples.png", log_prob=target.log_prob, plot_range=getattr(target, "plot_range", None),
                  reference=target.sample(len(x), torch.Generator().manual_seed(1)) if target.has_exact_sampler else None,
                  title=f"{args.target}: {args.divergence}, {sampler.steps_done} steps")
@@ -94,37 +86,3 @@ def run_sample(args) -> int:
     print(f"wrote {ckpt}, {out / 'log.jsonl'}, {out / 'samples.npy'}, {out / 'samples.png'}, "
           f"{out / 'history.png'}, {out / 'metrics.json'}", file=sys.stderr)
     return 0
-
-
-def _add_targets(sub) -> None:
-    p = sub.add_parser("targets", help="list the built-in targets")
-    p.set_defaults(func=lambda args: print("\n".join(__import__("targets").available_targets())) or 0)
-
-
-def _add_divergences(sub) -> None:
-    p = sub.add_parser("divergences", help="list the f-divergences")
-    p.set_defaults(func=lambda args: print("\n".join(__import__("freeflow").available_divergences())) or 0)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="freeflow", description="One-step samplers for unnormalised densities.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_sample(sub)
-    _add_targets(sub)
-    _add_divergences(sub)
-    from .cli_compare import add_compare_subcommand
-
-    add_compare_subcommand(sub)
-    from .cli_data import add_fit_data_subcommand
-
-    add_fit_data_subcommand(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The ``freeflow`` command: one parser, one module per subcommand (sample, compare, fit-data)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_targets(sub) -> None:
+    p = sub.add_parser("targets", help="list the built-in targets")
+    p.set_defaults(func=lambda args: print("\n".join(__import__("targets").available_targets())) or 0)
+
+
+def _add_divergences(sub) -> None:
+    p = sub.add_parser("divergences", help="list the f-divergences")
+    p.set_defaults(func=lambda args: print("\n".join(__import__("freeflow").available_divergences())) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="freeflow", description="One-step samplers for unnormalised densities.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    from .sample import add_sample_subcommand
+
+    add_sample_subcommand(sub)
+    _add_targets(sub)
+    _add_divergences(sub)
+    from .compare import add_compare_subcommand
+
+    add_compare_subcommand(sub)
+    from .data import add_fit_data_subcommand
+
+    add_fit_data_subcommand(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
