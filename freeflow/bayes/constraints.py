@@ -208,7 +208,8 @@ def parse_spec(name: str, spec) -> Block:
         else:
             c = {"real": constraints.real, "positive": constraints.positive,
                  "unit_interval": constraints.unit_interval}[head]
-        return _elementwise(name, head if not bounds else f"{head}{tuple(bounds)}", c, shape)
+        label = f"{head}({', '.join(f'{b:g}' for b in bounds)})" if bounds else head
+        return _elementwise(name, label, c, shape)
     if size is None:
         raise ValueError(f"{where}: {head!r} needs a size, e.g. ({head!r}, 3)")
     if kind == "vector":

@@ -257,12 +257,15 @@ class Posterior:
                              f"draws, got {tuple(lp.shape)}{hint}")
         if not lp.dtype.is_floating_point:
             raise TypeError(f"log_joint must return a floating-point tensor, got {lp.dtype}")
-        if not lp.requires_grad:
-            raise TypeError("log_joint's output has no autograd graph: write it with torch operations "
-                            "(no .detach(), .numpy(), .item())")
-        grads = torch.autograd.grad(lp.sum(), list(values.values()), allow_unused=True)
-        unused = [k for k, g in zip(values, grads) if g is None]
+        if lp.requires_grad:
+            grads = torch.autograd.grad(lp.sum(), list(values.values()), allow_unused=True)
+            unused = [k for k, g in zip(values, grads) if g is None]
+        else:
+            unused = list(values)
         if unused:
-            warnings.warn(f"log_joint does not depend on parameter(s) {unused}: their posterior is "
-                          "their (flat) reference measure, improper for an unbounded support",
+            # a flat density is legitimate (a uniform on an interval); a .detach()/.numpy() inside
+            # log_joint is not, and looks the same from here
+            warnings.warn(f"log_joint does not depend on parameter(s) {unused} through autograd: "
+                          "their density is flat in the constrained space (improper on an unbounded "
+                          "support), or log_joint breaks the graph (.detach(), .numpy(), .item())",
                           UserWarning, stacklevel=3)
