@@ -1,8 +1,8 @@
 """``from_numpyro(model, *args, **kwargs)``: a NumPyro model as a :class:`~freeflow.Posterior`.
 
 The unconstrained space, the log-density and the constraining map are NumPyro's own
-(``numpyro.infer.util.initialize_model``): z is the model's latent sample sites in trace order,
-each in the unconstrained coordinates of ``biject_to(site.support)``, flattened; log p̃(z) is
+(``numpyro.infer.util.get_potential_fn``, as ``initialize_model`` builds them): z is the
+model's latent sample sites in trace order, each in the unconstrained coordinates of ``biject_to(site.support)``, flattened; log p̃(z) is
 minus NumPyro's potential energy (it includes the log-Jacobians); ``postprocess_fn`` maps z to
 the constrained values and the deterministic sites.  torch reaches it through a host call
 (:mod:`freeflow.bayes.host`): ``jit(vmap(value_and_grad(−potential)))`` on a float64 batch.
@@ -61,7 +61,8 @@ class NumPyroPosterior(Posterior):
         jax, numpyro = _import_numpyro()
         import jax.numpy as jnp
         from numpyro import handlers
-        from numpyro.infer.util import initialize_model, unconstrain_fn
+        from numpyro.distributions import biject_to
+        from numpyro.infer.util import get_potential_fn, transform_fn, unconstrain_fn
 
         if not callable(model):
             raise TypeError(f"model must be a NumPyro model (a callable), got {type(model).__name__}")
@@ -85,9 +86,16 @@ class NumPyroPosterior(Posterior):
                 derived[site_name] = tuple(np.shape(site["value"]))
         if not latent:
             raise ValueError("the NumPyro model has no latent sample sites: nothing to sample")
-        info = initialize_model(jax.random.PRNGKey(seed), model, model_args=tuple(model_args),
-                                model_kwargs=model_kwargs)
-        z0 = info.param_info.z
+        # NumPyro's potential as initialize_model builds it, without its search for a valid
+        # initial point (a compiled while-loop, seconds): params substituted from the trace, the
+        # site transforms biject_to(support), constraining by replaying the model (constrain_fn:
+        # right for deterministic sites and supports that depend on other parameters)
+        inv_transforms = {k: biject_to(trace[k]["fn"].support) for k in latent}
+        fixed = {k: s["value"] for k, s in trace.items() if s["type"] in ("param", "mutable")}
+        prepared = handlers.substitute(handlers.seed(model, rng_seed=seed), data=fixed)
+        potential_fn, postprocess_fn = get_potential_fn(
+            prepared, inv_transforms, replay_model=True, model_args=tuple(model_args), model_kwargs=model_kwargs)
+        z0 = transform_fn(inv_transforms, {k: trace[k]["value"] for k in latent}, invert=True)
         raw_shapes = [tuple(np.shape(z0[k])) for k in latent]
         shapes = [tuple(np.shape(trace[k]["value"])) for k in latent]
         labels = [type(trace[k]["fn"].support).__name__.lstrip("_").lower() for k in latent]
@@ -97,7 +105,6 @@ class NumPyroPosterior(Posterior):
                           derived_names=tuple(derived))
         self.model, self.model_args, self.model_kwargs = model, tuple(model_args), model_kwargs
         self.derived_shapes = derived
-        potential_fn, postprocess_fn = info.potential_fn, info.postprocess_fn
         slices, raw = dict(self.slices), dict(self.raw_shapes)
 
         def unravel(zf):
@@ -111,7 +118,7 @@ class NumPyroPosterior(Posterior):
         self._value = jax.jit(jax.vmap(log_density))
         self._postprocess = jax.jit(jax.vmap(lambda zf: postprocess_fn(unravel(zf))))
         self._unconstrain_one = jax.jit(jax.vmap(
-            lambda p: unconstrain_fn(model, self.model_args, model_kwargs, p)))
+            lambda p: unconstrain_fn(prepared, self.model_args, model_kwargs, p)))
         self._jnp = jnp
 
     # -- host side ---------------------------------------------------------------------------
