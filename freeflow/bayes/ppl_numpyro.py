@@ -98,7 +98,7 @@ class NumPyroPosterior(Posterior):
         z0 = transform_fn(inv_transforms, {k: trace[k]["value"] for k in latent}, invert=True)
         raw_shapes = [tuple(np.shape(z0[k])) for k in latent]
         shapes = [tuple(np.shape(trace[k]["value"])) for k in latent]
-        labels = [type(trace[k]["fn"].support).__name__.lstrip("_").lower() for k in latent]
+        labels = [_label(trace[k]["fn"].support) for k in latent]
         self._init_layout(latent, shapes, raw_shapes, labels,
                           name=name or f"numpyro:{getattr(model, '__name__', type(model).__name__)}",
                           observed_data=observed, constant_data=_constant_data(model, model_args, model_kwargs, observed),
@@ -176,6 +176,14 @@ class NumPyroPosterior(Posterior):
     def log_prob_jax(self, z):
         """NumPyro's log-density −U(z) at one position ``(dim,) -> ()`` (JAX; for blackjax)."""
         return self._jax_log_density(z)
+
+
+def _label(support) -> str:
+    """'positive', 'real', 'simplex', 'interval', ... from a NumPyro constraint (an
+    independent(...) wrapper names its base constraint)."""
+    while hasattr(support, "base_constraint"):
+        support = support.base_constraint
+    return type(support).__name__.lstrip("_").lower()
 
 
 def _constant_data(model, args, kwargs, observed: dict) -> dict[str, np.ndarray]:

@@ -41,6 +41,19 @@ def _import_pymc():
     return pymc, pytensor
 
 
+#: PyMC transform -> the support it maps onto (other transforms keep their class name)
+_SUPPORTS = {"LogTransform": "positive", "LogOddsTransform": "unit_interval", "SimplexTransform": "simplex",
+             "IntervalTransform": "interval", "Interval": "interval", "LogExpM1": "positive",
+             "Ordered": "ordered", "CholeskyCovPacked": "cholesky_cov_packed"}
+
+
+def _label(transform) -> str:
+    if transform is None:
+        return "real"
+    name = type(transform).__name__
+    return _SUPPORTS.get(name, name)
+
+
 class PyMCPosterior(Posterior):
     """A :class:`~freeflow.Posterior` whose log-density and transforms are a PyMC model's
     (built by :func:`from_pymc`; see the module docstring)."""
@@ -94,8 +107,7 @@ class PyMCPosterior(Posterior):
 
         probe = self._constrained(np.zeros((1, sum(sizes))))
         shapes = [tuple(np.shape(a)[1:]) for a in probe[: len(free)]]
-        labels = [type(t).__name__.replace("Transform", "").lower() if t is not None else "real"
-                  for t in transforms]
+        labels = [_label(t) for t in transforms]
         dims = {k: list(d) for k, d in model.named_vars_to_dims.items() if d is not None}
         coords = {k: list(v) for k, v in model.coords.items() if v is not None}
         from pymc.backends.arviz import find_constants, find_observations
