@@ -304,3 +304,15 @@ def test_log_joint_without_autograd_and_bad_z():
         post.log_density(torch.zeros(3, 2))
     with pytest.raises(ValueError, match=r"missing \['a'\], unknown \['b'\]"):
         post.unconstrain({"b": torch.zeros(3)})
+
+
+def test_inference_data_without_exact_log_q_and_compare(fitted):
+    """density="kde" gives no exact log q: no log_weight, and the attrs say why; compare()
+    takes a Posterior's sampler (its unconstrained draws)."""
+    post, s = fitted
+    kde = ff.OneStepSampler(post, density="kde", seed=0)   # untrained: the layout is what is tested
+    idata = kde.to_inference_data(400)
+    assert "log_weight" not in idata.sample_stats and "lp" in idata.sample_stats
+    assert "unavailable" in idata.sample_stats.attrs["log_weight"]
+    report = ff.compare(s, s.sample_unconstrained(600, seed=11), n=300)
+    assert report is not None

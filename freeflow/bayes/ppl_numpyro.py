@@ -221,5 +221,6 @@ def from_numpyro(model: Callable, *args: Any, seed: int = 0, name: str | None = 
     The parameter names and shapes are the model's latent sites; constrained values come from
     the model's own transforms; observed sites go to ``observed_data`` and other array
     arguments to ``constant_data``.  ``seed`` only seeds the trace that reads the model's
-    structure.  A discrete latent site raises a ValueError naming it."""
+    structure; ``seed`` and ``name`` are freeflow's keywords (pass a model argument with one
+    of these names positionally).  A discrete latent site raises a ValueError naming it."""
     return NumPyroPosterior(model, args, kwargs, seed=seed, name=name)
