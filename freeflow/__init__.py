@@ -17,6 +17,8 @@ from . import importance
 from .interop import to_inference_data
 from .generators import MixtureGenerator, ProductMixtureGenerator
 from .reliability import Reliability, ReliabilityWarning
+from . import bayes
+from .bayes import Posterior, from_numpyro, from_pymc
 
 __version__ = "0.1.0"
 
@@ -25,4 +27,5 @@ __all__ = [
     "register_divergence", "DensityEstimator", "KDE", "ResidualMLP", "EMA", "Trainer", "TrainConfig",
     "compare", "Report", "DataFlow", "FlowDensity", "FlowGenerator", "ExactFlowDensity", "importance", "to_inference_data", "reference",
     "MixtureGenerator", "ProductMixtureGenerator", "Reliability", "ReliabilityWarning",
+    "bayes", "Posterior", "from_numpyro", "from_pymc",
 ]

@@ -45,9 +45,11 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _S_GRID = (-20.0, 10.0, 40001)
 
 
-def _log_half_cauchy(tau, scale: float, log):
-    """log HalfCauchy(tau; scale) = log 2 - log(pi scale) - log1p((tau/scale)²)."""
-    return math.log(2.0 / (math.pi * scale)) - log(1 + (tau / scale) ** 2)
+def _log_half_cauchy(tau, scale: float, log1p):
+    """log HalfCauchy(tau; scale) = log 2 - log(pi scale) - log1p((tau/scale)²).
+
+    (``log1p`` is the backend's log1p: torch, numpy or jax.numpy.)"""
+    return math.log(2.0 / (math.pi * scale)) - log1p((tau / scale) ** 2)
 
 
 def _log_marginal_s(s: np.ndarray) -> np.ndarray:

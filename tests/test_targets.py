@@ -415,3 +415,18 @@ def test_logreg_gradient_finite_differences():
     wm = torch.from_numpy(t.map_estimate).requires_grad_(True)
     (g,) = torch.autograd.grad(t.log_prob(wm[None]).sum(), wm)
     assert float(g.abs().max()) < 1e-8
+
+
+def test_logreg_wine_matches_numpy():
+    from sklearn.datasets import load_wine
+
+    t = get_target("logreg_wine")
+    X, y = load_wine(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    X = np.hstack([np.ones((X.shape[0], 1)), X])
+    y = (y == 0).astype(float)
+    assert t.dim == 14 and t.num_data == 178 and y.sum() == 59
+    w = np.random.default_rng(1).normal(size=(6, 14))
+    eta = w @ X.T
+    ref = (y * eta - np.logaddexp(0.0, eta)).sum(-1) + stats.norm.logpdf(w).sum(-1)
+    np.testing.assert_allclose(t.log_prob(torch.from_numpy(w)).numpy(), ref, rtol=1e-12, atol=1e-9)

@@ -286,7 +286,8 @@ def _reference_halves(x: torch.Tensor, draws: np.ndarray | None) -> list[tuple[t
 def _time_sample(obj: Any, n: int) -> tuple[torch.Tensor, float]:
     t0 = time.perf_counter()
     with torch.no_grad():
-        x = obj.sample(n)
+        # a Posterior's sampler: the unconstrained draws (sample() gives named parameters)
+        x = getattr(obj, "sample_unconstrained", obj.sample)(n)
     dt = time.perf_counter() - t0
     if isinstance(x, tuple):  # (samples, log_q) samplers
         x = x[0]

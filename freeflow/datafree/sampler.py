@@ -32,6 +32,7 @@ from ..generators.mlp import ResidualMLP
 from ..io import atomic_torch_save, load_checkpoint
 from ..train import History, TrainConfig, Trainer, standard_callbacks
 from ..validation import check_log_density, check_positive_float, check_positive_int
+from ..bayes.posterior import Posterior
 
 Tensor = torch.Tensor
 
@@ -137,7 +138,8 @@ class OneStepSampler:
 
     Args:
         log_density: batched, differentiable, unnormalised log-density (n, dim) -> (n,);
-            or a target object from :mod:`targets` (its ``log_prob`` and ``dim`` are used).
+            or a target object from :mod:`targets` (its ``log_prob`` and ``dim`` are used),
+            or a :class:`~freeflow.Posterior` (then :meth:`sample` returns its named parameters).
         dim: dimension of the samples (taken from a target when omitted).
         divergence: f-divergence fixing the drift weight, by name (see
             :func:`freeflow.available_divergences`). ``"kl_pq"`` (forward KL, mass-covering)
@@ -167,6 +169,8 @@ class OneStepSampler:
         **settings,
     ):
         self.target_config = None
+        # a freeflow.Posterior: sample() returns its named constrained parameters
+        self.posterior = log_density if isinstance(log_density, Posterior) else None
         if _is_target(log_density):
             target = log_density
             if dim is not None and dim != target.dim:
@@ -358,7 +362,7 @@ class OneStepSampler:
         check_positive_int(n, "n")
         net = self.state.ema.module
         if not hasattr(net, "forward_and_log_prob"):
-            x = self.sample(n, seed=seed)
+            x = self.sample_unconstrained(n, seed=seed)
             return assess(x, None, None, gibbs=gibbs_shift(self.log_density, x, seed=seed), unverified_reason=(
                 f"density={self.density_name!r} gives no exact log q, so importance checks are "
                 "unavailable; compare with a reference (freeflow.compare) instead"))
@@ -390,9 +394,18 @@ class OneStepSampler:
         return self.state.elapsed
 
     # -- sampling ------------------------------------------------------------------------------
+    def sample(self, n: int, *, seed: int | None = None, ema: bool = True, chunk_size: int = 65536):
+        """n samples (n, dim) in one forward pass per chunk (EMA weights unless ``ema=False``).
+
+        For a :class:`~freeflow.Posterior`: a dict {name: constrained values (n, *shape)}
+        (:meth:`sample_unconstrained` gives the (n, dim) tensor the generator produces)."""
+        x = self.sample_unconstrained(n, seed=seed, ema=ema, chunk_size=chunk_size)
+        return self.posterior.constrain(x) if self.posterior is not None else x
+
     @torch.no_grad()
-    def sample(self, n: int, *, seed: int | None = None, ema: bool = True, chunk_size: int = 65536) -> Tensor:
-        """n samples (n, dim) in one forward pass per chunk (EMA weights unless ``ema=False``)."""
+    def sample_unconstrained(self, n: int, *, seed: int | None = None, ema: bool = True,
+                             chunk_size: int = 65536) -> Tensor:
+        """n samples (n, dim) of the generator, in the log-density's coordinates."""
         check_positive_int(n, "n")
         net = self.state.ema.module if ema else self.generator
         rng = torch.Generator().manual_seed(seed) if seed is not None else self._sample_rng
@@ -403,7 +416,14 @@ class OneStepSampler:
         return torch.cat(out)
 
     def to_inference_data(self, n: int = 4000, chains: int = 4, var_names=None):
-        """arviz InferenceData of n samples split into ``chains`` independent batches."""
+        """arviz InferenceData of n samples split into ``chains`` independent batches.
+
+        For a :class:`~freeflow.Posterior`: its parameter names and dims, log importance
+        weights, observed/constant data (:func:`freeflow.bayes.sampler_inference_data`)."""
+        if self.posterior is not None:
+            from ..bayes.inference_data import sampler_inference_data
+
+            return sampler_inference_data(self, n, chains=chains, var_names=var_names)
         from ..interop import sampler_to_inference_data
 
         return sampler_to_inference_data(self, n, chains=chains, var_names=var_names)
@@ -490,7 +510,7 @@ class OneStepSampler:
                 lqs.append(lq)
             return torch.cat(xs), torch.cat(lqs)
         if isinstance(self.density, FlowDensity):
-            x = self.sample(n, seed=seed, ema=ema)
+            x = self.sample_unconstrained(n, seed=seed, ema=ema)
             return x, torch.cat([self.density.log_prob(c) for c in x.split(chunk_size)])
         raise ValueError(
             f"importance weights need log q: use generator='flow' (exact) or density='flow' "

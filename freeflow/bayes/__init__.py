@@ -1,0 +1,34 @@
+"""Bayesian models in, InferenceData out: named constrained parameters (:class:`Posterior`),
+NumPyro and PyMC models (:func:`from_numpyro`, :func:`from_pymc`), arviz export.
+
+    post = ff.Posterior(log_joint, params={"mu": (), "tau": "positive", "theta": (8,)})
+    post = ff.from_numpyro(model, *args, **kwargs)
+    post = ff.from_pymc(pm_model)
+    sampler = ff.OneStepSampler(post); sampler.fit()
+    idata = sampler.to_inference_data(4000)          # az.summary(idata), az.plot_pair(idata)
+    idata_nuts = ff.bayes.nuts_inference_data(post)  # the same layout, for az.plot_forest
+
+NumPyro and PyMC are optional (``pip install 'freeflow[ppl]'``), imported when used.
+"""
+from .constraints import CONSTRAINTS, parse_spec
+from .inference_data import draws_inference_data, nuts_inference_data, sampler_inference_data
+from .posterior import Posterior
+
+
+def from_numpyro(model, *args, **kwargs):
+    from .ppl_numpyro import from_numpyro as _from_numpyro
+
+    return _from_numpyro(model, *args, **kwargs)
+
+
+def from_pymc(model=None, **kwargs):
+    from .ppl_pymc import from_pymc as _from_pymc
+
+    return _from_pymc(model, **kwargs)
+
+
+from_numpyro.__doc__ = "A Posterior from a NumPyro model (see :func:`freeflow.bayes.ppl_numpyro.from_numpyro`)."
+from_pymc.__doc__ = "A Posterior from a PyMC model (see :func:`freeflow.bayes.ppl_pymc.from_pymc`)."
+
+__all__ = ["CONSTRAINTS", "Posterior", "draws_inference_data", "from_numpyro", "from_pymc",
+           "nuts_inference_data", "parse_spec", "sampler_inference_data"]

@@ -1,0 +1,226 @@
+"""``from_numpyro(model, *args, **kwargs)``: a NumPyro model as a :class:`~freeflow.Posterior`.
+
+The unconstrained space, the log-density and the constraining map are NumPyro's own
+(``numpyro.infer.util.get_potential_fn``, as ``initialize_model`` builds them): z is the
+model's latent sample sites in trace order, each in the unconstrained coordinates of ``biject_to(site.support)``, flattened; log p̃(z) is
+minus NumPyro's potential energy (it includes the log-Jacobians); ``postprocess_fn`` maps z to
+the constrained values and the deterministic sites.  torch reaches it through a host call
+(:mod:`freeflow.bayes.host`): ``jit(vmap(value_and_grad(−potential)))`` on a float64 batch.
+Batches are padded to a power of two (at least 8, at most 16384 rows per call), so that
+training, checks and sampling compile a handful of shapes, not one per batch size.
+
+The JAX-native log-density is kept as ``log_prob_jax``: ``freeflow.compare.reference.nuts(posterior)``
+runs blackjax on it directly, without the bridge.
+
+Discrete latent sites are refused (freeflow samples continuous parameters): marginalise them
+in the model, or enumerate them (NumPyro's ``infer={"enumerate": "parallel"}`` with funsor is
+for NumPyro's own samplers; freeflow does not sum over them).
+
+JAX is switched to float64 globally (``jax_enable_x64``), as the NUTS bridge does.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .host import host_log_density
+from .posterior import Posterior
+
+Tensor = torch.Tensor
+
+__all__ = ["from_numpyro", "NumPyroPosterior"]
+
+_MAX_ROWS = 16384
+
+
+def _import_numpyro():
+    try:
+        import jax
+        import numpyro
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("freeflow.from_numpyro needs numpyro (and jax): pip install 'freeflow[ppl]' "
+                          f"or pip install numpyro ({e})") from e
+    jax.config.update("jax_enable_x64", True)
+    return jax, numpyro
+
+
+def _padded_rows(n: int) -> int:
+    return max(8, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+
+
+class NumPyroPosterior(Posterior):
+    """A :class:`~freeflow.Posterior` whose log-density and transforms are a NumPyro model's
+    (built by :func:`from_numpyro`; see the module docstring)."""
+
+    def __init__(self, model: Callable, model_args: tuple = (), model_kwargs: dict | None = None, *,
+                 seed: int = 0, name: str | None = None):
+        jax, numpyro = _import_numpyro()
+        import jax.numpy as jnp
+        from numpyro import handlers
+        from numpyro.distributions import biject_to
+        from numpyro.infer.util import get_potential_fn, transform_fn, unconstrain_fn
+
+        if not callable(model):
+            raise TypeError(f"model must be a NumPyro model (a callable), got {type(model).__name__}")
+        model_kwargs = dict(model_kwargs or {})
+        trace = handlers.trace(handlers.seed(model, rng_seed=seed)).get_trace(*model_args, **model_kwargs)
+        latent, observed, derived = [], {}, {}
+        for site_name, site in trace.items():
+            if site["type"] == "sample" and site["is_observed"]:
+                observed[site_name] = np.asarray(site["value"])
+            elif site["type"] == "sample":
+                if site["fn"].support.is_discrete:
+                    discrete = [k for k, s in trace.items() if s["type"] == "sample"
+                                and not s["is_observed"] and s["fn"].support.is_discrete]
+                    raise ValueError(
+                        f"NumPyro model has discrete latent site(s) {discrete} (site {site_name!r}: "
+                        f"{type(site['fn']).__name__}); freeflow samples continuous parameters only: "
+                        "they must be enumerated or marginalised out of the model (sum the likelihood "
+                        "over their values, e.g. a mixture via dist.MixtureSameFamily)")
+                latent.append(site_name)
+            elif site["type"] == "deterministic":
+                derived[site_name] = tuple(np.shape(site["value"]))
+        if not latent:
+            raise ValueError("the NumPyro model has no latent sample sites: nothing to sample")
+        # NumPyro's potential as initialize_model builds it, without its search for a valid
+        # initial point (a compiled while-loop, seconds): params substituted from the trace, the
+        # site transforms biject_to(support), constraining by replaying the model (constrain_fn:
+        # right for deterministic sites and supports that depend on other parameters)
+        inv_transforms = {k: biject_to(trace[k]["fn"].support) for k in latent}
+        fixed = {k: s["value"] for k, s in trace.items() if s["type"] in ("param", "mutable")}
+        prepared = handlers.substitute(handlers.seed(model, rng_seed=seed), data=fixed)
+        potential_fn, postprocess_fn = get_potential_fn(
+            prepared, inv_transforms, replay_model=True, model_args=tuple(model_args), model_kwargs=model_kwargs)
+        z0 = transform_fn(inv_transforms, {k: trace[k]["value"] for k in latent}, invert=True)
+        raw_shapes = [tuple(np.shape(z0[k])) for k in latent]
+        shapes = [tuple(np.shape(trace[k]["value"])) for k in latent]
+        labels = [_label(trace[k]["fn"].support) for k in latent]
+        self._init_layout(latent, shapes, raw_shapes, labels,
+                          name=name or f"numpyro:{getattr(model, '__name__', type(model).__name__)}",
+                          observed_data=observed, constant_data=_constant_data(model, model_args, model_kwargs, observed),
+                          derived_names=tuple(derived))
+        self.model, self.model_args, self.model_kwargs = model, tuple(model_args), model_kwargs
+        self.derived_shapes = derived
+        slices, raw = dict(self.slices), dict(self.raw_shapes)
+
+        def unravel(zf):
+            return {k: zf[slices[k]].reshape(raw[k]) for k in latent}
+
+        def log_density(zf):  # (dim,) -> (): log p̃ = −U
+            return -potential_fn(unravel(zf))
+
+        self._jax_log_density = log_density
+        self._value_and_grad = jax.jit(jax.vmap(jax.value_and_grad(log_density)))
+        self._value = jax.jit(jax.vmap(log_density))
+        self._postprocess = jax.jit(jax.vmap(lambda zf: postprocess_fn(unravel(zf))))
+        self._unconstrain_one = jax.jit(jax.vmap(
+            lambda p: unconstrain_fn(prepared, self.model_args, model_kwargs, p)))
+        self._jnp = jnp
+
+    # -- host side ---------------------------------------------------------------------------
+    def _chunks(self, x: np.ndarray):
+        for start in range(0, x.shape[0], _MAX_ROWS):
+            part = x[start:start + _MAX_ROWS]
+            m = part.shape[0]
+            padded = np.zeros((_padded_rows(m), self.dim))
+            padded[:m] = part
+            yield m, padded
+
+    def _host(self, x: np.ndarray, grad: bool):
+        vals, grads = [], []
+        for m, padded in self._chunks(x):
+            if grad:
+                v, g = self._value_and_grad(padded)
+                grads.append(np.asarray(g)[:m])
+            else:
+                v = self._value(padded)
+            vals.append(np.asarray(v)[:m])
+        return np.concatenate(vals), (np.concatenate(grads) if grad else None)
+
+    def _postprocessed(self, z: Tensor) -> dict[str, np.ndarray]:
+        x = z.detach().cpu().to(torch.float64).numpy()
+        parts: dict[str, list] = {}
+        for m, padded in self._chunks(x):
+            out = self._postprocess(padded)
+            for k, v in out.items():
+                parts.setdefault(k, []).append(np.asarray(v)[:m])
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+    # -- the Posterior maps ----------------------------------------------------------------------
+    def _log_density(self, z: Tensor) -> Tensor:
+        return host_log_density(z, self._host)
+
+    def _constrain(self, z: Tensor) -> dict[str, Tensor]:
+        out = self._postprocessed(z)
+        return {k: torch.from_numpy(out[k].copy()).to(z.dtype).reshape((z.shape[0],) + self.shapes[k])
+                for k in self.names}
+
+    def _derived(self, z: Tensor) -> dict[str, Tensor]:
+        if not self.derived_names:
+            return {}
+        out = self._postprocessed(z)
+        return {k: torch.from_numpy(out[k].copy()).to(z.dtype) for k in self.derived_names}
+
+    def _unconstrain(self, values: dict[str, Tensor]) -> Tensor:
+        dtype = next(iter(values.values())).dtype
+        params = {k: self._jnp.asarray(v.detach().cpu().to(torch.float64).numpy()) for k, v in values.items()}
+        out = self._unconstrain_one(params)
+        n = next(iter(values.values())).shape[0]
+        return torch.cat([torch.from_numpy(np.array(out[k], dtype=np.float64)).reshape(n, -1)
+                          for k in self.names], dim=1).to(dtype)
+
+    def log_prob_jax(self, z):
+        """NumPyro's log-density −U(z) at one position ``(dim,) -> ()`` (JAX; for blackjax)."""
+        return self._jax_log_density(z)
+
+
+def _label(support) -> str:
+    """'positive', 'real', 'simplex', 'interval', ... from a NumPyro constraint (an
+    independent(...) wrapper names its base constraint)."""
+    while hasattr(support, "base_constraint"):
+        support = support.base_constraint
+    return type(support).__name__.lstrip("_").lower()
+
+
+def _constant_data(model, args, kwargs, observed: dict) -> dict[str, np.ndarray]:
+    """The model's array arguments that are not observed sites (by name or by value)."""
+    try:
+        bound = inspect.signature(model).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return {}
+    out = {}
+    for key, value in bound.arguments.items():
+        if value is None or isinstance(value, (bool, str)) or key in observed:
+            continue
+        if not (isinstance(value, np.ndarray) or type(value).__module__.startswith("jax")):
+            continue
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf" or any(
+                arr.shape == o.shape and np.array_equal(arr, o) for o in observed.values()):
+            continue
+        out[key] = arr
+    return out
+
+
+def from_numpyro(model: Callable, *args: Any, seed: int = 0, name: str | None = None, **kwargs: Any) -> NumPyroPosterior:
+    """A :class:`~freeflow.Posterior` from a NumPyro model and the arguments to call it with.
+
+        def eight_schools(sigma, y=None):
+            mu = numpyro.sample("mu", dist.Normal(0, 5))
+            tau = numpyro.sample("tau", dist.HalfCauchy(5))
+            with numpyro.plate("J", len(sigma)):
+                eta = numpyro.sample("eta", dist.Normal(0, 1))
+                numpyro.sample("y", dist.Normal(mu + tau * eta, sigma), obs=y)
+
+        post = ff.from_numpyro(eight_schools, sigma, y=y)   # names mu, tau, eta
+
+    The parameter names and shapes are the model's latent sites; constrained values come from
+    the model's own transforms; observed sites go to ``observed_data`` and other array
+    arguments to ``constant_data``.  ``seed`` only seeds the trace that reads the model's
+    structure; ``seed`` and ``name`` are freeflow's keywords (pass a model argument with one
+    of these names positionally).  A discrete latent site raises a ValueError naming it."""
+    return NumPyroPosterior(model, args, kwargs, seed=seed, name=name)

@@ -1,0 +1,165 @@
+"""``from_pymc(model)``: a PyMC model as a :class:`~freeflow.Posterior`.
+
+The unconstrained space is PyMC's value-variable space: z is the model's value variables
+(``model.value_vars``, e.g. ``tau_log__`` for a positive ``tau``) in the order of
+``model.free_RVs``, each flattened.  log p̃(z) is ``model.logp(jacobian=True)``, the density
+PyMC's own samplers use, and its gradient is PyTensor's.  The graph of one point is
+vectorised over a batch (``pytensor.graph.vectorize_graph``: value variables replaced by
+slices of one (n, d) matrix) and compiled once into ``(n, d) -> (log p̃ (n,), ∇ (n, d))``;
+torch calls it through :mod:`freeflow.bayes.host`.  Constrained values are the free RVs with
+their value variables substituted (``model.replace_rvs_by_values``: each transform's
+``backward``), and the deterministics likewise; both compiled batched the same way.
+
+Parameter names are the free RVs' names (``tau``, not ``tau_log__``); the model's dims and
+coords go to the InferenceData, its observations to ``observed_data`` and its data
+containers to ``constant_data`` (as PyMC's own ``to_inference_data`` finds them).
+
+Discrete free RVs are refused: marginalise them (e.g. ``pymc_extras.marginalize``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .host import host_log_density
+from .posterior import Posterior
+
+Tensor = torch.Tensor
+
+__all__ = ["from_pymc", "PyMCPosterior"]
+
+
+def _import_pymc():
+    try:
+        import pymc
+        import pytensor
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("freeflow.from_pymc needs pymc: pip install 'freeflow[ppl]' or pip install pymc "
+                          f"({e})") from e
+    return pymc, pytensor
+
+
+#: PyMC transform -> the support it maps onto (other transforms keep their class name)
+_SUPPORTS = {"LogTransform": "positive", "LogOddsTransform": "unit_interval", "SimplexTransform": "simplex",
+             "IntervalTransform": "interval", "Interval": "interval", "LogExpM1": "positive",
+             "Ordered": "ordered", "CholeskyCovPacked": "cholesky_cov_packed"}
+
+
+def _label(transform) -> str:
+    if transform is None:
+        return "real"
+    name = type(transform).__name__
+    return _SUPPORTS.get(name, name)
+
+
+class PyMCPosterior(Posterior):
+    """A :class:`~freeflow.Posterior` whose log-density and transforms are a PyMC model's
+    (built by :func:`from_pymc`; see the module docstring)."""
+
+    def __init__(self, model=None, *, name: str | None = None):
+        pm, pytensor = _import_pymc()
+        import pytensor.tensor as pt
+        from pytensor.graph.replace import graph_replace, vectorize_graph
+
+        model = pm.modelcontext(model)
+        free = list(model.free_RVs)
+        if not free:
+            raise ValueError("the PyMC model has no free random variables: nothing to sample")
+        discrete = [rv.name for rv in free if model.rvs_to_values[rv].dtype.startswith(("int", "uint", "bool"))]
+        if discrete:
+            raise ValueError(f"PyMC model has discrete free variable(s) {discrete}; freeflow samples "
+                             "continuous parameters only: they must be enumerated or marginalised out of "
+                             "the model (e.g. pymc_extras.marginalize)")
+        values = [model.rvs_to_values[rv] for rv in free]
+        point = model.initial_point()
+        raw_shapes = [tuple(np.shape(point[v.name])) for v in values]
+        sizes = [int(np.prod(s)) for s in raw_shapes]
+
+        zb = pt.matrix("z", dtype="float64")
+        n = zb.shape[0]
+        replace, start = {}, 0
+        for v, shape, size in zip(values, raw_shapes, sizes):
+            piece = zb[:, start:start + size].reshape((n, *shape)) if shape else zb[:, start]
+            replace[v] = piece.astype(v.dtype)
+            start += size
+        logp = vectorize_graph(model.logp(jacobian=True), replace=replace)      # (n,)
+        grad = pytensor.gradient.grad(logp.sum(), zb)                           # (n, d)
+        compile_kw = {"on_unused_input": "ignore"}
+        self._value_and_grad = pytensor.function([zb], [logp, grad], **compile_kw)
+        self._value = pytensor.function([zb], logp, **compile_kw)
+
+        deterministics = list(model.deterministics)
+        constrained = model.replace_rvs_by_values(free + deterministics)
+        batched = vectorize_graph(constrained, replace=replace)
+        self._constrained = pytensor.function([zb], batched, **compile_kw)
+
+        # unconstrain: each transform's forward, written in the constrained values of the
+        # free RVs (placeholders of the RVs' types), then batched like the rest
+        transforms = [model.rvs_to_transforms.get(rv) for rv in free]
+        single = [rv.type() for rv in free]
+        forward = [rv if t is None else t.forward(rv, *rv.owner.inputs) for rv, t in zip(free, transforms)]
+        forward = graph_replace(forward, dict(zip(free, single)), strict=False)
+        cons_in = [pt.tensor(dtype="float64", shape=(None,) + tuple(rv.type.shape)) for rv in free]
+        forward = vectorize_graph(forward, replace={s: c.astype(s.dtype) for s, c in zip(single, cons_in)})
+        self._unconstrain_fn = pytensor.function(cons_in, forward, **compile_kw)
+
+        probe = self._constrained(np.zeros((1, sum(sizes))))
+        shapes = [tuple(np.shape(a)[1:]) for a in probe[: len(free)]]
+        labels = [_label(t) for t in transforms]
+        dims = {k: list(d) for k, d in model.named_vars_to_dims.items() if d is not None}
+        coords = {k: list(v) for k, v in model.coords.items() if v is not None}
+        from pymc.backends.arviz import find_constants, find_observations
+
+        self._init_layout([rv.name for rv in free], shapes, raw_shapes, labels,
+                          name=name or f"pymc:{model.name or 'model'}",
+                          observed_data={k: np.asarray(v) for k, v in find_observations(model).items()},
+                          constant_data={k: np.asarray(v) for k, v in find_constants(model).items()},
+                          dims={k: d for k, d in dims.items() if k in [rv.name for rv in free + deterministics]},
+                          coords=coords, derived_names=tuple(d.name for d in deterministics))
+        self.model = model
+
+    # -- host side ---------------------------------------------------------------------------
+    def _host(self, x: np.ndarray, grad: bool):
+        if grad:
+            v, g = self._value_and_grad(x)
+            return np.asarray(v), np.asarray(g)
+        return np.asarray(self._value(x)), None
+
+    def _outputs(self, z: Tensor) -> list[np.ndarray]:
+        return self._constrained(z.detach().cpu().to(torch.float64).numpy())
+
+    # -- the Posterior maps ----------------------------------------------------------------------
+    def _log_density(self, z: Tensor) -> Tensor:
+        return host_log_density(z, self._host)
+
+    def _constrain(self, z: Tensor) -> dict[str, Tensor]:
+        out = self._outputs(z)
+        return {k: torch.from_numpy(np.array(out[i], dtype=np.float64)).to(z.dtype).reshape(
+            (z.shape[0],) + self.shapes[k]) for i, k in enumerate(self.names)}
+
+    def _derived(self, z: Tensor) -> dict[str, Tensor]:
+        if not self.derived_names:
+            return {}
+        out = self._outputs(z)[len(self.names):]
+        return {k: torch.from_numpy(np.array(v, dtype=np.float64)).to(z.dtype) for k, v in zip(self.derived_names, out)}
+
+    def _unconstrain(self, values: dict[str, Tensor]) -> Tensor:
+        dtype = next(iter(values.values())).dtype
+        n = next(iter(values.values())).shape[0]
+        out = self._unconstrain_fn(*[values[k].detach().cpu().to(torch.float64).numpy() for k in self.names])
+        return torch.cat([torch.from_numpy(np.array(o, dtype=np.float64)).reshape(n, -1) for o in out], 1).to(dtype)
+
+
+def from_pymc(model: Any = None, *, name: str | None = None) -> PyMCPosterior:
+    """A :class:`~freeflow.Posterior` from a PyMC model (the model in context when omitted).
+
+        with pm.Model(coords={"feature": names}) as model:
+            w = pm.Normal("w", 0, 1, dims="feature")
+            pm.Bernoulli("y", logit_p=X @ w, observed=y)
+        post = ff.from_pymc(model)             # parameter "w", dims ("feature",)
+
+    See the module docstring for the space, the log-density and what goes into the
+    InferenceData.  A discrete free variable raises a ValueError naming it."""
+    return PyMCPosterior(model, name=name)
