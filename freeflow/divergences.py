@@ -154,6 +154,8 @@ def get_divergence(spec: str | Divergence) -> Divergence:
         return _REGISTRY[m["name"]](arg)
     if key in _REGISTRY and key != "alpha":
         return _REGISTRY[key]()
-    raise ValueError(
-        f"unknown divergence {spec!r}; valid: {', '.join(available_divergences())}"
-    )
+    from .validation import suggest
+
+    names = available_divergences()
+    raise ValueError(f"unknown divergence {spec!r}{suggest(key, [n.split(':')[0] for n in names])}; "
+                     f"valid: {', '.join(names)}")

@@ -56,10 +56,10 @@ def test_unknown_setting_and_divergence():
         ff.OneStepSampler(gauss, dim=2, divergence="kl")
 
 
-@pytest.mark.parametrize("steps", [0, -1, 2.5])
-def test_bad_steps(steps):
+@pytest.mark.parametrize("steps, error", [(0, ValueError), (-1, ValueError), (2.5, TypeError)])
+def test_bad_steps(steps, error):
     s = ff.OneStepSampler(gauss, dim=2, **SMALL)
-    with pytest.raises(ValueError, match="steps"):
+    with pytest.raises(error, match="steps"):
         s.fit(steps, progress=False)
 
 

@@ -33,7 +33,8 @@ import torch
 from ..generators import ResidualMLP
 from ..io import atomic_torch_save, load_checkpoint
 from ..train import History, TrainConfig, Trainer, standard_callbacks
-from ..validation import check_positive_float, check_positive_int
+from ..validation import (check_choice, check_float, check_int, check_points, check_positive_float, check_positive_int, check_seed,
+                          check_setting_names)
 from .drift import GUIDANCE_EMBED_DIM, VELOCITIES, DataDrift, sample_power_law
 
 Tensor = torch.Tensor
@@ -73,21 +74,7 @@ def data_default_settings(dim: int) -> dict[str, Any]:
 
 
 def _as_points(x, name: str, dim: int | None = None) -> Tensor:
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.array(x, dtype=np.float32, copy=True))
-    elif isinstance(x, torch.Tensor):
-        x = x.detach().to(torch.float32).cpu()
-    else:
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must have shape (n, d), got {tuple(x.shape)}")
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"{name} has dimension {x.shape[1]}, expected dim={dim}")
-    bad = ~torch.isfinite(x).all(dim=1)
-    if bad.any():
-        rows = bad.nonzero().flatten()[:5].tolist()
-        raise ValueError(f"{name} has {int(bad.sum())} row(s) with NaN or inf (first: {rows})")
-    return x
+    return check_points(x, name, dim=dim)
 
 
 def _as_labels(labels, n: int, num_classes: int) -> Tensor:
@@ -125,20 +112,26 @@ class DataFlow:
     def __init__(self, dim: int, velocity: str = "sinkhorn", *, seed: int = 0,
                  num_classes: int | None = None, source=None, **settings):
         check_positive_int(dim, "dim")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
-        if velocity not in VELOCITIES:
-            raise ValueError(f"velocity must be one of {VELOCITIES}, got {velocity!r}")
+        check_seed(seed)
+        check_choice(velocity, VELOCITIES, "velocity")
         if num_classes is not None:
             check_positive_int(num_classes, "num_classes")
-        unknown = set(settings) - set(data_default_settings(dim))
-        if unknown:
-            raise TypeError(f"unknown setting(s) {sorted(unknown)}; valid: {sorted(data_default_settings(dim))}")
+        check_setting_names(settings, data_default_settings(dim))
         s = {**data_default_settings(dim), **settings}
         for key in ("batch_size", "noise_dim", "hidden", "num_iters", "classes_per_step"):
             check_positive_int(s[key], key)
         for key in ("lr", "step_size", "alpha_max"):
             check_positive_float(s[key], key)
+        check_float(s["ema_decay"], "ema_decay", low=0.0, high=1.0)
+        check_float(s["grad_clip"], "grad_clip", low=0.0, low_open=True, allow_none=True)
+        check_int(s["warmup_steps"], "warmup_steps", minimum=0)
+        check_choice(s["guidance"], ("velocity", "distribution"), "guidance")
+        check_choice(s["lr_schedule"], ("cosine", "constant"), "lr_schedule")
+        for key in ("rel_eps", "temperature", "rel_bandwidth"):
+            vals = s[key] if isinstance(s[key], (list, tuple)) else [s[key]]
+            for v in vals:
+                if v is not None:
+                    check_float(v, key, low=0.0, low_open=True)
         if s["alpha_max"] < 1:
             raise ValueError(f"alpha_max must be >= 1, got {s['alpha_max']}")
         if s["data_batch_size"] is None:

@@ -31,7 +31,8 @@ from ..divergences import get_divergence
 from ..generators.mlp import ResidualMLP
 from ..io import atomic_torch_save, load_checkpoint
 from ..train import History, TrainConfig, Trainer, standard_callbacks
-from ..validation import check_log_density, check_positive_float, check_positive_int
+from ..validation import check_choice, check_log_density, check_positive_int, check_seed
+from .defaults import AUTO_ROUND_STEPS, GENERATORS, check_settings, default_generator, default_settings, default_steps
 from ..bayes.posterior import Posterior
 
 Tensor = torch.Tensor
@@ -39,86 +40,6 @@ Tensor = torch.Tensor
 __all__ = ["OneStepSampler", "default_settings", "default_steps", "default_generator"]
 
 FORMAT = "freeflow.OneStepSampler/1"
-GENERATORS = ("mlp", "flow", "mixture", "product_mixture")
-#: fit() without steps trains in rounds of this many steps (freeflow.autostop)
-AUTO_ROUND_STEPS = 1000
-
-
-def default_settings(dim: int) -> dict[str, Any]:
-    """The best settings measured for a dimension (see docs/benchmarks.md for the runs).
-
-    A user who passes only ``log_density`` and ``dim`` gets these.
-    """
-    return {
-        "batch_size": 1024,
-        "reference": "independent",
-        "reference_size": 1024,
-        "noise_dim": max(dim, 4),
-        "hidden": 128,
-        "depth": 3,
-        "lr": 1e-3,
-        "lr_schedule": "cosine",
-        "step_size": 0.5,
-        "grad_clip": 1.0,
-        "ema_decay": 0.999,
-        "beta0": 0.02,
-        "anneal_fraction": 0.5,
-        # tempered p̃^β in d ≤ 3 (measured on ring8/gmm40); above, the geometric path from
-        # N(0, init_scale² I), which stays bounded on funnels (freeflow.datafree)
-        "anneal_path": "tempered" if dim <= 3 else "geometric",
-        "max_ratio": 20.0,
-        "temper": 1.0,
-        "bandwidth": "scott",
-        "bandwidth_factor": (0.5, 0.3),
-        "covariance": "full",
-        "init_scale": 1.0,
-        "affine_lr_scale": 1.0,
-        # -- flow route and log-variance divergence (docs/flow-route.md) --
-        "flow_kind": "realnvp",  # auxiliary flow (density="flow") / flow generator: spline | realnvp
-        "flow_layers": 4,
-        "flow_hidden": 64,
-        "flow_fit_steps": 3,  # warm-started ML steps of the auxiliary flow per generator step
-        "flow_lr": 1e-3,
-        "lv_reference": "on_policy",  # divergence="lv": on_policy | gaussian | mixture | replay
-        "lv_mode": "derived",  # derived | surrogate
-        "lv_clip": 20.0,
-        "lv_options": {},  # kwargs of the reference (inflate, alpha, capacity, ...)
-        # -- mixture generator and its Fisher-Rao step (docs/theory.md §7) --
-        "components": None,  # K; None: default_components(dim, batch_size)
-        "component_scale": 0.5,  # initial std of a component (unit-scale space)
-        "mixture_flow_layers": None,  # shared flow after the components; None: 0 (mixture), 4 (product_mixture)
-        "mixture_lr_scale": 10.0,  # lr multiplier of the components and the global affine map
-        "reaction_step": 0.2,  # η of the Fisher-Rao step on log π (0: transport only)
-        "birth_every": 10,  # steps between birth checks (0: no births)
-        "birth_mass": 0.005,  # a birth needs an estimated missing mass ∫(p − q)₊ above this
-        "birth_fraction": 0.7,  # births only in the first fraction of training
-    }
-
-
-def default_generator(dim: int, density=None) -> str:
-    """The generator a user gets by default (docs/benchmarks.md, "Mode weights on targets we
-    did not tune on"; ``benchmarks/new_targets.py``):
-
-    * d ≤ 3: ``"mixture"``, K full-covariance Gaussians with a Fisher–Rao step on their
-      weights and births. On 2-D mixtures we built (weights spanning 6–7×, widths 6×) it
-      recovers mode weights to the noise floor in seconds, where the MLP + KDE route left a
-      mass TV of 0.08–0.33.
-    * d > 3: ``"product_mixture"``, per-coordinate mixtures with Fisher–Rao steps pushed
-      through a shared flow. On double-well products (manywell32, a tilted coupled variant)
-      it gets per-well masses within 0.004 and log Z within 0.001, where the flow generator
-      was 0.14 and 0.6 nats off; on mixtures in general position and on the posteriors it is
-      as good as or better than the flow generator. For a mixture of a few modes in general
-      position in moderate d, ``generator="mixture"`` is better still.
-
-    An explicit ``density="kde"``/``"flow"``/estimator keeps the MLP generator."""
-    if density is not None and density != "exact":
-        return "mlp"
-    return "mixture" if dim <= 3 else "product_mixture"
-
-
-def default_steps(dim: int) -> int:
-    """Training length that the defaults were measured with (docs/benchmarks.md)."""
-    return 3000
 
 
 def _is_target(obj) -> bool:
@@ -181,22 +102,20 @@ class OneStepSampler:
         if dim is None:
             raise ValueError("dim is required when log_density is a plain function")
         check_positive_int(dim, "dim")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
+        check_seed(seed)
+        check_settings(settings, dim)
         check_log_density(log_density, dim)
-        unknown = set(settings) - set(default_settings(dim))
-        if unknown:
-            raise TypeError(
-                f"unknown setting(s) {sorted(unknown)}; valid: {sorted(default_settings(dim))}"
-            )
         self.log_density, self.dim, self.seed = log_density, dim, seed
         # "lv" is not an f-divergence: it has its own drift (freeflow.datafree_lv).
         self.divergence_name = divergence if isinstance(divergence, str) else divergence.name
         self.divergence = get_divergence("kl_qp" if self.divergence_name == "lv" else divergence)
+        if isinstance(density, str):
+            check_choice(density, ("kde", "flow", "exact"), "density")
+        elif density is not None and not isinstance(density, DensityEstimator):
+            raise TypeError(f"density must be 'kde', 'flow', 'exact' or a DensityEstimator, got {type(density).__name__}")
         if generator is None:
             generator = default_generator(dim, density)
-        if generator not in GENERATORS:
-            raise ValueError(f"generator must be one of {GENERATORS}, got {generator!r}")
+        check_choice(generator, GENERATORS, "generator")
         self.generator_name = generator
         exact = generator in ("flow", "mixture", "product_mixture")
         if density is None:
@@ -212,12 +131,6 @@ class OneStepSampler:
                                  f"(it is fixed by the generator), got {settings['noise_dim']!r}")
             settings = {**settings, "noise_dim": need}
         s = {**default_settings(dim), **settings}
-        for key in ("batch_size", "noise_dim", "hidden"):
-            check_positive_int(s[key], key)
-        if s["reference_size"] is not None:
-            check_positive_int(s["reference_size"], "reference_size")
-        for key in ("lr", "step_size", "init_scale"):
-            check_positive_float(s[key], key)
         if s["noise_dim"] < dim:
             raise ValueError(f"noise_dim ({s['noise_dim']}) must be >= dim ({dim})")
         if s["reference"] == "loo" and s["batch_size"] < 2:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..generators.mlp import EMA
+from ..validation import check_positive_int
 
 Tensor = torch.Tensor
 
@@ -212,8 +213,7 @@ class Trainer:
         a run interrupted at step k resumes from a checkpoint by calling ``fit`` with the same
         ``total_steps`` and reproduces the uninterrupted run.
         """
-        if not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps < 1:
-            raise ValueError(f"steps must be a positive int, got {total_steps!r}")
+        total_steps = check_positive_int(total_steps, "steps")
         if state.step > total_steps:
             raise ValueError(
                 f"steps={total_steps} is smaller than the {state.step} steps already trained"
