@@ -34,7 +34,10 @@ def get_target(name: str, **kwargs: Any) -> Target:
     ``get_target(**target.config())`` rebuilds ``target``.
     """
     if name not in _REGISTRY:
-        raise ValueError(f"unknown target {name!r}; available targets: {', '.join(available_targets())}")
+        from freeflow.validation import suggest
+
+        raise ValueError(f"unknown target {name!r}{suggest(name, available_targets())}; "
+                         f"available targets: {', '.join(available_targets())}")
     factory = _REGISTRY[name]
     try:
         sig = inspect.signature(factory)

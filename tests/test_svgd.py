@@ -73,8 +73,8 @@ def test_fit_svgd_with_a_target_and_float64():
 
 def test_bad_inputs_name_the_argument():
     t = CorrGauss()
-    for bad in (1, 0, 2.5, True):
-        with pytest.raises(ValueError, match="n_particles"):
+    for bad, error in ((1, ValueError), (0, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="n_particles"):
             SVGDBaseline(t, n_particles=bad)
     with pytest.raises(ValueError, match="dim"):
         SVGDBaseline(t.log_prob, 0)
@@ -101,10 +101,10 @@ def test_bad_inputs_name_the_argument():
 
 
 def test_non_finite_direction_raises_naming_the_step():
-    def lp(x):  # finite for the first two evaluations, then a NaN gradient
+    def lp(x):  # finite for the probe and the first two evaluations, then a NaN gradient
         calls["n"] += 1
         out = -0.5 * (x**2).sum(-1)
-        return out * float("nan") if calls["n"] > 2 else out
+        return out * float("nan") if calls["n"] > 3 else out
 
     calls = {"n": 0}
     s = SVGDBaseline(lp, 2, n_particles=10)

@@ -51,6 +51,8 @@ from torch.distributions import Transform, biject_to, constraints
 from torch.distributions.transforms import LowerCholeskyTransform
 from torch.distributions.utils import tril_matrix_to_vec, vec_to_tril_matrix
 
+from ..validation import suggest
+
 Tensor = torch.Tensor
 
 __all__ = ["CONSTRAINTS", "Block", "parse_spec"]
@@ -170,7 +172,7 @@ def parse_spec(name: str, spec) -> Block:
                     "less_than": "('less_than', hi)"}.get(spec, f"({spec!r}, K)")
             raise ValueError(f"{where}: {spec!r} needs its arguments, e.g. {need}")
         else:
-            raise ValueError(f"{where}: unknown constraint {spec!r}; valid constraints: {_valid()}")
+            raise ValueError(f"{where}: unknown constraint {spec!r}{suggest(spec, CONSTRAINTS)}; valid constraints: {_valid()}")
     if isinstance(spec, list):
         spec = tuple(spec)
     if not isinstance(spec, tuple):
@@ -185,7 +187,7 @@ def parse_spec(name: str, spec) -> Block:
         shape = _shape(args[0], where) if args else ()
         return _from_constraint(name, head, shape)
     if head not in CONSTRAINTS:
-        raise ValueError(f"{where}: unknown constraint {head!r}; valid constraints: {_valid()}")
+        raise ValueError(f"{where}: unknown constraint {head!r}{suggest(head, CONSTRAINTS)}; valid constraints: {_valid()}")
     nbounds = {"interval": 2, "greater_than": 1, "less_than": 1}.get(head, 0)
     if len(args) < nbounds or len(args) > nbounds + 1:
         form = {"interval": "('interval', lo, hi[, shape])", "greater_than": "('greater_than', lo[, shape])",

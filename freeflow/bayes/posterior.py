@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from .constraints import Block, parse_spec
+from .constraints import parse_spec
 
 Tensor = torch.Tensor
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = ["main", "build_parser"]
@@ -34,9 +35,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: errors freeflow raises for bad input or a failed run: printed as one line, exit status 2
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. Bad input and failed runs print ``freeflow CMD: error: ...`` (no
+    traceback; set FREEFLOW_DEBUG=1 for one) and return 2; Ctrl-C returns 130."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as e:
+        if os.environ.get("FREEFLOW_DEBUG"):
+            raise
+        print(f"freeflow {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"freeflow {args.command}: interrupted (the last checkpoint is intact; rerun with --resume)",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

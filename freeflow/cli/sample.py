@@ -43,6 +43,8 @@ def run_sample(args) -> int:
         raise SystemExit(f"error: --steps must be a positive int, got {args.steps}")
     if args.samples < 1:
         raise SystemExit(f"error: --samples must be a positive int, got {args.samples}")
+    if args.checkpoint_every < 1:
+        raise SystemExit(f"error: --checkpoint-every must be a positive int, got {args.checkpoint_every}")
     try:
         target = targets.get_target(args.target, **parse_key_values(args.target_arg, "--target-arg"))
     except (ValueError, TypeError) as e:

@@ -42,6 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..validation import check_positive_int, check_seed
 from .report import FLAG_FACTOR, MethodResult, Report
 
 
@@ -74,6 +75,9 @@ def compare(
     n = _check_pos_int("n", n)
     if n < 10:
         raise ValueError(f"n must be >= 10, got {n}")
+    if n_ref is not None:
+        _check_pos_int("n_ref", n_ref)
+    check_seed(seed)
     if target is None and _looks_like_target(reference):
         target = reference
     methods_in, method_names = _method_list(sampler_or_samples, names)
@@ -165,9 +169,7 @@ def compare(
 
 # ----------------------------------------------------------------------------- internals
 def _check_pos_int(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-    return int(v)
+    return check_positive_int(v, name)
 
 
 def _looks_like_target(obj: Any) -> bool:

@@ -11,7 +11,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import torch
 

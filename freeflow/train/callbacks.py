@@ -100,13 +100,16 @@ class Checkpoint(Callback):
         if every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {every}")
         self.path, self.save, self.every = Path(path), save, int(every)
+        self.last_saved: int | None = None  # step of the last file written (named in errors)
 
     def on_step_end(self, trainer: Trainer, state: TrainState, info: dict) -> None:
         if state.step % self.every == 0:
             self.save(self.path)
+            self.last_saved = state.step
 
     def on_fit_end(self, trainer: Trainer, state: TrainState) -> None:
         self.save(self.path)
+        self.last_saved = state.step
 
 
 def standard_callbacks(

@@ -183,10 +183,15 @@ class Trainer:
         x, v, info = self.drift(state.generator, k, state.rng, total_steps=state.total_steps)
         if v.requires_grad:
             raise RuntimeError("the drift must return a detached velocity")
+        if not torch.isfinite(x).all():
+            raise NonFiniteError(f"non-finite generator output at step {k}: "
+                                 f"{int((~torch.isfinite(x).all(-1)).sum())} of {x.shape[0]} samples")
         if not torch.isfinite(v).all():
             raise NonFiniteError(f"non-finite velocity at step {k} (drift diagnostics: {info})")
         target = (x + cfg.step_size * v).detach()
         loss = (x - target).pow(2).sum(-1).mean()
+        if not torch.isfinite(loss):
+            raise NonFiniteError(f"non-finite loss at step {k}")
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in state.generator.parameters() if p.grad is not None]
@@ -197,6 +202,8 @@ class Trainer:
         if not torch.isfinite(grad_norm):
             raise NonFiniteError(f"non-finite gradient norm at step {k}")
         state.optimizer.step()
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            raise NonFiniteError(f"non-finite generator parameters after the update of step {k}")
         state.ema.update(state.generator)
         state.step = k + 1
         dt = time.perf_counter() - t0
@@ -235,6 +242,13 @@ class Trainer:
                     cb.on_step_end(self, state, info)
             for cb in cbs:
                 cb.on_fit_end(self, state)
+        except FloatingPointError as e:  # NaN/inf mid-run: name the checkpoint that is still good
+            saved = [cb for cb in cbs if getattr(cb, "last_saved", None) is not None]
+            if not saved:
+                raise
+            cb = saved[-1]
+            raise type(e)(f"{e}; training stopped, the last good checkpoint is {str(cb.path)!r} "
+                          f"(step {cb.last_saved})") from e
         finally:
             torch.set_flush_denormal(False)
         return history

@@ -10,7 +10,8 @@ from typing import Any, Callable
 
 import torch
 
-from .common import _loc_scale_from_target, _unwrap_target
+from ...validation import check_float, check_int, check_log_density, check_seed
+from .common import _check_budget, _loc_scale_from_target, _unwrap_target
 
 Tensor = torch.Tensor
 
@@ -70,13 +71,11 @@ class SVGDBaseline:
         seed: int = 0,
     ) -> None:
         target, log_density, dim = _unwrap_target(log_density, dim)
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
-        if isinstance(n_particles, bool) or not isinstance(n_particles, int) or n_particles < 2:
-            raise ValueError(f"n_particles must be an int >= 2 (the kernel needs pairs), got {n_particles!r}")
-        if bandwidth is not None and not (isinstance(bandwidth, (int, float)) and not isinstance(bandwidth, bool)
-                                          and math.isfinite(bandwidth) and bandwidth > 0):
-            raise ValueError(f"bandwidth must be None (median heuristic) or a finite float > 0, got {bandwidth!r}")
+        check_int(dim, "dim", minimum=1)
+        check_int(n_particles, "n_particles (the kernel needs pairs)", minimum=2)
+        check_float(bandwidth, "bandwidth (None: median heuristic)", low=0.0, low_open=True, allow_none=True)
+        check_seed(seed)
+        check_log_density(log_density, dim)
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
         self.log_density, self.dim, self.seed, self.dtype = log_density, dim, seed, dtype
@@ -136,14 +135,8 @@ class SVGDBaseline:
 
         A fresh Adam state each call.  Raises ``FloatingPointError`` at a non-finite φ.
         """
-        if time_budget_s is None and max_steps is None:
-            raise ValueError("give time_budget_s or max_steps")
-        if time_budget_s is not None and not (isinstance(time_budget_s, (int, float)) and time_budget_s > 0):
-            raise ValueError(f"time_budget_s must be > 0, got {time_budget_s!r}")
-        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
-            raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a finite float > 0, got {lr!r}")
+        _check_budget(time_budget_s, max_steps)
+        check_float(lr, "lr", low=0.0, low_open=True)
         self.settings["lr"] = float(lr)
         x = self.particles.clone().requires_grad_(True)
         opt = torch.optim.Adam([x], lr=lr)

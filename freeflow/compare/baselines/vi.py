@@ -26,7 +26,8 @@ from typing import Any, Callable
 
 import torch
 
-from .common import _loc_scale_from_target, _unwrap_target
+from ...validation import check_choice, check_float, check_int, check_log_density, check_seed
+from .common import _check_budget, _loc_scale_from_target, _unwrap_target
 
 Tensor = torch.Tensor
 
@@ -68,13 +69,13 @@ class VIBaseline:
         import normflows as nf
 
         target, log_density, dim = _unwrap_target(log_density, dim)
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
-            raise ValueError(f"dim must be an int >= 2 (coupling layers split coordinates), got {dim!r}")
+        check_int(dim, "dim (coupling layers split coordinates)", minimum=2)
         for nm, v in (("layers", layers), ("hidden", hidden), ("blocks", blocks), ("bins", bins)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{nm} must be a positive int, got {v!r}")
-        if not (isinstance(tail_bound, (int, float)) and tail_bound > 0):
-            raise ValueError(f"tail_bound must be > 0, got {tail_bound!r}")
+            check_int(v, nm, minimum=1)
+        check_float(tail_bound, "tail_bound", low=0.0, low_open=True)
+        check_choice(flow, ("spline", "realnvp"), "flow")
+        check_seed(seed)
+        check_log_density(log_density, dim)
         self.log_density, self.dim, self.seed = log_density, dim, seed
         t_loc, t_scale = _loc_scale_from_target(target, dim)
         loc_t = t_loc if loc is None else torch.as_tensor(loc, dtype=torch.float32).expand(dim).clone()
@@ -82,8 +83,6 @@ class VIBaseline:
         if not (scale_t > 0).all():
             raise ValueError("scale must be > 0")
 
-        if flow not in ("spline", "realnvp"):
-            raise ValueError(f"flow must be 'spline' or 'realnvp', got {flow!r}")
         torch.manual_seed(seed)
         flows = []
         for i in range(layers):
@@ -127,12 +126,9 @@ class VIBaseline:
         progress: bool = False,
     ) -> list[dict]:
         """Train until ``time_budget_s`` seconds (of this call) or ``max_steps`` steps."""
-        if time_budget_s is None and max_steps is None:
-            raise ValueError("give time_budget_s or max_steps")
-        if time_budget_s is not None and not time_budget_s > 0:
-            raise ValueError(f"time_budget_s must be > 0, got {time_budget_s!r}")
-        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
-            raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+        _check_budget(time_budget_s, max_steps)
+        check_int(batch_size, "batch_size", minimum=2)
+        check_float(lr, "lr", low=0.0, low_open=True)
         opt = torch.optim.Adam(self.model.parameters(), lr=lr)
         g = torch.Generator().manual_seed(self.seed + 1 + self.steps_done)
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))

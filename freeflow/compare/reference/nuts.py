@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ...validation import check_int
 from .bridge import enable_x64, validate_log_density
 from .cache import DrawCache
 from .programs import _bridge_for, _programs
@@ -47,9 +48,7 @@ def _is_target(obj: Any) -> bool:
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
+    return check_int(value, name, minimum=minimum)
 
 
 def nuts(
