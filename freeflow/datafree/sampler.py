@@ -27,7 +27,7 @@ from .autostop import AutoStop
 from .. import importance as _iw
 from ..density import DensityEstimator
 from ..density.kde import KDE
-from ..divergences import get_divergence
+from ..divergences import Divergence, get_divergence
 from ..generators.mlp import ResidualMLP
 from ..io import atomic_torch_save, load_checkpoint
 from ..train import History, TrainConfig, Trainer, standard_callbacks
@@ -107,6 +107,8 @@ class OneStepSampler:
         check_log_density(log_density, dim)
         self.log_density, self.dim, self.seed = log_density, dim, seed
         # "lv" is not an f-divergence: it has its own drift (freeflow.datafree_lv).
+        if not isinstance(divergence, (str, Divergence)):
+            raise TypeError(f"divergence must be a name or a Divergence, got {type(divergence).__name__}")
         self.divergence_name = divergence if isinstance(divergence, str) else divergence.name
         self.divergence = get_divergence("kl_qp" if self.divergence_name == "lv" else divergence)
         if isinstance(density, str):
