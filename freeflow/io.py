@@ -77,3 +77,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated/corrupt files surface here
         raise ValueError(f"checkpoint {str(path)!r} cannot be read: {e}") from e
+
+
+def jsonable(o: Any, fallback: Callable[[Any], str] = str) -> Any:
+    """``json.dumps(default=...)``: numpy scalars/arrays and tensors as numbers/lists, paths as
+    strings, anything else through ``fallback`` (``repr`` for cache keys)."""
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, (np.ndarray, torch.Tensor)):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return fallback(o)

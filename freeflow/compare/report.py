@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io import atomic_write_text
+from ..io import atomic_write_text, jsonable
 from .figures import modes_figure, pair_dims, pairs_figure, save_fig, trace_figure
 
 FLAG_FACTOR = 3.0
@@ -106,7 +106,7 @@ class Report:
         figs: list[str] = []
         if figures:
             figs = self._figures(out, max_pair_dims)
-        atomic_write_text(json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n", out / "report.json")
+        atomic_write_text(json.dumps(self.to_dict(), indent=2, default=jsonable) + "\n", out / "report.json")
         md = ["# Sampler comparison", ""]
         if self.target:
             md += [f"Target: `{json.dumps(self.target)}`", ""]
@@ -164,16 +164,6 @@ def _with_floor(v: Any, floor: dict | None) -> str:
     return f"{v:.3g} (x{v / floor['median']:.1f})"
 
 
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    return str(o)
 
 
 def _slug(name: str) -> str:

@@ -22,25 +22,19 @@ from typing import Any
 
 import numpy as np
 
-from ...io import atomic_write_bytes, atomic_write_text
+from ...io import atomic_write_bytes, atomic_write_text, jsonable
 
 FORMAT = 1
 
 
+def _jsonable_key(o: Any) -> Any:
+    return jsonable(o, fallback=repr)
+
+
 def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_jsonable)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_jsonable_key)
 
 
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return repr(o)
 
 
 def cache_key(key_material: Any, settings: dict) -> str:
@@ -130,5 +124,5 @@ class DrawCache:
             "scalars": scalars,
             "sha256": hashlib.sha256(raw).hexdigest(),
         }
-        atomic_write_text(json.dumps(meta, indent=2, sort_keys=True, default=_jsonable), json_path)
+        atomic_write_text(json.dumps(meta, indent=2, sort_keys=True, default=_jsonable_key), json_path)
         return npz_path
