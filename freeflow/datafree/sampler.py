@@ -3,6 +3,11 @@
     sampler = OneStepSampler(log_density, dim=2, divergence="kl_pq", density="kde", seed=0)
     history = sampler.fit(steps=3000)
     x = sampler.sample(100_000)
+
+Over 400 lines on purpose: this is the one user-facing class (construction, fit in rounds,
+sampling, importance weights, save/load), whose methods share its state; its defaults and
+setting rules live in ``defaults.py``, the drifts in ``drift.py``/``logvar.py``, the stopping
+rule in ``autostop.py``.
 """
 from __future__ import annotations
 
