@@ -72,11 +72,11 @@ def compare(
     """
     from .. import metrics as M
 
-    n = _check_pos_int("n", n)
+    n = check_positive_int(n, "n")
     if n < 10:
         raise ValueError(f"n must be >= 10, got {n}")
     if n_ref is not None:
-        _check_pos_int("n_ref", n_ref)
+        check_positive_int(n_ref, "n_ref")
     check_seed(seed)
     if target is None and _looks_like_target(reference):
         target = reference
@@ -168,9 +168,6 @@ def compare(
 
 
 # ----------------------------------------------------------------------------- internals
-def _check_pos_int(name: str, v: Any) -> int:
-    return check_positive_int(v, name)
-
 
 def _looks_like_target(obj: Any) -> bool:
     return callable(getattr(obj, "log_prob", None)) and hasattr(obj, "dim") and callable(

@@ -73,10 +73,6 @@ def data_default_settings(dim: int) -> dict[str, Any]:
     }
 
 
-def _as_points(x, name: str, dim: int | None = None) -> Tensor:
-    return check_points(x, name, dim=dim)
-
-
 def _as_labels(labels, n: int, num_classes: int) -> Tensor:
     if isinstance(labels, np.ndarray):
         labels = torch.from_numpy(np.array(labels, copy=True))
@@ -147,7 +143,7 @@ class DataFlow:
         self.settings = s
         src_mean = src_std = None
         if source is not None:
-            source = _as_points(source, "source")
+            source = check_points(source, "source")
             if source.shape[0] < 2:
                 raise ValueError("source must hold at least 2 points")
             if source.shape[1] < dim:
@@ -190,7 +186,7 @@ class DataFlow:
         deviation (a Gaussian at the data's scale).  Returns this call's per-step diagnostics.
         """
         check_positive_int(steps, "steps")
-        data = _as_points(data, "data", self.dim)
+        data = check_points(data, "data", dim=self.dim)
         s = self.settings
         if self.num_classes is None:
             if labels is not None:
@@ -249,7 +245,7 @@ class DataFlow:
         """Map given source points through the generator (domain transfer)."""
         if self.drift.source is None:
             raise ValueError("transform needs a model built with source=")
-        src = _as_points(source, "source", self.drift.source.shape[1])
+        src = check_points(source, "source", dim=self.drift.source.shape[1])
         net = self.state.ema.module if ema else self.generator
         return net((src - self.drift.source_mean) / self.drift.source_std)
 

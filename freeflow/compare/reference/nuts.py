@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ...validation import check_int
+from ...validation import check_int, check_seed
 from .bridge import enable_x64, validate_log_density
 from .cache import DrawCache
 from .programs import _bridge_for, _programs
@@ -46,9 +46,6 @@ def _is_target(obj: Any) -> bool:
     """A Target: an object (not a plain function) with a callable ``log_prob``."""
     return callable(getattr(obj, "log_prob", None)) and not _is_plain_function(obj)
 
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    return check_int(value, name, minimum=minimum)
 
 
 def nuts(
@@ -92,12 +89,12 @@ def nuts(
     import blackjax
     import jax
 
-    chains = _check_int("chains", chains, 1)
-    warmup = _check_int("warmup", warmup, 1)
-    draws = _check_int("draws", draws, 4)
-    seed = _check_int("seed", seed, 0)
-    chunk = _check_int("chunk", chunk, 1)
-    max_num_doublings = _check_int("max_num_doublings", max_num_doublings, 1)
+    chains = check_int(chains, "chains", minimum=1)
+    warmup = check_int(warmup, "warmup", minimum=1)
+    draws = check_int(draws, "draws", minimum=4)
+    seed = check_seed(seed)
+    chunk = check_int(chunk, "chunk", minimum=1)
+    max_num_doublings = check_int(max_num_doublings, "max_num_doublings", minimum=1)
     if not 0.0 < float(target_acceptance_rate) < 1.0:
         raise ValueError(f"target_acceptance_rate must be in (0, 1), got {target_acceptance_rate}")
 
@@ -123,7 +120,7 @@ def nuts(
         key_material = {"cache_key": str(cache_key), "target": key_material}
     if dim is None:
         raise ValueError("dim is required when log_density is a plain function")
-    dim = _check_int("dim", dim, 1)
+    dim = check_int(dim, "dim", minimum=1)
     if log_density is None and jax_log_density is None:
         raise ValueError("log_density (or jax_log_density) is required")
 
