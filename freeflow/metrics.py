@@ -297,7 +297,34 @@ def summarize(x: ArrayLike, target, n_ref: int = 5000, generator: torch.Generato
     return out
 
 
+# ------------------------------------------------------------------------- under-coverage
+def smooth_hinge(u, tau: float = 0.1):
+    """C¹ hinge s_τ(u): 0 for u ≤ 0, u²/(2τ) for 0 < u ≤ τ, u − τ/2 above (docs/theory.md §8).
+
+    Works on floats and tensors; its derivative is clamp(u/τ, 0, 1)."""
+    if not tau > 0:
+        raise ValueError(f"tau must be > 0, got {tau!r}")
+    u_t = torch.as_tensor(u, dtype=torch.float64)
+    out = torch.where(u_t <= 0, torch.zeros_like(u_t),
+                      torch.where(u_t <= tau, u_t * u_t / (2 * tau), u_t - tau / 2))
+    return out if isinstance(u, torch.Tensor) else float(out) if out.ndim == 0 else out
+
+
+def under_coverage(masses: ArrayLike, weights: ArrayLike, tau: float = 0.1) -> float:
+    """Soft under-coverage U(q) = Σ_k p_k · s_τ(1 − q_k/p_k) of mode masses q_k against the true
+    weights p_k (docs/theory.md §8): 0 when no mode holds less than its weight, → Σ_k p_k over
+    the modes that are missing entirely; over-covered modes count 0. τ smooths the hinge, so
+    the sampling noise of q_k (relative size ≪ τ) adds ≈ 0."""
+    q = torch.as_tensor(np.asarray(masses, dtype=np.float64)).reshape(-1)
+    p = torch.as_tensor(np.asarray(weights, dtype=np.float64)).reshape(-1)
+    if q.shape != p.shape:
+        raise ValueError(f"masses and weights must have the same length, got {q.numel()} and {p.numel()}")
+    if not bool((p > 0).all()):
+        raise ValueError("weights must be > 0")
+    return float((p * smooth_hinge(1.0 - q / p, tau)).sum())
+
+
 __all__ = [
     "energy_distance", "mmd", "median_bandwidth", "noise_floor", "mode_masses", "mode_report",
-    "moment_errors", "summarize",
+    "moment_errors", "summarize", "smooth_hinge", "under_coverage",
 ]
