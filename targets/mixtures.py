@@ -10,6 +10,8 @@ Registered targets:
                       per-coordinate std softplus(1) = 1.3133.
   * ``imbalanced2`` — two unit-std modes with weights 0.8 / 0.2 at ∓separation/2 along the first
                       axis (mode 0, weight 0.8, at -separation/2).
+  * ``unequal_widths`` — three modes in 2-D with stds 0.3 / 1.0 / 2.0 and weights 0.5 / 0.3 / 0.2
+                      at (−6, 0), (0, 5), (6, 0): the narrow mode holds the most mass.
 """
 from __future__ import annotations
 
@@ -144,4 +146,27 @@ class Imbalanced2(GaussianMixture):
         self.plot_range = [(-separation / 2 - 4.0, separation / 2 + 4.0)] + [(-4.0, 4.0)] * (dim - 1)
 
 
-__all__ = ["GaussianMixture", "Ring", "GMM40", "Imbalanced2", "gmm40_means"]
+@register_target("unequal_widths")
+class UnequalWidths(GaussianMixture):
+    """Three 2-D modes whose widths differ 6×: stds (0.3, 1.0, 2.0), weights (0.5, 0.3, 0.2), at
+    (−6, 0), (0, 5), (6, 0), all scaled by ``scale``."""
+
+    name = "unequal_widths"
+
+    def __init__(self, scale: float = 1.0) -> None:
+        scale = check_positive("scale", scale)
+        means = scale * torch.tensor([[-6.0, 0.0], [0.0, 5.0], [6.0, 0.0]], dtype=torch.float64)
+        super().__init__(means, scale * torch.tensor([0.3, 1.0, 2.0], dtype=torch.float64),
+                         torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64), scale=scale)
+        self.plot_range = [(-9.0 * scale, 13.0 * scale), (-7.0 * scale, 10.0 * scale)]
+
+    def assign_modes(self, x: torch.Tensor) -> torch.Tensor:
+        """The component of highest responsibility (nearest centre is wrong for unequal widths)."""
+        x = torch.as_tensor(x).to(torch.float64)
+        sd = self.stds
+        comp = (-0.5 * ((x.unsqueeze(-2) - self.means) / sd[:, None]).pow(2).sum(-1)
+                - self.dim * sd.log() + self.weights.log())
+        return comp.argmax(-1)
+
+
+__all__ = ["GaussianMixture", "Ring", "GMM40", "Imbalanced2", "UnequalWidths", "gmm40_means"]

@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import add_fit_data_subcommand
 
     add_fit_data_subcommand(sub)
+    from .divergences import add_compare_divergences_subcommand
+
+    add_compare_divergences_subcommand(sub)
     return parser
 
 

@@ -100,6 +100,8 @@ class DataFreeDrift:
             Fisher–Rao step on the mixture weights after each drift; None: transport only.
         anneal_steps: annealing length in steps, for runs whose length is not known in
             advance; None: ``anneal_fraction`` of the run.
+        schedule: a :class:`~freeflow.datafree.schedule.CoverageSchedule` (``divergence="auto"``)
+            that picks the divergence each step from the batch's missing mass; None: fixed.
     """
 
     log_density: LogDensity
@@ -118,6 +120,7 @@ class DataFreeDrift:
     base_scale: float = 1.0
     reaction: Any = None
     anneal_steps: int | None = None
+    schedule: Any = None
 
     def __post_init__(self):
         if self.anneal_path not in ANNEAL_PATHS:
@@ -184,6 +187,7 @@ class DataFreeDrift:
         with torch.no_grad():
             raw_log_r = log_ratio_snis(log_p, log_q)
             log_r = regularize_log_ratio(raw_log_r, max_ratio=self.max_ratio, temper=self.temper)
+            extra = self.choose_divergence(log_r, beta, step)
             # rows outside the support get a finite placeholder ratio; their drift is replaced
             log_r_v = torch.where(self.outside, torch.zeros_like(log_r), log_r)
             v = outside_support_velocity(fdiv_velocity(score_p, score_q, log_r_v, self.divergence),
@@ -195,11 +199,21 @@ class DataFreeDrift:
                 "clipped": float((log_r < raw_log_r * self.temper - 1e-6).float().mean()),
                 "log_p_mean": float(log_p_raw[~self.outside].mean()),
                 "outside_support": int(self.outside.sum()),
+                **extra,
             }
             if hasattr(self.density, "kernel_std"):
                 info["kernel_std"] = float(self.density.kernel_std.mean())
             info.update(self.react(generator, xd, log_r, log_p - log_q, beta, step, total_steps, rng))
         return x, v, info
+
+    def choose_divergence(self, log_r, beta, step) -> dict:
+        """With a schedule: set this step's divergence (drift and reaction) from log r̂."""
+        if self.schedule is None:
+            return {}
+        self.divergence = self.schedule.update(log_r[~self.outside], beta, step)
+        if self.reaction is not None:
+            self.reaction.divergence = self.divergence
+        return {"missing_mass": float(self.schedule.ema), "divergence": self.divergence.name}
 
     def react(self, generator, xd, log_r, log_w, beta, step, total_steps, rng) -> dict:
         """The Fisher–Rao step on a mixture generator's weights (nothing without ``reaction``)."""
@@ -215,7 +229,15 @@ class DataFreeDrift:
                              rng=rng, log_resp=log_resp)
 
     def state_dict(self) -> dict:
-        return {"density": self.density.state_dict()}
+        out = {"density": self.density.state_dict()}
+        if self.schedule is not None:
+            out["schedule"] = self.schedule.state_dict()
+        return out
 
     def load_state_dict(self, state: dict) -> None:
         self.density.load_state_dict(state.get("density", {}))
+        if self.schedule is not None and "schedule" in state:
+            self.schedule.load_state_dict(state["schedule"])
+            self.divergence = self.schedule.current
+            if self.reaction is not None:
+                self.reaction.divergence = self.divergence

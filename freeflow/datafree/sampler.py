@@ -29,6 +29,7 @@ from ..generators.mixture import MixtureGenerator, ProductMixtureGenerator, defa
 from .reaction import MixtureReaction
 from ..reliability import TAIL_WIDEN, Reliability, ReliabilityWarning, assess, gibbs_shift
 from .autostop import AutoStop
+from .schedule import CoverageSchedule
 from .. import importance as _iw
 from ..density import DensityEstimator
 from ..density.kde import KDE
@@ -68,7 +69,9 @@ class OneStepSampler:
             or a :class:`~freeflow.Posterior` (then :meth:`sample` returns its named parameters).
         dim: dimension of the samples (taken from a target when omitted).
         divergence: f-divergence fixing the drift weight, by name (see
-            :func:`freeflow.available_divergences`). ``"kl_pq"`` (forward KL, mass-covering)
+            :func:`freeflow.available_divergences`); ``"lv"`` the log-variance flow; ``"auto"``
+            forward KL while the batch's missing mass is large, then reverse KL
+            (:mod:`freeflow.datafree.schedule`, docs/divergences.md). ``"kl_pq"`` (forward KL, mass-covering)
             is the default: it recovers mode weights, which ``"kl_qp"`` does not. For a
             unimodal target ``"kl_qp"`` corrects over-dispersed tails faster (docs/benchmarks.md).
         density: estimator of the generator's density q: ``"kde"`` (default for the MLP
@@ -111,11 +114,14 @@ class OneStepSampler:
         check_settings(settings, dim)
         check_log_density(log_density, dim)
         self.log_density, self.dim, self.seed = log_density, dim, seed
-        # "lv" is not an f-divergence: it has its own drift (freeflow.datafree_lv).
+        # "lv" is not an f-divergence: it has its own drift (freeflow.datafree.logvar);
+        # "auto" switches from kl_pq to kl_qp on the measured missing mass (datafree.schedule)
         if not isinstance(divergence, (str, Divergence)):
             raise TypeError(f"divergence must be a name or a Divergence, got {type(divergence).__name__}")
         self.divergence_name = divergence if isinstance(divergence, str) else divergence.name
-        self.divergence = get_divergence("kl_qp" if self.divergence_name == "lv" else divergence)
+        schedule = CoverageSchedule() if self.divergence_name == "auto" else None
+        self.divergence = schedule.current if schedule is not None else get_divergence(
+            "kl_qp" if self.divergence_name == "lv" else divergence)
         if isinstance(density, str):
             check_choice(density, ("kde", "flow", "exact"), "density")
         elif density is not None and not isinstance(density, DensityEstimator):
@@ -188,6 +194,8 @@ class OneStepSampler:
         )
         if reaction is not None:
             drift_kwargs["reaction"] = reaction
+        if schedule is not None:
+            drift_kwargs["schedule"] = schedule
         if self.divergence_name == "lv":
             self.drift = LogVarianceDrift(**drift_kwargs, lv_reference=s["lv_reference"],
                                           lv_mode=s["lv_mode"], lv_clip=s["lv_clip"],
