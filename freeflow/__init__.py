@@ -10,6 +10,7 @@ from .generators import EMA, ResidualMLP
 from .datafree import OneStepSampler, default_settings, default_steps
 from .train import TrainConfig, Trainer
 from .compare import Report, compare, reference
+from .compare.divergences import compare_divergences
 from .data import DataFlow
 from .density.flow import FlowDensity
 from .generators import ExactFlowDensity, FlowGenerator
@@ -25,7 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "OneStepSampler", "default_settings", "default_steps", "Divergence", "get_divergence", "available_divergences",
     "register_divergence", "DensityEstimator", "KDE", "ResidualMLP", "EMA", "Trainer", "TrainConfig",
-    "compare", "Report", "DataFlow", "FlowDensity", "FlowGenerator", "ExactFlowDensity", "importance", "to_inference_data", "reference",
+    "compare", "compare_divergences", "Report", "DataFlow", "FlowDensity", "FlowGenerator", "ExactFlowDensity", "importance", "to_inference_data", "reference",
     "MixtureGenerator", "ProductMixtureGenerator", "Reliability", "ReliabilityWarning",
     "bayes", "Posterior", "from_numpyro", "from_pymc",
 ]
