@@ -43,8 +43,9 @@ def medians(rows: list[dict], metrics=SUMMARY_METRICS) -> list[dict]:
             if v:
                 row[m] = float(np.median(v))
                 row[m + "_range"] = [float(np.min(v)), float(np.max(v))]
-        if rs and rs[0].get("energy_floor") is not None:
-            row["energy_floor"] = rs[0]["energy_floor"]
+        for k in ("energy_floor", "mass_tv_floor"):
+            if rs and rs[0].get(k) is not None:
+                row[k] = rs[0][k]
         out.append(row)
     return out
 
