@@ -1,10 +1,10 @@
-"""The one-step regional response (freeflow.velocities.response, docs/theory.md §8)."""
+"""The one-step regional response (freeflow.velocities.regional, docs/theory.md §8)."""
 import math
 
 import pytest
 import torch
 
-from freeflow.velocities.response import (GaussianMixture1D, example, measured_response, mobility_elasticity,
+from freeflow.velocities.regional import (GaussianMixture1D, example, measured_response, mobility_elasticity,
                                           quadrature_response, responsibilities)
 
 POWER = {"kl_qp": 0.0, "kl_pq": 1.0, "hellinger": 0.5, "pearson": 2.0, "neyman": -1.0, "alpha:1.5": 1.5}

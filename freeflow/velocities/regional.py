@@ -23,7 +23,6 @@ import math
 import torch
 
 from ..divergences import Divergence, get_divergence
-from ..metrics import smooth_hinge
 from .common import rms_normalize
 from .fdiv import fdiv_velocity, log_ratio_snis
 from .fisher_rao import reaction_rate

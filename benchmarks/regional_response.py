@@ -1,6 +1,6 @@
 """The one-step regional response of every divergence (docs/theory.md §8, issue 11).
 
-    python benchmarks/divergence_response.py            # → benchmarks/results/divergence_response/
+    python benchmarks/regional_response.py            # → benchmarks/results/regional_response/
 
 On the 1-D example (p = 0.7 N(−1.5, ½²) + 0.3 N(1.5, ½²), q with a third of the right mode's
 mass), for each divergence: the transport response dq_minor/dt and dU/dt of the RMS-normalised
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import math
 import shutil
 import sys
 import time
@@ -24,11 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+
 
 from _common import machine  # noqa: E402
 from freeflow.io import atomic_write, atomic_write_json, atomic_write_text  # noqa: E402
-from freeflow.velocities.response import example, measured_response, quadrature_response  # noqa: E402
+from freeflow.velocities.regional import example, measured_response, quadrature_response  # noqa: E402
 
 DIVERGENCES = ("neyman", "kl_qp", "hellinger", "js", "jeffreys", "alpha:0.5", "kl_pq", "alpha:1.5", "pearson",
                "alpha:-1", "lv")
@@ -124,14 +123,14 @@ def figures(res: dict, out: Path) -> list[Path]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "divergence_response"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "regional_response"))
     ap.add_argument("--batches", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=4096)
     args = ap.parse_args(argv)
     out = Path(args.out)
     res = run(args.batches, args.batch_size)
     res["machine"] = machine()
-    res["command"] = "python benchmarks/divergence_response.py " + " ".join(argv or sys.argv[1:])
+    res["command"] = "python benchmarks/regional_response.py " + " ".join(argv or sys.argv[1:])
     atomic_write_json(res, out / "response.json")
     cols = [k for k in res["rows"][0] if k != "by_compression"]
     buf = io.StringIO()
@@ -143,8 +142,8 @@ def main(argv=None) -> int:
     atomic_write_text(buf.getvalue(), out / "response.csv")
     docs = Path(__file__).resolve().parents[1] / "docs" / "figures"
     for f in figures(res, out):
-        shutil.copyfile(f, docs / f.name.replace("response_bars", "divergence_response_bars")
-                        .replace("elasticity", "divergence_elasticity"))
+        shutil.copyfile(f, docs / f.name.replace("response_bars", "regional_response_bars")
+                        .replace("elasticity", "regional_elasticity"))
         print(f"wrote {f}")
     bad = [r["divergence"] for r in res["rows"] if abs(r["transport_z"]) > 3 or abs(r.get("reaction_z", 0)) > 3]
     print("all within 3 SE" if not bad else f"outside 3 SE: {bad}")
