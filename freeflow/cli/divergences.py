@@ -25,7 +25,7 @@ def _targets(text: str | None):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for cells/, table.csv, table.json, figures")
-    p.add_argument("--quick", action="store_true", help="the whole grid, small (one seed, 100 steps)")
+    p.add_argument("--quick", action="store_true", help="the whole grid, small (one seed, 50 steps of 128)")
     p.add_argument("--resume", action="store_true", help="continue the grid in --out; finished cells are kept")
     p.add_argument("--divergences", default=None, help="comma-separated (default: every registered one, "
                    "lv:<reference> for each reference, auto)")

@@ -62,7 +62,7 @@ GENERATOR_SETTINGS = {"default": {}, "transport": {"generator": "flow"}}
 #: the grid's default budget (steps × batch_size generator evaluations per cell)
 FULL = {"seeds": (0, 1, 2), "steps": 400, "batch_size": 512, "checkpoints": 4, "eval_samples": 2000}
 #: the small grid of ``quick=True``: every divergence, target and generator, one seed, short runs
-QUICK = {"seeds": (0,), "steps": 100, "batch_size": 256, "checkpoints": 2, "eval_samples": 1000}
+QUICK = {"seeds": (0,), "steps": 50, "batch_size": 128, "checkpoints": 2, "eval_samples": 500}
 _LV_REFERENCES = ("on_policy", "gaussian", "mixture", "replay")
 
 
