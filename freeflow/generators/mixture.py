@@ -124,12 +124,25 @@ class MixtureGenerator(nn.Module):
         """x = G(z) for z (n, d + 1), with graph (through the chosen component's parameters)."""
         if z.ndim != 2 or z.shape[1] != self.noise_dim:
             raise ValueError(f"z must have shape (n, {self.noise_dim}), got {tuple(z.shape)}")
+        return self._push(self._base_sample(z))[0]
+
+    def _base_sample(self, z: Tensor) -> Tensor:
+        """y₀ (n, d): the chosen component's Gaussian draw, before the flow."""
         eps, u = z[:, : self.dim], torch.special.ndtr(z[:, self.dim])
         k = self.component_index(u)
-        y = self.means[k] + self._widen * (self.cholesky()[k] @ eps.unsqueeze(-1)).squeeze(-1)   # (n, d)
+        return self.means[k] + self._widen * (self.cholesky()[k] @ eps.unsqueeze(-1)).squeeze(-1)
+
+    def _push(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """x = loc + e^s · T(y₀) and log|det ∂x/∂y₀| (n,), through the flow's forward pass."""
+        log_det = self.log_scale.sum().expand(y.shape[0])
         for layer in self.flow:
-            y, _ = layer(y)
-        return self.loc + self.log_scale.exp() * y
+            y, ld = layer(y)
+            log_det = log_det + ld
+        return self.loc + self.log_scale.exp() * y, log_det
+
+    def _base_log_prob(self, y: Tensor) -> Tensor:
+        """log q₀(y₀) (n,) of the base mixture."""
+        return torch.logsumexp(self._base_component_log_prob(y), 1)
 
     # -- density -----------------------------------------------------------------------------
     def _unit(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -146,11 +159,15 @@ class MixtureGenerator(nn.Module):
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (n, {self.dim}), got {tuple(x.shape)}")
         y, log_det = self._unit(x)
+        return self._base_component_log_prob(y) + log_det.unsqueeze(1)
+
+    def _base_component_log_prob(self, y: Tensor) -> Tensor:
+        """log π_k + log N(y₀; m_k, Σ_k) (n, K) in the base space."""
         diff = (y.unsqueeze(0) - self.means.unsqueeze(1)).transpose(1, 2)          # (K, d, n)
         sol = torch.linalg.solve_triangular(self.cholesky(), diff, upper=False) / self._widen
         comp = (-0.5 * sol.pow(2).sum(1) - self.log_diag.sum(1, keepdim=True) - self.dim * math.log(self._widen)
                 - 0.5 * self.dim * math.log(2 * math.pi))                          # (K, n)
-        return comp.T + self.log_weights() + log_det.unsqueeze(1)
+        return comp.T + self.log_weights()
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log q(x) (n,), with graph."""
@@ -167,8 +184,13 @@ class MixtureGenerator(nn.Module):
         return lq, (lc - lq.unsqueeze(1)).unsqueeze(1)
 
     def forward_and_log_prob(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        x = self.forward(z)
-        return x, self.log_prob(x)
+        """x = G(z) and its exact log q(x) from the forward pass alone: log q₀(y₀) minus the
+        forward log-determinants (change of variables; no inverse pass through the flow)."""
+        if z.ndim != 2 or z.shape[1] != self.noise_dim:
+            raise ValueError(f"z must have shape (n, {self.noise_dim}), got {tuple(z.shape)}")
+        y0 = self._base_sample(z)
+        x, log_det = self._push(y0)
+        return x, self._base_log_prob(y0) - log_det
 
     # -- Fisher-Rao weights and births ----------------------------------------------------------
     @torch.no_grad()
@@ -232,26 +254,32 @@ class ProductMixtureGenerator(MixtureGenerator):
     def forward(self, z: Tensor) -> Tensor:
         if z.ndim != 2 or z.shape[1] != self.noise_dim:
             raise ValueError(f"z must have shape (n, {self.noise_dim}), got {tuple(z.shape)}")
+        return self._push(self._base_sample(z))[0]
+
+    def _base_sample(self, z: Tensor) -> Tensor:
         d = self.dim
         eps, u = z[:, :d], torch.special.ndtr(z[:, d:])
         k = self.component_index(u).unsqueeze(-1)                                 # (n, d, 1)
         n = z.shape[0]
         mu = torch.gather(self.means.unsqueeze(0).expand(n, d, -1), 2, k).squeeze(-1)
         ls = torch.gather(self.log_diag.unsqueeze(0).expand(n, d, -1), 2, k).squeeze(-1)
-        y = mu + self._widen * ls.exp() * eps
-        for layer in self.flow:
-            y, _ = layer(y)
-        return self.loc + self.log_scale.exp() * y
+        return mu + self._widen * ls.exp() * eps
+
+    def _base_log_prob(self, y: Tensor) -> Tensor:
+        return torch.logsumexp(self._base_coordinate_log_prob(y), -1).sum(-1)
 
     def _coordinate_log_prob(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """log π_jk + log N(y_j; m_jk, σ_jk²) (n, d, K) and log|det ∂y/∂x| (n,)."""
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (n, {self.dim}), got {tuple(x.shape)}")
         y, log_det = self._unit(x)
+        return self._base_coordinate_log_prob(y), log_det
+
+    def _base_coordinate_log_prob(self, y: Tensor) -> Tensor:
+        """log π_jk + log N(y_j; m_jk, σ_jk²) (n, d, K) in the base space."""
         log_sd = self.log_diag + math.log(self._widen)
         zz = (y.unsqueeze(-1) - self.means) * torch.exp(-log_sd)
-        comp = -0.5 * zz.pow(2) - log_sd - 0.5 * math.log(2 * math.pi) + self.log_weights()
-        return comp, log_det
+        return -0.5 * zz.pow(2) - log_sd - 0.5 * math.log(2 * math.pi) + self.log_weights()
 
     def log_weights(self) -> Tensor:
         return torch.log_softmax(self.logits, -1)
