@@ -31,7 +31,7 @@ from ..validation import check_positive_int
 
 Tensor = torch.Tensor
 
-__all__ = ["TrainConfig", "TrainState", "Trainer", "Drift", "History", "lr_at", "NonFiniteError"]
+__all__ = ["TrainConfig", "TrainState", "Trainer", "Drift", "History", "lr_at", "NonFiniteError", "unwrap"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -125,9 +125,18 @@ class Callback:
     def on_fit_end(self, trainer: "Trainer", state: TrainState) -> None: ...
 
 
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel (or similar ``.module``) wrapper."""
+    return getattr(module, "module", module)
+
+
 @dataclass
 class Trainer:
-    """Binds a generator factory's output, a drift and the optimisation settings."""
+    """Binds a generator factory's output, a drift and the optimisation settings.
+
+    ``generator`` may be wrapped in ``torch.nn.parallel.DistributedDataParallel``: the drift
+    calls the wrapper (so gradients are averaged over processes), while the EMA copy, the
+    parameter groups and the checkpoints use the plain module inside it."""
 
     generator: nn.Module
     drift: Any
@@ -142,14 +151,15 @@ class Trainer:
         opt_cls = torch.optim.AdamW if cfg.weight_decay else torch.optim.Adam
         kwargs = {"weight_decay": cfg.weight_decay} if cfg.weight_decay else {}
         # A generator may split its parameters into groups with an ``lr_scale`` each.
-        groups = self.generator.param_groups() if hasattr(self.generator, "param_groups") else \
-            [{"params": list(self.generator.parameters()), "lr_scale": 1.0}]
+        base = unwrap(self.generator)
+        groups = base.param_groups() if hasattr(base, "param_groups") else \
+            [{"params": list(base.parameters()), "lr_scale": 1.0}]
         opt = opt_cls(groups, lr=cfg.lr, betas=cfg.betas, **kwargs)
-        return TrainState(self.generator, EMA(self.generator, cfg.ema_decay), opt, rng)
+        return TrainState(self.generator, EMA(base, cfg.ema_decay), opt, rng)
 
     def state_dict(self, state: TrainState) -> dict:
         out = {
-            "generator": state.generator.state_dict(),
+            "generator": unwrap(state.generator).state_dict(),
             "ema": state.ema.state_dict(),
             "optimizer": state.optimizer.state_dict(),
             "rng": state.rng.get_state(),
@@ -162,7 +172,7 @@ class Trainer:
         return out
 
     def load_state_dict(self, state: TrainState, sd: dict) -> TrainState:
-        state.generator.load_state_dict(sd["generator"])
+        unwrap(state.generator).load_state_dict(sd["generator"])
         state.ema.load_state_dict(sd["ema"])
         state.optimizer.load_state_dict(sd["optimizer"])
         state.rng.set_state(sd["rng"])
@@ -204,7 +214,7 @@ class Trainer:
         state.optimizer.step()
         if not all(bool(torch.isfinite(p).all()) for p in params):
             raise NonFiniteError(f"non-finite generator parameters after the update of step {k}")
-        state.ema.update(state.generator)
+        state.ema.update(unwrap(state.generator))
         state.step = k + 1
         dt = time.perf_counter() - t0
         state.elapsed += dt

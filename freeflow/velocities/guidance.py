@@ -27,7 +27,7 @@ import torch
 from .common import rms_normalize
 from .sinkhorn import _check_points, _check_positive_int, _check_eps, barycentric_map, relative_epsilon, sinkhorn_velocity
 
-__all__ = ["velocity_guidance", "distribution_guidance_log_weights", "distribution_guidance"]
+__all__ = ["velocity_guidance", "distribution_guidance_log_weights", "distribution_guidance", "guided_field"]
 
 
 def _scale_tensor(name: str, scale, like: torch.Tensor) -> torch.Tensor:
@@ -48,11 +48,13 @@ def velocity_guidance(
     scale: float | torch.Tensor,
     rel_eps: float | Sequence[float] = 0.05,
     num_iters: int = 5,
+    batch_dims: int = 0,
 ) -> torch.Tensor:
     """Sinkhorn velocity guidance ``(1+w) T_{q→p_c} − w T_{q→p_∅} − T_{q→q′}``, w = scale − 1.
 
     One ε (relative to ``mean‖x − data_cond‖²``) is shared by the three maps; several ε are
-    RMS-normalised then summed.  ``scale = 1`` is the plain two-batch Sinkhorn velocity.
+    RMS-normalised then summed (per index of the first ``batch_dims`` dimensions, if given).
+    ``scale = 1`` is the plain two-batch Sinkhorn velocity.
     """
     for name, t in (("x", x), ("data_cond", data_cond), ("data_uncond", data_uncond), ("x_prime", x_prime)):
         _check_points(name, t)
@@ -69,7 +71,7 @@ def velocity_guidance(
         t_c = barycentric_map(x, data_cond, eps, num_iters)
         t_u = barycentric_map(x, data_uncond.expand(x.shape[:-2] + data_uncond.shape[-2:]), eps, num_iters)
         t_q = barycentric_map(x, x_prime, eps, num_iters)
-        out = out + rms_normalize((1 + w) * t_c - w * t_u - t_q)
+        out = out + rms_normalize((1 + w) * t_c - w * t_u - t_q, batch_dims=batch_dims)
     return out
 
 
@@ -102,6 +104,7 @@ def distribution_guidance(
     alpha: float | torch.Tensor,
     rel_eps: float | Sequence[float] = 0.05,
     num_iters: int = 5,
+    batch_dims: int = 0,
 ) -> torch.Tensor:
     """Sinkhorn velocity with unconditional reals as weighted extra negatives (module doc)."""
     for name, t in (("x", x), ("data_cond", data_cond), ("data_uncond", data_uncond), ("x_prime", x_prime)):
@@ -113,4 +116,15 @@ def distribution_guidance(
         x_prime.shape[-2], data_uncond.shape[-2], a, dtype=x.dtype, device=x.device
     )
     lb = lb.expand(neg.shape[:-1])
-    return sinkhorn_velocity(x, data_cond, neg, rel_eps=rel_eps, num_iters=num_iters, log_b_prime=lb)
+    return sinkhorn_velocity(x, data_cond, neg, rel_eps=rel_eps, num_iters=num_iters, log_b_prime=lb,
+                             batch_dims=batch_dims)
+
+
+def guided_field(field, x: torch.Tensor, pos: torch.Tensor, unc: torch.Tensor, x_prime: torch.Tensor,
+                 alpha: torch.Tensor) -> torch.Tensor:
+    """Velocity guidance for any two-set field ``field(x, pos, neg)`` (drifting, MMD, KDE):
+    ``V_α = α V(x; p_c, q′) − (α − 1) V(x; p_∅, q′)``, each field computed (and normalised)
+    alone.  ``alpha`` has the shape of the leading dimensions of ``x`` (one scale per set)."""
+    w = (alpha - 1).reshape(alpha.shape + (1, 1))
+    unc_b = unc.expand(x.shape[:-2] + unc.shape[-2:])
+    return (1 + w) * field(x, pos, x_prime) - w * field(x, unc_b, x_prime)

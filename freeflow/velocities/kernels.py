@@ -67,6 +67,7 @@ def drifting_velocity(
     temperature: float | Sequence[float] = (0.02, 0.05, 0.2),
     exclude_self: bool = False,
     normalize: bool = True,
+    batch_dims: int = 0,
 ) -> torch.Tensor:
     """Drifting kernel field (see module doc).  Shapes ``(..., N, D)``, ``(..., M⁺, D)``, ``(..., M⁻, D)``.
 
@@ -91,7 +92,7 @@ def drifting_velocity(
         w_pos = a_pos * a_neg.sum(-1, keepdim=True)
         w_neg = a_neg * a_pos.sum(-1, keepdim=True)
         v = w_pos @ pos - w_neg @ neg  # (..., N, D)
-        out = out + (rms_normalize(v) if (normalize or len(temps) > 1) else v)
+        out = out + (rms_normalize(v, batch_dims=batch_dims) if (normalize or len(temps) > 1) else v)
     return out
 
 
