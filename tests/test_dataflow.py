@@ -23,7 +23,7 @@ def test_fit_2d_gaussian_mean_and_cov():
     max |Δcov| ≲ 0.05.  Asserted: |Δmean| < 0.15, max |Δcov| < 0.3,
     and that the untrained generator is off by > 2.5 (the test can fail)."""
     data = _gauss(4000, seed=0)
-    flow = DataFlow(2, "sinkhorn", seed=0, batch_size=256)
+    flow = DataFlow(2, "sinkhorn", seed=0, batch_size=256, generator="mlp")  # one map, learned covariance
     flow.fit(data, steps=1)
     x0 = flow.sample(20_000, seed=5)
     assert (torch.cov(x0.T) - COV).abs().max() > 2.5

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..generators import sinusoidal_embedding
 from ..velocities.common import rms_normalize
-from ..velocities.guidance import distribution_guidance, velocity_guidance
+from ..velocities.guidance import distribution_guidance, guided_field, velocity_guidance
 from ..velocities.kde_ratio import kde_ratio_velocity
 from ..velocities.kernels import drifting_velocity, mmd_velocity
 from ..velocities.sinkhorn import sinkhorn_velocity
@@ -63,6 +63,7 @@ class DataDrift:
     alpha_power: float = 3.0
     uncond_size: int = 256
     self_term: str = "independent"
+    reaction: object = None              # a SinkhornReaction for a component generator
     source_mean: Tensor | None = None
     source_std: Tensor | None = None
     data: Tensor | None = field(default=None, repr=False)
@@ -110,7 +111,11 @@ class DataDrift:
             raise RuntimeError("no data attached: call DataFlow.fit(data)")
         n, m = self.batch_size, self.data_batch_size
         if self.num_classes is None:
-            x = generator(self.generator_input(n, rng))  # (n, d), with graph
+            z = self.generator_input(n, rng)
+            if self.reaction is not None:
+                x, k = generator.forward_with_index(z)  # (n, d) with graph, component indices
+            else:
+                x = generator(z)  # (n, d), with graph
             with torch.no_grad():
                 x_prime = generator(self.generator_input(n, rng))  # independent second batch
                 if self.self_term == "same":
@@ -119,6 +124,8 @@ class DataDrift:
                 v = self._field(x.detach(), data, x_prime)
                 info = {"v_raw_rms": float(v.pow(2).mean().sqrt())}
                 v = rms_normalize(v)
+                if self.reaction is not None:
+                    info.update(self.reaction(generator, x.detach(), k, data, x_prime, step=step))
             return x, v, info
         # conditional: C classes, each with n generated, n second-batch, m data points
         c = min(self.classes_per_step, self.num_classes)
@@ -156,7 +163,4 @@ class DataDrift:
         if self.velocity == "sinkhorn":
             return velocity_guidance(x, pos, unc, x_prime, scale=alpha, rel_eps=p["rel_eps"],
                                      num_iters=p["num_iters"])
-        # other fields: V_w = (1 + w) V(p_c) − w V(p_∅), each field computed (and normalised) alone
-        w = (alpha - 1).view(-1, 1, 1)
-        unc_b = unc.expand(x.shape[0], *unc.shape)
-        return (1 + w) * self._field(x, pos, x_prime) - w * self._field(x, unc_b, x_prime)
+        return guided_field(self._field, x, pos, unc, x_prime, alpha)

@@ -31,11 +31,13 @@ import numpy as np
 import torch
 
 from ..generators import ResidualMLP
+from ..generators.components import ComponentMLP
 from ..io import atomic_torch_save, load_checkpoint
 from ..train import History, TrainConfig, Trainer, standard_callbacks
 from ..validation import (check_choice, check_float, check_int, check_points, check_positive_float, check_positive_int, check_seed,
                           check_setting_names)
 from .drift import GUIDANCE_EMBED_DIM, VELOCITIES, DataDrift, sample_power_law
+from .reaction import SinkhornReaction
 
 Tensor = torch.Tensor
 
@@ -70,6 +72,11 @@ def data_default_settings(dim: int) -> dict[str, Any]:
         "alpha_power": 3.0,         # p(α) ∝ α^(−k)
         "uncond_size": None,        # unconditional reals per step; None = data_batch_size
         "self_term": "independent", # "same": biased same-batch self term (for ablations only)
+        # generator: "components" (K residual-MLP components, weights moved by the Fisher-Rao
+        # step of the Sinkhorn flow; unconditional sinkhorn default) or "mlp" (one map)
+        "generator": "auto",
+        "components": 32,
+        "reaction_step": 0.05,
     }
 
 
@@ -150,7 +157,18 @@ class DataFlow:
                 raise ValueError(f"source has dimension {source.shape[1]} < dim={dim}; the generator "
                                  "input must be at least as large as its output")
             src_mean, src_std = source.mean(0), source.std(0).clamp_min(1e-8)
+        check_choice(s["generator"], ("auto", "mlp", "components"), "generator")
+        if s["generator"] == "auto":
+            s["generator"] = "components" if (velocity == "sinkhorn" and num_classes is None and source is None) \
+                else "mlp"
+        if s["generator"] == "components" and (num_classes is not None or source is not None):
+            raise ValueError("generator='components' is for unconditional noise-input models "
+                             "(no num_classes, no source); use generator='mlp'")
+        check_positive_int(s["components"], "components")
+        check_float(s["reaction_step"], "reaction_step", low=0.0)
         self.noise_dim = source.shape[1] if source is not None else s["noise_dim"]
+        if s["generator"] == "components":
+            self.noise_dim += 1  # the last noise coordinate picks the component
         self.drift = DataDrift(
             velocity=velocity,
             params={k: s[k] for k in ("rel_eps", "num_iters", "temperature", "rel_bandwidth")},
@@ -160,6 +178,9 @@ class DataFlow:
             uncond_size=s["uncond_size"], self_term=s["self_term"], source_mean=src_mean, source_std=src_std,
         )
         self.drift.source = source
+        if s["generator"] == "components":
+            self.drift.reaction = SinkhornReaction(step_size=float(s["reaction_step"]), rel_eps=s["rel_eps"],
+                                                   num_iters=s["num_iters"])
         self.cond_dim = 0 if num_classes is None else num_classes + GUIDANCE_EMBED_DIM
         self._build(init_loc=0.0, init_scale=1.0)
         self._sample_rng = torch.Generator().manual_seed(seed + 1)
@@ -168,8 +189,12 @@ class DataFlow:
     def _build(self, init_loc, init_scale) -> None:
         s = self.settings
         torch.manual_seed(self.seed)
-        self.generator = ResidualMLP(self.noise_dim, self.dim, hidden=s["hidden"], depth=s["depth"],
-                                     cond_dim=self.cond_dim, init_scale=init_scale, init_loc=init_loc)
+        if s["generator"] == "components":
+            self.generator = ComponentMLP(self.noise_dim - 1, self.dim, s["components"], hidden=s["hidden"],
+                                          depth=s["depth"], init_scale=init_scale, init_loc=init_loc)
+        else:
+            self.generator = ResidualMLP(self.noise_dim, self.dim, hidden=s["hidden"], depth=s["depth"],
+                                         cond_dim=self.cond_dim, init_scale=init_scale, init_loc=init_loc)
         cfg = TrainConfig(lr=s["lr"], lr_schedule=s["lr_schedule"], warmup_steps=s["warmup_steps"],
                           step_size=s["step_size"], grad_clip=s["grad_clip"], ema_decay=s["ema_decay"])
         self.trainer = Trainer(self.generator, self.drift, cfg, seed=self.seed)
@@ -207,6 +232,9 @@ class DataFlow:
         if not self._fitted_stats and self.state.step == 0:
             mean, std = data.mean(0), data.std(0).clamp_min(1e-6)
             self._build(init_loc=mean, init_scale=std)
+            if isinstance(self.generator, ComponentMLP):
+                self.generator.init_from_data(data, torch.Generator().manual_seed(self.seed))
+                self.state = self.trainer.init()  # EMA and optimiser see the initialised components
             self._fitted_stats = True
         self.drift.attach(data, labels)
         cbs = standard_callbacks(progress=progress, log=log, checkpoint=checkpoint, save=self.save,

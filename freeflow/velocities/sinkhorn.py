@@ -50,6 +50,7 @@ __all__ = [
     "barycentric_map",
     "relative_epsilon",
     "sinkhorn_velocity",
+    "sinkhorn_first_variation",
 ]
 
 #: Exponents below ``max − EXP_FLOOR`` are clamped before ``exp``: their weight (< e^-80) is far
@@ -215,6 +216,7 @@ def sinkhorn_velocity(
     log_b_data: torch.Tensor | None = None,
     log_b_prime: torch.Tensor | None = None,
     normalize: bool = True,
+    batch_dims: int = 0,
 ) -> torch.Tensor:
     """Two-batch Sinkhorn velocity ``V = T_{q̂→p̂}(x) − T_{q̂→q̂′}(x)`` (MATH.md §3).
 
@@ -229,6 +231,8 @@ def sinkhorn_velocity(
         log_b_data / log_b_prime: optional column log-weights of the two target sets (for
             distribution guidance); uniform when omitted.
         normalize: RMS-normalise each per-ε velocity (always on when several ε are given).
+        batch_dims: normalise separately per index of the first ``batch_dims`` dimensions
+            (see :func:`~freeflow.velocities.common.rms_normalize`).
 
     The scale for ε is computed once, from ``x`` against ``data``, and shared by both maps so
     that they are computed at the same resolution.  Returns a tensor shaped like ``x``.
@@ -253,5 +257,40 @@ def sinkhorn_velocity(
         v = barycentric_map(x, data, eps, num_iters, log_b=log_b_data) - barycentric_map(
             x, x_prime, eps, num_iters, log_b=log_b_prime
         )
-        out = out + (rms_normalize(v) if (normalize or len(rels) > 1) else v)
+        out = out + (rms_normalize(v, batch_dims=batch_dims) if (normalize or len(rels) > 1) else v)
+    return out
+
+
+def sinkhorn_first_variation(
+    x: torch.Tensor,
+    data: torch.Tensor,
+    x_prime: torch.Tensor,
+    *,
+    rel_eps: float | Sequence[float] = 0.05,
+    num_iters: int = 5,
+) -> torch.Tensor:
+    """The first variation of the Sinkhorn divergence at the generated points, in units of ε:
+    ``φ(x_i) = (f_{q̂→p̂}(x_i) − f_{q̂→q̂′}(x_i)) / ε`` (two-batch, like the velocity, whose
+    field is ``−∇φ`` up to scale).  ``f`` is the c-transform of the column potential after
+    ``num_iters`` iterations.  For large ε, φ ≈ log(q̃/p̃) with q̃, p̃ smoothed at scale √ε, so
+    ``−φ`` is the growth rate of the Fisher–Rao (reaction) half of the flow; several ε are
+    averaged.  Shape ``(..., N)``."""
+    _check_points("x", x)
+    _check_points("data", data)
+    _check_points("x_prime", x_prime)
+    _check_positive_int("num_iters", num_iters)
+    rels = [rel_eps] if isinstance(rel_eps, (int, float)) else list(rel_eps)
+    if not rels:
+        raise ValueError("rel_eps must be a positive number or a non-empty sequence of them")
+    out = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
+    for r in rels:
+        _check_eps("rel_eps", r)
+        e = _eps_tensor(relative_epsilon(x, data, float(r)), x)         # broadcasts to (..., N, M)
+        f = []
+        for y in (data, x_prime):
+            k = -half_sq_dist(x, y) / e
+            la, lb = _uniform_log_weights(x), _uniform_log_weights(y)
+            _, v = _sinkhorn_scaled(k, la, lb, num_iters)
+            f.append(-_logsumexp(k + (lb + v).unsqueeze(-2), dim=-1))     # f/ε (c-transform)
+        out = out + (f[0] - f[1]) / len(rels)
     return out
