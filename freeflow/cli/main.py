@@ -35,11 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .divergences import add_compare_divergences_subcommand
 
     add_compare_divergences_subcommand(sub)
+    from .images import add_images_subcommand
+
+    add_images_subcommand(sub)
     return parser
 
 
 #: errors freeflow raises for bad input or a failed run: printed as one line, exit status 2
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError)
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError, ImportError)
 
 
 def main(argv: list[str] | None = None) -> int:
