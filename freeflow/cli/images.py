@@ -24,6 +24,7 @@ def add_images_subcommand(sub) -> None:
     e.add_argument("--out", required=True, help="latent folder (shards + index.json)")
     e.add_argument("--image-size", type=int, default=256)
     e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--shard-size", type=int, default=1024, help="latents per shard file")
     e.add_argument("--resume", action="store_true", help="continue a killed encode")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=_encode)
@@ -46,7 +47,8 @@ def add_images_subcommand(sub) -> None:
 
     v = isub.add_parser("eval", help="metrics of a run (digits: accuracy, Fréchet distance and its floor)")
     v.add_argument("--run", required=True)
-    v.add_argument("--n", type=int, default=2000)
+    v.add_argument("--n", type=int, default=None,
+                   help="samples per scale (default: 1000 for digits, 50000 for latent runs)")
     v.add_argument("--guidance", type=float, action="append", help="scale(s) to evaluate (default 1.0)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--inception", help="torch-fidelity Inception weights file (latent/ImageNet runs)")
@@ -60,7 +62,7 @@ def _encode(args) -> int:
     from ..images.latents import encode_folder
 
     encode_folder(args.images, args.vae, args.out, image_size=args.image_size, batch_size=args.batch_size,
-                  progress=not args.no_progress, resume=args.resume)
+                  shard_size=args.shard_size, progress=not args.no_progress, resume=args.resume)
     print(f"latents written to {args.out}")
     return 0
 
@@ -121,31 +123,52 @@ def _eval(args) -> int:
         from ..images.sample import evaluate_digits
 
         ev = DigitsEvaluator.build(seed=0)
+        n = args.n or 1000
         res = {"run": str(args.run), "steps": run.steps,
-               "metrics": [evaluate_digits(run.generator, n=args.n, guidance=g, seed=args.seed, evaluator=ev)
+               "metrics": [evaluate_digits(run.generator, n=n, guidance=g, seed=args.seed, evaluator=ev)
                            for g in scales]}
     else:
         if not args.inception or not args.reference:
             raise ValueError("a latent run is evaluated with torch-fidelity: pass --inception (weights file) "
                              "and --reference (a folder of real images)")
-        import torch
+        import tempfile
 
         from ..images.metrics import torch_fidelity_metrics
-        from ..images.sample import generate
 
-        m = run.config.model
+        if not Path(args.inception).is_file():
+            raise FileNotFoundError(f"--inception {args.inception!r}: no such file (nothing is downloaded)")
+        if not (args.vae or run.config.data.vae):
+            raise ValueError("FID needs decoded images: pass --vae (or set data.vae in the config)")
+        n = args.n or 50_000
         res = {"run": str(args.run), "steps": run.steps, "metrics": []}
         for g in scales:
-            labels = torch.arange(args.n) % m.num_classes
-            x = generate(run.generator, labels, guidance=g, seed=args.seed,
-                         shape=(m.in_channels, m.input_size, m.input_size))
-            x, is_latent = _decode_if_latent(run, x, args.vae)
-            if is_latent:
-                raise ValueError("FID needs decoded images: pass --vae (or set data.vae in the config)")
-            res["metrics"].append({"guidance": g, **torch_fidelity_metrics(x, args.reference,
-                                                                           inception_weights=args.inception)})
+            with tempfile.TemporaryDirectory(prefix="freeflow-eval-") as tmp:
+                _write_png_folder(run, n, g, args.seed, args.vae, Path(tmp))   # chunked: bounded memory
+                res["metrics"].append({"guidance": g, **torch_fidelity_metrics(tmp, args.reference,
+                                                                               inception_weights=args.inception)})
     text = json.dumps(res, indent=2)
     print(text)
     if args.out:
         atomic_write_json(res, args.out)
     return 0
+
+
+def _write_png_folder(run, n: int, guidance: float, seed: int, vae_path, folder: Path, chunk: int = 500) -> None:
+    """n class-balanced one-step samples, decoded, as PNG files in ``folder`` (chunk by chunk)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from ..images.sample import generate
+
+    m = run.config.model
+    labels = torch.arange(n) % m.num_classes
+    for start in range(0, n, chunk):
+        lab = labels[start:start + chunk]
+        x = generate(run.generator, lab, guidance=guidance, seed=seed * 1_000_003 + start,
+                     shape=(m.in_channels, m.input_size, m.input_size))
+        x, _ = _decode_if_latent(run, x, vae_path)
+        arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for i, a in enumerate(arr):
+            Image.fromarray(a[..., 0] if a.shape[-1] == 1 else np.ascontiguousarray(a)).save(
+                folder / f"{start + i:06d}.png")
