@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 
 from .common import rms_normalize
-from .sinkhorn import _check_points, _check_positive_int, _check_eps, barycentric_map, relative_epsilon, sinkhorn_velocity
+from .sinkhorn import _as_list, _check_points, _check_positive_int, barycentric_map, relative_epsilon, sinkhorn_velocity
 
 __all__ = ["velocity_guidance", "distribution_guidance_log_weights", "distribution_guidance", "guided_field"]
 
@@ -61,13 +61,9 @@ def velocity_guidance(
     _check_positive_int("num_iters", num_iters)
     s = _scale_tensor("scale", scale, x)
     w = (s - 1).reshape(s.shape + (1, 1))
-    rels = [rel_eps] if isinstance(rel_eps, (int, float)) else list(rel_eps)
-    if not rels:
-        raise ValueError("rel_eps must be a positive number or a non-empty sequence of them")
     out = torch.zeros_like(x)
-    for r in rels:
-        _check_eps("rel_eps", r)
-        eps = relative_epsilon(x, data_cond, float(r))
+    for r in _as_list("rel_eps", rel_eps):
+        eps = relative_epsilon(x, data_cond, r)
         t_c = barycentric_map(x, data_cond, eps, num_iters)
         t_u = barycentric_map(x, data_uncond.expand(x.shape[:-2] + data_uncond.shape[-2:]), eps, num_iters)
         t_q = barycentric_map(x, x_prime, eps, num_iters)

@@ -31,18 +31,9 @@ from collections.abc import Sequence
 import torch
 
 from .common import rms_normalize
-from .sinkhorn import _check_eps, _check_points, half_sq_dist
+from .sinkhorn import _as_list, _check_points, half_sq_dist
 
 __all__ = ["drifting_velocity", "mmd_velocity"]
-
-
-def _as_list(name: str, value: float | Sequence[float]) -> list[float]:
-    vals = [value] if isinstance(value, (int, float)) else list(value)
-    if not vals:
-        raise ValueError(f"{name} must be a positive number or a non-empty sequence of them")
-    for v in vals:
-        _check_eps(name, v)
-    return [float(v) for v in vals]
 
 
 def _check_sets(x, pos, neg):

@@ -71,6 +71,16 @@ def _check_eps(name: str, eps: float | torch.Tensor) -> None:
         raise ValueError(f"{name} must be finite and > 0, got {eps}")
 
 
+
+def _as_list(name: str, value: float | Sequence[float]) -> list[float]:
+    """One positive scale or a non-empty sequence of them (several ε, temperatures, bandwidths)."""
+    vals = [value] if isinstance(value, (int, float)) else list(value)
+    if not vals:
+        raise ValueError(f"{name} must be a positive number or a non-empty sequence of them")
+    for v in vals:
+        _check_eps(name, v)
+    return [float(v) for v in vals]
+
 def _check_points(name: str, x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -246,11 +256,7 @@ def sinkhorn_velocity(
             f"{x.shape[-1]}, {data.shape[-1]}, {x_prime.shape[-1]}"
         )
     _check_positive_int("num_iters", num_iters)
-    rels = [rel_eps] if isinstance(rel_eps, (int, float)) else list(rel_eps)
-    if not rels:
-        raise ValueError("rel_eps must be a positive number or a non-empty sequence of them")
-    for r in rels:
-        _check_eps("rel_eps", r)
+    rels = _as_list("rel_eps", rel_eps)
     out = torch.zeros_like(x)
     for r in rels:
         eps = relative_epsilon(x, data, float(r))
@@ -279,12 +285,9 @@ def sinkhorn_first_variation(
     _check_points("data", data)
     _check_points("x_prime", x_prime)
     _check_positive_int("num_iters", num_iters)
-    rels = [rel_eps] if isinstance(rel_eps, (int, float)) else list(rel_eps)
-    if not rels:
-        raise ValueError("rel_eps must be a positive number or a non-empty sequence of them")
+    rels = _as_list("rel_eps", rel_eps)
     out = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
     for r in rels:
-        _check_eps("rel_eps", r)
         e = _eps_tensor(relative_epsilon(x, data, float(r)), x)         # broadcasts to (..., N, M)
         f = []
         for y in (data, x_prime):
