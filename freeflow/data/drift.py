@@ -106,7 +106,10 @@ class DataDrift:
         return pool[torch.randint(0, pool.shape[0], (n,), generator=rng)]
 
     # -- the drift -----------------------------------------------------------------------------
-    def __call__(self, generator: nn.Module, step: int, rng: torch.Generator, *, total_steps: int = 0):
+    def __call__(self, generator: nn.Module, step: int, rng: torch.Generator, *, total_steps: int = 0,
+                 update: bool = True):
+        # update=False (the JKO step's inner evaluations, freeflow.train.jko): no Fisher-Rao
+        # step on the component weights, which must stay fixed while the proximal anchor is used
         if self.data is None:
             raise RuntimeError("no data attached: call DataFlow.fit(data)")
         n, m = self.batch_size, self.data_batch_size
@@ -124,7 +127,7 @@ class DataDrift:
                 v = self._field(x.detach(), data, x_prime)
                 info = {"v_raw_rms": float(v.pow(2).mean().sqrt())}
                 v = rms_normalize(v)
-                if self.reaction is not None:
+                if update and self.reaction is not None:
                     info.update(self.reaction(generator, x.detach(), k, data, x_prime, step=step))
             return x, v, info
         # conditional: C classes, each with n generated, n second-batch, m data points

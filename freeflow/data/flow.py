@@ -77,6 +77,11 @@ def data_default_settings(dim: int) -> dict[str, Any]:
         "generator": "auto",
         "components": 32,
         "reaction_step": 0.05,
+        # training step (freeflow.train.jko, docs/jko.md): "explicit" Euler regression or
+        # "jko", the implicit proximal step with τ = jko_tau (None: = step_size), jko_inner steps
+        "step": "explicit",
+        "jko_tau": None,
+        "jko_inner": 5,
     }
 
 
@@ -109,7 +114,8 @@ class DataFlow:
         num_classes: number of classes for conditional generation (labels passed to ``fit``).
         source: (n_src, dim_src) source points; the generator's input is then a source point
             (domain transfer) instead of noise.  Needs dim_src >= dim.
-        **settings: override any key of :func:`data_default_settings`.
+        **settings: override any key of :func:`data_default_settings`; ``step="jko"`` takes
+            the implicit (proximal) step (``jko_tau``, ``jko_inner``; docs/jko.md).
     """
 
     def __init__(self, dim: int, velocity: str = "sinkhorn", *, seed: int = 0,
@@ -166,6 +172,9 @@ class DataFlow:
                              "(no num_classes, no source); use generator='mlp'")
         check_positive_int(s["components"], "components")
         check_float(s["reaction_step"], "reaction_step", low=0.0)
+        check_choice(s["step"], ("explicit", "jko"), "step")
+        check_float(s["jko_tau"], "jko_tau", low=0.0, low_open=True, allow_none=True)
+        check_int(s["jko_inner"], "jko_inner", minimum=1)
         self.noise_dim = source.shape[1] if source is not None else s["noise_dim"]
         if s["generator"] == "components":
             self.noise_dim += 1  # the last noise coordinate picks the component
@@ -196,7 +205,8 @@ class DataFlow:
             self.generator = ResidualMLP(self.noise_dim, self.dim, hidden=s["hidden"], depth=s["depth"],
                                          cond_dim=self.cond_dim, init_scale=init_scale, init_loc=init_loc)
         cfg = TrainConfig(lr=s["lr"], lr_schedule=s["lr_schedule"], warmup_steps=s["warmup_steps"],
-                          step_size=s["step_size"], grad_clip=s["grad_clip"], ema_decay=s["ema_decay"])
+                          step_size=s["step_size"], grad_clip=s["grad_clip"], ema_decay=s["ema_decay"],
+                          step=s["step"], jko_tau=s["jko_tau"], jko_inner=s["jko_inner"])
         self.trainer = Trainer(self.generator, self.drift, cfg, seed=self.seed)
         self.state = self.trainer.init()
         self.history = History()

@@ -66,6 +66,10 @@ def default_settings(dim: int) -> dict[str, Any]:
         "birth_every": 10,  # steps between birth checks (0: no births)
         "birth_mass": 0.005,  # a birth needs an estimated missing mass ∫(p − q)₊ above this
         "birth_fraction": 0.7,  # births only in the first fraction of training
+        # -- the training step (freeflow.train.jko, docs/jko.md) --
+        "step": "explicit",  # explicit Euler regression | "jko": implicit (proximal) step
+        "jko_tau": None,  # τ of the JKO step, in step_size units; None: τ = step_size
+        "jko_inner": 5,  # M, inner optimiser steps per JKO step
     }
 
 
@@ -110,6 +114,8 @@ SETTING_RULES: dict[str, tuple] = {
     "component_scale": ("float", 0.0, None, True, False), "mixture_lr_scale": ("float", 0.0, None, True, False),
     "reaction_step": ("float", 0.0, None, False, False), "birth_mass": ("float", 0.0, None, False, False),
     "birth_fraction": ("float", 0.0, 1.0, False, False),
+    "jko_tau": ("float", 0.0, None, True, True), "jko_inner": ("int", 1, False),
+    "step": ("choice", ("explicit", "jko")),
     "reference": ("choice", ("independent", "loo")), "lr_schedule": ("choice", ("cosine", "constant")),
     "anneal_path": ("choice", ("tempered", "geometric")), "covariance": ("choice", ("full", "diag", "iso")),
     "flow_kind": ("choice", ("realnvp", "spline")), "lv_mode": ("choice", ("derived", "surrogate")),

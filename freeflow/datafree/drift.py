@@ -181,13 +181,17 @@ class DataFreeDrift:
         log_pi, score_pi = annealed(log_p, score_p, xd, beta, self.anneal_path, self.base_scale)
         return x, xd, beta, log_pi, score_pi, log_q, score_q, log_p
 
-    def __call__(self, generator: nn.Module, step: int, rng: torch.Generator, *, total_steps: int):
+    def __call__(self, generator: nn.Module, step: int, rng: torch.Generator, *, total_steps: int,
+                 update: bool = True):
+        """x (with graph), V(x) and diagnostics.  ``update=False`` (the JKO step's inner
+        evaluations, :mod:`freeflow.train.jko`) leaves the state that carries across steps
+        alone: no divergence-schedule update, no Fisher–Rao step on mixture weights."""
         x, xd, beta, log_p, score_p, log_q, score_q, log_p_raw = self.batch_statistics(
             generator, step, rng, total_steps)
         with torch.no_grad():
             raw_log_r = log_ratio_snis(log_p, log_q)
             log_r = regularize_log_ratio(raw_log_r, max_ratio=self.max_ratio, temper=self.temper)
-            extra = self.choose_divergence(log_r, beta, step)
+            extra = self.choose_divergence(log_r, beta, step) if update else {}
             # rows outside the support get a finite placeholder ratio; their drift is replaced
             log_r_v = torch.where(self.outside, torch.zeros_like(log_r), log_r)
             v = outside_support_velocity(fdiv_velocity(score_p, score_q, log_r_v, self.divergence),
@@ -203,7 +207,8 @@ class DataFreeDrift:
             }
             if hasattr(self.density, "kernel_std"):
                 info["kernel_std"] = float(self.density.kernel_std.mean())
-            info.update(self.react(generator, xd, log_r, log_p - log_q, beta, step, total_steps, rng))
+            if update:
+                info.update(self.react(generator, xd, log_r, log_p - log_q, beta, step, total_steps, rng))
         return x, v, info
 
     def choose_divergence(self, log_r, beta, step) -> dict:

@@ -45,7 +45,10 @@ class LogVarianceDrift(DataFreeDrift):
             raise ValueError(f"lv_mode must be 'derived' or 'surrogate', got {self.lv_mode!r}")
         self.ref = make_reference(self.lv_reference, **(self.lv_options or {}))
 
-    def __call__(self, generator: nn.Module, step: int, rng: torch.Generator, *, total_steps: int):
+    def __call__(self, generator: nn.Module, step: int, rng: torch.Generator, *, total_steps: int,
+                 update: bool = True):
+        """As :meth:`DataFreeDrift.__call__`; ``update=False`` also leaves the reference (a
+        replay buffer) unchanged."""
         x, xd, beta, log_p, score_p, log_q, score_q, log_p_raw = self.batch_statistics(
             generator, step, rng, total_steps)
         with torch.no_grad():
@@ -59,7 +62,8 @@ class LogVarianceDrift(DataFreeDrift):
             else:
                 v = lv_surrogate_velocity(score_p, score_q, log_q, log_rho, clip=self.lv_clip)
             r = reference_weights(log_rho, log_q, clip=self.lv_clip)
-            self.ref.update(xd)
+            if update:
+                self.ref.update(xd)
             v = outside_support_velocity(torch.where(self.outside[:, None], 0.0, v), score_q, self.outside)
             info = {
                 "beta": beta,
@@ -67,7 +71,7 @@ class LogVarianceDrift(DataFreeDrift):
                 "log_p_mean": float(log_p_raw[~self.outside].mean()),
                 "outside_support": int(self.outside.sum()),
             }
-            if self.reaction is not None:  # on-policy LV is twice the KL(q‖p) flow: its reaction
+            if update and self.reaction is not None:  # on-policy LV is twice the KL(q‖p) flow: its reaction
                 log_r = regularize_log_ratio(log_ratio_snis(log_p_in, log_q), max_ratio=self.max_ratio)
                 info.update(self.react(generator, xd, log_r, log_p_in - log_q, beta, step, total_steps, rng))
         return x, v, info

@@ -83,7 +83,9 @@ class OneStepSampler:
             ``"mlp"`` (ResidualMLP) or ``"flow"`` (a normalizing flow with exact log q,
             enabling :meth:`importance_weights` and :meth:`log_normalizer` without estimation).
             ``divergence="lv"`` selects the log-variance flow (settings ``lv_*``).
-        **settings: override any key of :func:`default_settings`.
+        **settings: override any key of :func:`default_settings`; among them ``step``
+            (``"explicit"``, default, or ``"jko"``: the implicit proximal step with ``jko_tau``
+            (None: = ``step_size``) and ``jko_inner`` inner steps, default 5; docs/jko.md).
     """
 
     def __init__(
@@ -203,7 +205,8 @@ class OneStepSampler:
         else:
             self.drift = DataFreeDrift(**drift_kwargs)
         cfg = TrainConfig(lr=s["lr"], lr_schedule=s["lr_schedule"], step_size=s["step_size"],
-                          grad_clip=s["grad_clip"], ema_decay=s["ema_decay"])
+                          grad_clip=s["grad_clip"], ema_decay=s["ema_decay"], step=s["step"],
+                          jko_tau=s["jko_tau"], jko_inner=s["jko_inner"])
         self.trainer = Trainer(self.generator, self.drift, cfg, seed=seed)
         self.state = self.trainer.init()
         self.history = History()

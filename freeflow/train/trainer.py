@@ -11,7 +11,9 @@ One step regresses the generator onto its own moved samples,
     L(θ) = mean_i ‖x_i − sg(x_i + η v_i)‖²,
 
 so one optimiser step moves the samples, to first order, along v: an explicit Euler step of
-∂_t q = −∇·(q v).
+∂_t q = −∇·(q v).  ``TrainConfig(step="jko")`` takes the implicit (proximal, JKO) step
+instead: M inner steps on mean_i ‖x_i(θ) − sg(G_{θ_k}(z_i) + τ v(x_i(θ)))‖², the velocity
+re-evaluated at each inner iterate on the same noise (:mod:`freeflow.train.jko`).
 
 Style follows blackjax: ``init() -> TrainState``; ``step(state) -> (state, info)``; the loop
 (``fit``) and its progress bar, logging and checkpoints are callbacks around it.
@@ -27,7 +29,8 @@ import torch
 from torch import nn
 
 from ..generators.mlp import EMA
-from ..validation import check_positive_int
+from ..validation import check_choice, check_float, check_int, check_positive_int
+from .jko import STEPS, jko_update
 
 Tensor = torch.Tensor
 
@@ -57,6 +60,13 @@ class TrainConfig:
         grad_clip: max global gradient norm (None: off).
         ema_decay: decay of the EMA copy used for sampling.
         betas, weight_decay: Adam(W) settings.
+        step: "explicit" (default: one regression step onto sg(x + η v), the explicit Euler
+            step) or "jko" (the implicit, proximal step: ``jko_inner`` optimiser steps on the
+            JKO objective with proximity weight 1/2τ; :mod:`freeflow.train.jko`).
+        jko_tau: τ of the JKO step in the same units as ``step_size`` (the RMS-normalised
+            drift); None: τ = ``step_size``.
+        jko_inner: M, inner optimiser steps per JKO step (the proximal problem is solved
+            warm-started from θ_k, so a few suffice; 1 reproduces the explicit step).
     """
 
     lr: float = 1e-3
@@ -68,6 +78,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
+    step: str = "explicit"
+    jko_tau: float | None = None
+    jko_inner: int = 5
 
     def __post_init__(self):
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -80,6 +93,9 @@ class TrainConfig:
             raise ValueError(f"step_size must be positive, got {self.step_size}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+        check_choice(self.step, STEPS, "step")
+        check_float(self.jko_tau, "jko_tau", low=0.0, low_open=True, allow_none=True)
+        check_int(self.jko_inner, "jko_inner", minimum=1)
 
 
 def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
@@ -190,18 +206,40 @@ class Trainer:
         for group in state.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         state.generator.train()
-        x, v, info = self.drift(state.generator, k, state.rng, total_steps=state.total_steps)
+        if cfg.step == "jko":  # implicit (proximal) step: M inner optimiser steps (train/jko.py)
+            loss, grad_norm, info = jko_update(self, state, k)
+        else:
+            x, v, info = self.drift(state.generator, k, state.rng, total_steps=state.total_steps)
+            self._check_drift(x, v, info, f"step {k}")
+            target = (x + cfg.step_size * v).detach()
+            loss = (x - target).pow(2).sum(-1).mean()
+            grad_norm = self._descend(state, loss, f"step {k}")
+            loss = float(loss.detach())
+        state.ema.update(unwrap(state.generator))
+        state.step = k + 1
+        dt = time.perf_counter() - t0
+        state.elapsed += dt
+        info = {"step": state.step, "lr": lr, "loss": loss, "grad_norm": grad_norm,
+                "seconds": dt, **info}
+        return state, info
+
+    @staticmethod
+    def _check_drift(x: Tensor, v: Tensor, info: dict, where: str) -> None:
+        """The drift's output is usable: v detached, x and v finite (else NonFiniteError)."""
         if v.requires_grad:
             raise RuntimeError("the drift must return a detached velocity")
         if not torch.isfinite(x).all():
-            raise NonFiniteError(f"non-finite generator output at step {k}: "
+            raise NonFiniteError(f"non-finite generator output at {where}: "
                                  f"{int((~torch.isfinite(x).all(-1)).sum())} of {x.shape[0]} samples")
         if not torch.isfinite(v).all():
-            raise NonFiniteError(f"non-finite velocity at step {k} (drift diagnostics: {info})")
-        target = (x + cfg.step_size * v).detach()
-        loss = (x - target).pow(2).sum(-1).mean()
+            raise NonFiniteError(f"non-finite velocity at {where} (drift diagnostics: {info})")
+
+    def _descend(self, state: TrainState, loss: Tensor, where: str) -> float:
+        """One optimiser step on ``loss`` (clipped); returns the gradient norm. Refuses
+        (NonFiniteError) a non-finite loss, gradient norm or updated parameter."""
+        cfg = self.config
         if not torch.isfinite(loss):
-            raise NonFiniteError(f"non-finite loss at step {k}")
+            raise NonFiniteError(f"non-finite loss at {where}")
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in state.generator.parameters() if p.grad is not None]
@@ -210,17 +248,11 @@ class Trainer:
         else:
             grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
         if not torch.isfinite(grad_norm):
-            raise NonFiniteError(f"non-finite gradient norm at step {k}")
+            raise NonFiniteError(f"non-finite gradient norm at {where}")
         state.optimizer.step()
         if not all(bool(torch.isfinite(p).all()) for p in params):
-            raise NonFiniteError(f"non-finite generator parameters after the update of step {k}")
-        state.ema.update(unwrap(state.generator))
-        state.step = k + 1
-        dt = time.perf_counter() - t0
-        state.elapsed += dt
-        info = {"step": state.step, "lr": lr, "loss": float(loss.detach()), "grad_norm": float(grad_norm),
-                "seconds": dt, **info}
-        return state, info
+            raise NonFiniteError(f"non-finite generator parameters after the update of {where}")
+        return float(grad_norm)
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self, state: TrainState, total_steps: int, callbacks: Iterable[Callback] = ()) -> History:
