@@ -10,6 +10,7 @@ from torch import nn
 
 from ..generators import sinusoidal_embedding
 from ..velocities.common import rms_normalize
+from ..velocities.critics import ESTIMATORS
 from ..velocities.guidance import distribution_guidance, guided_field, velocity_guidance
 from ..velocities.kde_ratio import kde_ratio_velocity
 from ..velocities.kernels import drifting_velocity, mmd_velocity
@@ -17,9 +18,11 @@ from ..velocities.sinkhorn import sinkhorn_velocity
 
 Tensor = torch.Tensor
 
-__all__ = ["DataDrift", "VELOCITIES", "sample_power_law"]
+__all__ = ["DataDrift", "VELOCITIES", "CRITIC_VELOCITIES", "sample_power_law"]
 
 VELOCITIES = ("sinkhorn", "drifting", "mmd", "kde_kl")
+#: critic velocities ∇h of a trained critic network (freeflow.velocities.critics), unconditional only
+CRITIC_VELOCITIES = tuple(f"critic:{name}" for name in ESTIMATORS)
 GUIDANCE_EMBED_DIM = 16
 
 
@@ -40,7 +43,7 @@ class DataDrift:
     """The data-mode drift (trainer protocol: ``drift(generator, step, rng, total_steps=)``).
 
     Attributes:
-        velocity: "sinkhorn" | "drifting" | "mmd" | "kde_kl".
+        velocity: "sinkhorn" | "drifting" | "mmd" | "kde_kl" | one of :data:`CRITIC_VELOCITIES`.
         params: the velocity's parameters (rel_eps, num_iters, temperature, rel_bandwidth).
         batch_size: generated samples per step (per class when conditional).
         data_batch_size: data samples per step (per class).
@@ -64,6 +67,7 @@ class DataDrift:
     uncond_size: int = 256
     self_term: str = "independent"
     reaction: object = None              # a SinkhornReaction for a component generator
+    critic: object = None                # a velocities.critics.Critic for the "critic:..." velocities
     source_mean: Tensor | None = None
     source_std: Tensor | None = None
     data: Tensor | None = field(default=None, repr=False)
@@ -71,8 +75,10 @@ class DataDrift:
     source: Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        if self.velocity not in VELOCITIES:
-            raise ValueError(f"velocity must be one of {VELOCITIES}, got {self.velocity!r}")
+        if self.velocity not in VELOCITIES + CRITIC_VELOCITIES:
+            raise ValueError(f"velocity must be one of {VELOCITIES + CRITIC_VELOCITIES}, got {self.velocity!r}")
+        if self.velocity in CRITIC_VELOCITIES and self.num_classes is not None:
+            raise ValueError(f"velocity={self.velocity!r} is unconditional only: num_classes must be None")
         if self.guidance not in ("velocity", "distribution"):
             raise ValueError(f"guidance must be 'velocity' or 'distribution', got {self.guidance!r}")
         if self.guidance == "distribution" and self.velocity != "sinkhorn":
@@ -124,8 +130,11 @@ class DataDrift:
                 if self.self_term == "same":
                     x_prime = x.detach()
                 data = self._rows(self.data, m, rng)
-                v = self._field(x.detach(), data, x_prime)
+                v = (self._field(x.detach(), data, x_prime) if self.critic is None
+                     else self._critic_field(x.detach(), data, x_prime, step))
                 info = {"v_raw_rms": float(v.pow(2).mean().sqrt())}
+                if self.critic is not None:
+                    info["critic_objective"] = self.critic.last_objective
                 v = rms_normalize(v)
                 if update and self.reaction is not None:
                     info.update(self.reaction(generator, x.detach(), k, data, x_prime, step=step))
@@ -150,6 +159,8 @@ class DataDrift:
 
     def _field(self, x: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
         p = self.params
+        if self.velocity in CRITIC_VELOCITIES:
+            raise RuntimeError(f"velocity={self.velocity!r} needs a Critic attached as drift.critic")
         if self.velocity == "sinkhorn":
             return sinkhorn_velocity(x, pos, neg, rel_eps=p["rel_eps"], num_iters=p["num_iters"])
         if self.velocity == "drifting":
@@ -157,6 +168,22 @@ class DataDrift:
         if self.velocity == "mmd":
             return mmd_velocity(x, pos, neg, rel_bandwidth=p["rel_bandwidth"] or (0.1, 1.0))
         return kde_ratio_velocity(x, pos, neg, rel_bandwidth=p["rel_bandwidth"] or 1.0)
+
+    def _critic_field(self, x: Tensor, pos: Tensor, neg: Tensor, step: int) -> Tensor:
+        # the critic ascends its bound on (second batch, data), then V = ∇h at x: the points
+        # it is evaluated at are not the ones it was just trained on
+        self.critic.update(neg, pos, step=step)
+        return self.critic.velocity(x, normalize=False, step=step)
+
+    # -- state carried across steps (the critic's network, optimiser and random stream) --------
+    def state_dict(self) -> dict:
+        return {} if self.critic is None else {"critic": self.critic.state_dict()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        if self.critic is not None:
+            if "critic" not in sd:
+                raise ValueError("checkpoint has no critic state for a critic velocity")
+            self.critic.load_state_dict(sd["critic"])
 
     def _guided(self, x: Tensor, pos: Tensor, unc: Tensor, x_prime: Tensor, alpha: Tensor) -> Tensor:
         p = self.params

@@ -36,7 +36,8 @@ from ..io import atomic_torch_save, load_checkpoint
 from ..train import History, TrainConfig, Trainer, standard_callbacks
 from ..validation import (check_choice, check_float, check_int, check_points, check_positive_float, check_positive_int, check_seed,
                           check_setting_names)
-from .drift import GUIDANCE_EMBED_DIM, VELOCITIES, DataDrift, sample_power_law
+from ..velocities.critics import Critic
+from .drift import CRITIC_VELOCITIES, GUIDANCE_EMBED_DIM, VELOCITIES, DataDrift, sample_power_law
 from .reaction import SinkhornReaction
 
 Tensor = torch.Tensor
@@ -65,6 +66,13 @@ def data_default_settings(dim: int) -> dict[str, Any]:
         "num_iters": 5,             # sinkhorn: fixed iterations from zero potentials
         "temperature": (0.02, 0.05, 0.2),  # drifting: τ relative to the mean distance
         "rel_bandwidth": None,      # mmd: h²/median‖x−y‖² (default (0.1, 1.0)); kde_kl: × Scott (default 1.0)
+        # critic velocities "critic:<estimator>" (freeflow.velocities.critics): V = ∇h of a
+        # critic MLP that ascends its bound critic_inner_steps Adam steps per generator step
+        "critic_hidden": 128,
+        "critic_depth": 2,
+        "critic_lr": 1e-3,
+        "critic_inner_steps": 5,
+        "gp_weight": 10.0,          # critic:w1gp: weight of the one-sided gradient penalty
         # conditional generation
         "classes_per_step": 8,
         "guidance": "velocity",     # or "distribution" (sinkhorn only)
@@ -109,7 +117,9 @@ class DataFlow:
 
     Args:
         dim: dimension of the data.
-        velocity: "sinkhorn" (W-Flow, default), "drifting", "mmd" or "kde_kl".
+        velocity: "sinkhorn" (W-Flow, default), "drifting", "mmd", "kde_kl", or a critic velocity
+            "critic:kl_dv" | "critic:kl_nwj" | "critic:chi2" | "critic:js" | "critic:w1gp"
+            (unconditional, noise input; :mod:`freeflow.velocities.critics`).
         seed: seeds initialisation, training randomness and default sampling noise.
         num_classes: number of classes for conditional generation (labels passed to ``fit``).
         source: (n_src, dim_src) source points; the generator's input is then a source point
@@ -122,7 +132,9 @@ class DataFlow:
                  num_classes: int | None = None, source=None, **settings):
         check_positive_int(dim, "dim")
         check_seed(seed)
-        check_choice(velocity, VELOCITIES, "velocity")
+        if isinstance(velocity, str) and velocity.startswith("critic:"):
+            check_choice(velocity, CRITIC_VELOCITIES, "critic velocity")
+        check_choice(velocity, VELOCITIES + CRITIC_VELOCITIES, "velocity")
         if num_classes is not None:
             check_positive_int(num_classes, "num_classes")
         check_setting_names(settings, data_default_settings(dim))
@@ -163,6 +175,15 @@ class DataFlow:
                 raise ValueError(f"source has dimension {source.shape[1]} < dim={dim}; the generator "
                                  "input must be at least as large as its output")
             src_mean, src_std = source.mean(0), source.std(0).clamp_min(1e-8)
+        if velocity in CRITIC_VELOCITIES:
+            for arg, value in (("num_classes", num_classes), ("source", source)):
+                if value is not None:
+                    raise ValueError(f"{arg}= is not supported with velocity={velocity!r}: critic velocities "
+                                     "are unconditional with a noise input")
+        for key in ("critic_hidden", "critic_depth", "critic_inner_steps"):
+            check_positive_int(s[key], key)
+        check_positive_float(s["critic_lr"], "critic_lr")
+        check_float(s["gp_weight"], "gp_weight", low=0.0)
         check_choice(s["generator"], ("auto", "mlp", "components"), "generator")
         if s["generator"] == "auto":
             s["generator"] = "components" if (velocity == "sinkhorn" and num_classes is None and source is None) \
@@ -187,6 +208,10 @@ class DataFlow:
             uncond_size=s["uncond_size"], self_term=s["self_term"], source_mean=src_mean, source_std=src_std,
         )
         self.drift.source = source
+        if velocity in CRITIC_VELOCITIES:
+            self.drift.critic = Critic(dim, velocity.split(":", 1)[1], hidden=s["critic_hidden"],
+                                       depth=s["critic_depth"], lr=s["critic_lr"],
+                                       inner_steps=s["critic_inner_steps"], gp_weight=float(s["gp_weight"]), seed=seed)
         if s["generator"] == "components":
             self.drift.reaction = SinkhornReaction(step_size=float(s["reaction_step"]), rel_eps=s["rel_eps"],
                                                    num_iters=s["num_iters"])
