@@ -293,3 +293,14 @@ def test_nan_velocity_in_an_inner_step_is_named():
     state.total_steps = 1
     with pytest.raises(ff.train.NonFiniteError, match=r"non-finite velocity at step 0 \(JKO inner step 3 of 4\)"):
         trainer.step(state)
+
+
+def test_replay_buffer_grows_once_per_outer_step():
+    """divergence="lv" with a replay reference: the inner evaluations (update=False) push
+    nothing, so after 4 JKO steps of batch 64 the buffer holds 4 × 64 samples, as explicit."""
+    kw = dict(divergence="lv", density="kde", lv_reference="replay", lv_options={"per_step": 64}, **SMALL)
+    e = ff.OneStepSampler(gauss, dim=2, **kw)
+    j = ff.OneStepSampler(gauss, dim=2, step="jko", jko_inner=3, **kw)
+    e.fit(4, progress=False, check=False)
+    j.fit(4, progress=False, check=False)
+    assert e.drift.ref.buffer.shape[0] == j.drift.ref.buffer.shape[0] == 4 * 64
