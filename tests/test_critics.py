@@ -249,6 +249,8 @@ def test_dataflow_critic_bad_input():
         ff.DataFlow(2, "critic:js", source=np.zeros((10, 2)))
     with pytest.raises(ValueError, match="valid: kl_dv"):
         Critic(2, "kl")
+    with pytest.raises(ValueError, match="inner_steps"):
+        Critic(2, "js", inner_steps=0)
 
 
 def test_diverging_critic_raises_naming_critic_and_step(tmp_path, monkeypatch):

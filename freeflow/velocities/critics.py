@@ -44,6 +44,7 @@ import math
 import torch
 from torch import nn
 
+from ..validation import check_choice, check_float, check_positive_float, check_positive_int
 from .common import rms_normalize
 
 Tensor = torch.Tensor
@@ -180,10 +181,12 @@ class Critic:
 
     def __init__(self, dim: int, estimator: str = "kl_dv", *, hidden: int = 128, depth: int = 2,
                  lr: float = 1e-3, inner_steps: int = 5, gp_weight: float = 10.0, seed: int = 0):
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"unknown critic estimator {estimator!r}; valid: {', '.join(ESTIMATORS)}")
-        if gp_weight < 0:
-            raise ValueError(f"gp_weight must be >= 0, got {gp_weight}")
+        check_positive_int(dim, "dim")
+        check_choice(estimator, ESTIMATORS, "critic estimator")
+        for value, name in ((hidden, "hidden"), (depth, "depth"), (inner_steps, "inner_steps")):
+            check_positive_int(value, name)
+        check_positive_float(lr, "lr")
+        check_float(gp_weight, "gp_weight", low=0.0)
         self.dim, self.estimator, self.inner_steps, self.gp_weight = dim, estimator, int(inner_steps), float(gp_weight)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -198,11 +201,12 @@ class Critic:
         return f"critic:{self.estimator}"
 
     # -- pieces --------------------------------------------------------------------------------
-    def _interpolates(self, x_gen: Tensor, x_data: Tensor) -> Tensor:
+    def _interpolates(self, x_gen: Tensor, x_data: Tensor, rng: torch.Generator | None = None) -> Tensor:
+        rng = self.rng if rng is None else rng
         n = min(x_gen.shape[0], x_data.shape[0])
-        i = torch.randint(0, x_gen.shape[0], (n,), generator=self.rng)
-        j = torch.randint(0, x_data.shape[0], (n,), generator=self.rng)
-        t = torch.rand(n, 1, generator=self.rng)
+        i = torch.randint(0, x_gen.shape[0], (n,), generator=rng)
+        j = torch.randint(0, x_data.shape[0], (n,), generator=rng)
+        t = torch.rand(n, 1, generator=rng)
         return t * x_data[j] + (1 - t) * x_gen[i]
 
     def _grad_norm(self, x: Tensor, *, create_graph: bool) -> Tensor:
@@ -270,13 +274,15 @@ class Critic:
 
     def estimate(self, x_gen: Tensor, x_data: Tensor) -> Tensor:
         """The current bound on the divergence between p (``x_data``) and q (``x_gen``), a scalar
-        tensor (for w1gp the slope-normalised W1 of the module doc)."""
+        tensor (for w1gp the slope-normalised W1 of the module doc; its interpolates come from a
+        fixed stream, so reading the estimate does not change the training)."""
         bound = ESTIMATORS[self.estimator]
         with torch.no_grad():
             h_p, h_q = self.net(x_data), self.net(x_gen)
         if self.estimator == "w1gp":
             with torch.enable_grad():
-                gn = self._grad_norm(self._interpolates(x_gen.detach(), x_data.detach()), create_graph=False)
+                x_hat = self._interpolates(x_gen.detach(), x_data.detach(), torch.Generator().manual_seed(0))
+                gn = self._grad_norm(x_hat, create_graph=False)
             return bound(h_p, h_q, gn).detach()
         return bound(h_p, h_q).detach()
 
