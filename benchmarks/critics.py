@@ -2,6 +2,7 @@
 
     python benchmarks/critics.py                      # -> benchmarks/results/critics.json
     python benchmarks/critics.py --skip-modes         # accuracy only (about a minute)
+    python benchmarks/critics.py --gp-ablation        # -> critics_gp.json: W1 at λ = 0.2 / 10, one-/two-sided
 
 Accuracy (the protocol of tests/test_critics.py, whose helpers are imported so the two cannot
 drift apart): data p = N(0, I₂), generator q = N((1, 0), 1.5² I₂); each critic is trained
@@ -78,6 +79,33 @@ def modes(seeds, steps, names):
             yield cells
 
 
+def gp_ablation(seeds):
+    """The 1-D W1 protocol at gp_weight 0.2 and 10, one-sided (the library's) and two-sided
+    ``(‖∇h‖ − 1)²`` (patched in for the comparison only)."""
+    from freeflow.velocities import critics as C
+    one_sided = C.gradient_penalty
+    rows = []
+    for sided, fn in (("one-sided", one_sided), ("two-sided", lambda g: (g - 1.0).pow(2).mean())):
+        C.gradient_penalty = fn
+        try:
+            for lam in (0.2, 10.0):
+                T._CACHE.clear()  # the cache key does not see the patched penalty
+                for s in seeds:
+                    critic = T._trained("w1gp", s, dim=1, gp_weight=lam)
+                    p, q = T._held_out(s, dim=1)
+                    with torch.no_grad():
+                        raw = float(critic.net(p).mean() - critic.net(q).mean())
+                    grid = torch.linspace(-4.0, 6.0, 11)[:, None]
+                    slopes = critic._grad_norm(grid, create_graph=False)
+                    est = float(critic.estimate(q, p))
+                    rows.append({"penalty": sided, "gp_weight": lam, "seed": s, "estimate": est, "raw": raw,
+                                 "rel_error": est / T.W1_1D - 1, "max_slope_on_[-4,6]": float(slopes.max())})
+                    print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
+        finally:
+            C.gradient_penalty = one_sided
+    return rows
+
+
 def summary(acc, cells):
     out = {"accuracy": {}, "modes_unequal5": {}}
     for est in ESTIMATORS:
@@ -102,8 +130,12 @@ def main(argv=None):
     p.add_argument("--skip-modes", action="store_true")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--name", default="critics")
+    p.add_argument("--gp-ablation", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.gp_ablation:
+        write_result(args.name + "_gp", {"exact_w1": T.W1_1D, "rows": gp_ablation(args.seeds)})
+        return
     acc = accuracy(args.seeds)
     write_result(args.name, {"accuracy": acc, "cells": [], "summary": summary(acc, [])})
     if not args.skip_modes:

@@ -24,7 +24,7 @@ there at λ = 10).  A soft penalty lets the slope exceed 1 (the optimum above ha
 1 + δ/(2λ)), so the estimate divides by ``L̂ = sqrt(mean ‖∇h(x̂)‖²)``, the critic's measured slope
 on the interpolates: with the true Lipschitz constant in place of L̂ this is a lower bound on W1.
 λ = 0.2 is too weak: the critic's slope grew to ~12 in the tails and the normalised value was
-16–17 % above W1 (raw value 4.4×), against +0.7–2.8 % at λ = 10 (tests/test_critics.py).
+15–17 % above W1 (raw value 4.1–4.6×), against −0.2 % to +3.2 % at λ = 10 (tests/test_critics.py).
 
 The velocity is the critic's gradient at generated points, ``V(x) = ∇h(x)`` (RMS-normalised,
 MATH.md §1).  At the optimum every ``h`` above except ``w1gp`` is an increasing function
