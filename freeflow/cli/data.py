@@ -25,7 +25,9 @@ def add_fit_data_subcommand(sub) -> None:
                        "JSONL log, samples (.npy), figure (.png) and metrics (.json).")
     p.add_argument("--data", required=True, help="points, a (n, d) .npy array")
     p.add_argument("--labels", help="integer class labels, a (n,) .npy array (conditional model)")
-    p.add_argument("--velocity", default="sinkhorn", help="sinkhorn | drifting | mmd | kde_kl")
+    p.add_argument("--velocity", default="sinkhorn",
+                   help="sinkhorn | drifting | mmd | kde_kl | critic:kl_dv | critic:kl_nwj | critic:chi2 | "
+                        "critic:js | critic:w1gp")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance", type=float, default=1.0, help="guidance scale for the samples written")

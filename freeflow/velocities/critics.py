@@ -23,8 +23,9 @@ Gaussians the objective ``sδ − λ(|s| − 1)²`` has a second maximum at s < 
 there at λ = 10).  A soft penalty lets the slope exceed 1 (the optimum above has slope
 1 + δ/(2λ)), so the estimate divides by ``L̂ = sqrt(mean ‖∇h(x̂)‖²)``, the critic's measured slope
 on the interpolates: with the true Lipschitz constant in place of L̂ this is a lower bound on W1.
-λ = 0.2 is too weak: the critic's slope grew to ~12 in the tails and the normalised value was
-15–17 % above W1 (raw value 4.1–4.6×), against −0.2 % to +3.2 % at λ = 10 (tests/test_critics.py).
+λ = 0.2 is too weak: the critic's slope grew to 12–14 in the tails and the normalised value was
+14.5–17.5 % above W1 (raw value 4.3–4.5×), against −0.2 % to +3.2 % at λ = 10 (1-D Gaussians,
+seeds 0–2: benchmarks/results/critics_gp.json, tests/test_critics.py).
 
 The velocity is the critic's gradient at generated points, ``V(x) = ∇h(x)`` (RMS-normalised,
 MATH.md §1).  At the optimum every ``h`` above except ``w1gp`` is an increasing function
