@@ -306,3 +306,25 @@ def test_bf16_autocast_keeps_the_drift_in_float32(tmp_path):
     ImageRun(_tiny_cfg(**{"train.steps": 2, "train.autocast": "bf16"})).fit(tmp_path / "b", progress=False)
     params, step = _params(tmp_path / "b")
     assert step == 2 and all(v.dtype == torch.float32 for v in params.values() if v.is_floating_point())
+
+
+def test_encoder_features_from_a_local_torchscript_file(tmp_path):
+    """drift.features = "encoder": a frozen TorchScript encoder from a local path gives one group
+    per output with a location per spatial position, carries gradients to the images, trains in
+    the pipeline; a missing file is an error naming it."""
+    from freeflow.images.features import build_feature_map
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 6, 3, stride=2, padding=1), torch.nn.SiLU())
+    path = tmp_path / "enc.pt"
+    torch.jit.script(conv).save(str(path))
+    enc = build_feature_map("encoder", path=path)
+    x = torch.randn(3, 1, 8, 8, requires_grad=True)
+    f = enc(x)
+    assert {k: tuple(v.shape) for k, v in f.items()} == {"enc0": (3, 16, 6)}
+    f["enc0"].sum().backward()
+    assert x.grad.abs().sum() > 0 and not any(p.requires_grad for p in enc.parameters())
+    ImageRun(_tiny_cfg(**{"train.steps": 2, "drift.features": "encoder", "drift.encoder_path": str(path)})).fit(
+        tmp_path / "r", progress=False)
+    assert _params(tmp_path / "r")[1] == 2
+    with pytest.raises(FileNotFoundError, match="missing-enc.pt"):
+        ImageRun(_tiny_cfg(**{"drift.features": "encoder", "drift.encoder_path": str(tmp_path / "missing-enc.pt")}))

@@ -104,7 +104,9 @@ class EncoderFeatures(nn.Module):
             net = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(net, nn.Module):
             raise ValueError(f"{str(path)!r} does not hold an nn.Module (got {type(net).__name__})")
-        self.net = net.eval().requires_grad_(False)
+        for p in net.parameters():          # (ScriptModules have no requires_grad_)
+            p.requires_grad_(False)
+        self.net = net.eval()
         self.input_scale, self.input_shift = float(input_scale), float(input_shift)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
