@@ -36,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result  # noqa: E402
 from data_modes import SETS, score  # noqa: E402
 
+from freeflow.metrics import energy_distance  # noqa: E402
+
 import freeflow as ff  # noqa: E402
 from targets import get_target  # noqa: E402
 
@@ -60,12 +62,20 @@ class Problem:
         if mode == "data":
             self.data, self.truth = SETS["unequal5"](20_000, 100 + seed)
             self.floor = score(SETS["unequal5"](20_000, 999 + seed)[0], self.truth)["tv"]
+            self.exact = lambda n, s: SETS["unequal5"](n, s)[0]
         else:
             self.target = get_target("imbalanced2")
             t = self.target
             self.truth = (t.means.float(), t.stds.float(), t.weights.double())
             exact = t.sample(20_000, generator=torch.Generator().manual_seed(999 + seed)).float()
             self.floor = score(exact, self.truth)["tv"]
+            self.exact = lambda n, s: t.sample(n, generator=torch.Generator().manual_seed(s)).float()
+        # energy distance of 4000 samples to 4000 fresh exact ones, and its floor (exact vs exact)
+        self.heldout = self.exact(4000, 5000 + seed)
+        self.energy_floor = energy_distance(self.exact(4000, 6000 + seed), self.heldout)
+
+    def energy(self, x):
+        return energy_distance(x[:4000], self.heldout)
 
     def build(self, extra):
         if self.mode == "data":
@@ -99,9 +109,11 @@ def run(mode, seeds, budget):
             t0 = time.perf_counter()
             hist = prob.fit(model, steps)
             fit_s = time.perf_counter() - t0
-            res = score(model.sample(20_000, seed=1000 + seed), prob.truth)
+            xs = model.sample(20_000, seed=1000 + seed)
+            res = score(xs, prob.truth)
             cell = {"mode": mode, "config": name, "step": step, "size": BASE[mode] * factor,
                     "inner": inner, "seed": seed, "steps": steps, "fit_s": fit_s,
+                    "energy": prob.energy(xs), "energy_floor": prob.energy_floor,
                     "train_s": model.training_seconds, "tv": res["tv"], "off": res["off"],
                     "masses": res["masses"], "weights": res["weights"], "tv_floor": prob.floor}
             if step == "jko":
@@ -134,13 +146,64 @@ def run_side(seeds, budget):
             t0 = time.perf_counter()
             model.fit(prob.data, steps=steps)
             fit_s = time.perf_counter() - t0
-            res = score(model.sample(20_000, seed=1000 + seed), prob.truth)
+            xs = model.sample(20_000, seed=1000 + seed)
+            res = score(xs, prob.truth)
             cells.append({"mode": "data", "config": name, "step": "explicit", "velocity": velocity,
-                          "seed": seed, "steps": steps, "fit_s": fit_s, "tv": res["tv"], "off": res["off"],
+                          "seed": seed, "steps": steps, "fit_s": fit_s,
+                          "energy": prob.energy(xs), "energy_floor": prob.energy_floor, "tv": res["tv"], "off": res["off"],
                           "masses": res["masses"], "weights": res["weights"], "tv_floor": prob.floor})
             print(f"data {name} seed {seed}: {steps} steps {fit_s:.1f} s TV {res['tv']:.4f} "
                   f"(floor {prob.floor:.4f})", flush=True)
     return cells, calib
+
+
+#: ``--digits``: the shipped digits config (images, class-conditional, Sinkhorn drift), explicit
+#: vs JKO at the same wall time
+DIGITS = {"explicit": {}, "jko_tau1_M3": {"train.step": "jko", "train.jko_tau": 1.0, "train.jko_inner": 3}}
+
+
+def run_digits(seeds, budget, guidance=(1.0, 1.25)):
+    import tempfile
+
+    from freeflow.images.config import load_config
+    from freeflow.images.metrics import DigitsEvaluator
+    from freeflow.images.sample import evaluate_digits
+    from freeflow.images.train import ImageRun, load_run
+
+    ev = DigitsEvaluator.build(cache_dir=Path(__file__).resolve().parents[1] / "runs" / "bench_digits" / "evaluator")
+    cells, calib = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, over in DIGITS.items():
+            hist = ImageRun(load_config("digits", {**over, "train.steps": 12})).fit(Path(tmp) / f"cal_{name}",
+                                                                                  progress=False)
+            calib[name] = statistics.median(h["seconds"] for h in hist[2:])
+            steps = max(int(budget / calib[name]), 10)
+            for seed in seeds:
+                cfg = load_config("digits", {**over, "train.steps": steps, "train.seed": seed,
+                                             "train.checkpoint_every": steps})
+                t0 = time.perf_counter()
+                ImageRun(cfg).fit(Path(tmp) / f"{name}_{seed}", progress=False)
+                fit_s = time.perf_counter() - t0
+                net = load_run(Path(tmp) / f"{name}_{seed}").generator
+                for g in guidance:
+                    m = evaluate_digits(net, n=1000, guidance=g, seed=1000 + seed, evaluator=ev)
+                    cells.append({"mode": "digits", "config": name, "seed": seed, "steps": steps, "fit_s": fit_s,
+                                  **m})
+                    print(f"digits {name} seed {seed} guidance {g}: {steps} steps {fit_s:.0f} s accuracy "
+                          f"{m['accuracy']:.3f} FD {m['fid']:.2f} (floor {m['fid_real_floor']:.2f})", flush=True)
+    return cells, calib
+
+
+def summarize_digits(cells):
+    out = {}
+    for c in cells:
+        out.setdefault(f"{c['config']} guidance {c['guidance']}", []).append(c)
+    return {k: {"median_accuracy": statistics.median(c["accuracy"] for c in cs),
+                "median_fid": statistics.median(c["fid"] for c in cs),
+                "fid_per_seed": [round(c["fid"], 2) for c in cs],
+                "median_fid_real_floor": statistics.median(c["fid_real_floor"] for c in cs),
+                "steps": cs[0]["steps"], "median_fit_s": statistics.median(c["fit_s"] for c in cs)}
+            for k, cs in out.items()}
 
 
 def summarize(cells):
@@ -150,6 +213,10 @@ def summarize(cells):
     return {mode: {name: {"median_tv": statistics.median(c["tv"] for c in cs),
                           "tv_per_seed": [round(c["tv"], 4) for c in cs],
                           "median_fit_s": statistics.median(c["fit_s"] for c in cs),
+                          "median_energy": statistics.median(c["energy"] for c in cs)
+                          if all("energy" in c for c in cs) else None,
+                          "median_energy_floor": statistics.median(c["energy_floor"] for c in cs)
+                          if all("energy_floor" in c for c in cs) else None,
                           "steps": cs[0]["steps"],
                           "median_tv_floor": statistics.median(c["tv_floor"] for c in cs)}
                    for name, cs in by.items()} for mode, by in out.items()}
@@ -165,8 +232,20 @@ def main(argv=None):
     p.add_argument("--side", action="store_true",
                    help="only the DataFlow defaults (sinkhorn, critic:chi2, critic:w1gp) at the same budget "
                         "(-> results/jko_side.json)")
+    p.add_argument("--digits", action="store_true",
+                   help="only the digits image config, explicit vs JKO τ=1 M=3 (-> results/jko_digits.json); "
+                        "--budget is then per run (default 240 s)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.digits:
+        budget = 240.0 if args.budget == 25.0 else args.budget
+        cells, calib = run_digits(args.seeds, budget)
+        write_result("jko_digits" if args.name == "jko" else args.name,
+                     {"budget_s": budget, "seconds_per_step": calib, "cells": cells,
+                      "summary": summarize_digits(cells)})
+        for k, row in summarize_digits(cells).items():
+            print(k, row)
+        return
     if args.side:
         cells, calib = run_side(args.seeds, args.budget)
         write_result("jko_side" if args.name == "jko" else args.name,

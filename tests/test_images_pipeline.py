@@ -78,6 +78,9 @@ def test_shipped_configs_load():
     ({"train": {"lr": -1.0}}, "train.lr"),
     ({"drift": {"velocity": "magic"}}, "drift.velocity"),
     ({"model": {"qk_norm": 1}}, "model.qk_norm"),
+    ({"train": {"step": "implicit"}}, "train.step"),
+    ({"train": {"jko_inner": 0}}, "train.jko_inner"),
+    ({"train": {"jko_tau": 0.0}}, "train.jko_tau"),
 ])
 def test_bad_config_names_the_key(raw, needle):
     with pytest.raises(ValueError, match=needle.replace(".", r"\.")):
@@ -328,3 +331,14 @@ def test_encoder_features_from_a_local_torchscript_file(tmp_path):
     assert _params(tmp_path / "r")[1] == 2
     with pytest.raises(FileNotFoundError, match="missing-enc.pt"):
         ImageRun(_tiny_cfg(**{"drift.features": "encoder", "drift.encoder_path": str(tmp_path / "missing-enc.pt")}))
+
+
+def test_jko_step_in_the_image_pipeline(tmp_path):
+    """train.step = "jko" drives the image drift through the one trainer's proximal step."""
+    ImageRun(_tiny_cfg(**{"train.steps": 2, "train.step": "jko", "train.jko_inner": 2})).fit(tmp_path / "j",
+                                                                                           progress=False)
+    ImageRun(_tiny_cfg(**{"train.steps": 2})).fit(tmp_path / "e", progress=False)
+    pj, sj = _params(tmp_path / "j")
+    pe, se = _params(tmp_path / "e")
+    assert sj == se == 2 and all(torch.isfinite(v).all() for v in pj.values() if v.is_floating_point())
+    assert any(not torch.equal(pj[k], pe[k]) for k in pj)  # two inner steps: not the explicit run

@@ -73,6 +73,9 @@ class RunConfig:
     grad_clip: float = 2.0
     ema_decay: float = 0.999
     step_size: float = 1.0
+    step: str = "explicit"            # or "jko": the implicit (proximal) step (freeflow/train/jko.py)
+    jko_tau: float = 1.0              # τ of the JKO step (units of the RMS-normalised drift, as step_size)
+    jko_inner: int = 3                # inner optimiser steps per JKO step
     autocast: str = "none"            # or "bf16" (generator forward; the drift stays float32)
     seed: int = 0
     checkpoint_every: int = 200
@@ -93,7 +96,7 @@ _CHOICES = {("model", "norm"): ("layernorm", "rmsnorm"), ("model", "mlp"): ("gel
             ("data", "source"): ("digits", "latents"), ("drift", "velocity"): ("sinkhorn", "drifting"),
             ("drift", "guidance"): ("velocity", "distribution"), ("drift", "features"): ("multiscale", "encoder"),
             ("train", "autocast"): ("none", "bf16"), ("train", "backend"): ("auto", "gloo", "nccl"),
-            ("train", "lr_schedule"): ("constant", "cosine")}
+            ("train", "lr_schedule"): ("constant", "cosine"), ("train", "step"): ("explicit", "jko")}
 
 
 def _check_value(where: str, key: str, value, default):
@@ -152,11 +155,11 @@ def _check_ranges(cfg: ImageConfig, source: str) -> None:
     positive = [("model", "input_size"), ("model", "in_channels"), ("model", "num_classes"),
                 ("data", "bank_capacity"), ("drift", "num_iters"), ("drift", "classes_per_step"),
                 ("drift", "gen_per_class"), ("drift", "real_per_class"), ("drift", "uncond_reals"),
-                ("train", "steps"), ("train", "checkpoint_every"), ("train", "timeout_s")]
+                ("train", "steps"), ("train", "checkpoint_every"), ("train", "timeout_s"), ("train", "jko_inner")]
     for sec, key in positive:
         if getattr(getattr(cfg, sec), key) < 1:
             raise ValueError(f"{source}: {sec}.{key} must be >= 1, got {getattr(getattr(cfg, sec), key)}")
-    for key in ("lr", "grad_clip", "step_size"):
+    for key in ("lr", "grad_clip", "step_size", "jko_tau"):
         if not getattr(cfg.train, key) > 0:
             raise ValueError(f"{source}: train.{key} must be > 0, got {getattr(cfg.train, key)}")
     if not 0 <= cfg.train.ema_decay < 1:

@@ -119,7 +119,9 @@ class ImageDrift:
         return x.float()                                     # the drift runs in float32
 
     # -- the drift -----------------------------------------------------------------------------
-    def __call__(self, generator: nn.Module, step: int, rng: torch.Generator, *, total_steps: int = 0):
+    def __call__(self, generator: nn.Module, step: int, rng: torch.Generator, *, total_steps: int = 0,
+                 update: bool = True):
+        """``update`` is the JKO inner-step flag of the trainer; this drift has no side effects."""
         d = {k: self._slice(v) if k != "unc" else v for k, v in self.draw(rng).items()}
         c, n = d["noise"].shape[:2]
         x = self._generate(generator, d["noise"], d["labels"], d["alpha"])       # (c·n, C, H, W)

@@ -124,7 +124,7 @@ class ImageRun:
             rank=rank, world=world, device=device)
         tc = TrainConfig(lr=t.lr, lr_schedule=t.lr_schedule, warmup_steps=t.warmup_steps, step_size=t.step_size,
                          grad_clip=t.grad_clip, ema_decay=t.ema_decay, betas=tuple(t.betas),
-                         weight_decay=t.weight_decay)
+                         weight_decay=t.weight_decay, step=t.step, jko_tau=t.jko_tau, jko_inner=t.jko_inner)
         self.trainer = Trainer(self.generator, self.drift, tc, seed=t.seed)
         self.state = self.trainer.init()
         self.history: list = []
