@@ -159,6 +159,7 @@ def _write_png_folder(run, n: int, guidance: float, seed: int, vae_path, folder:
     import torch
     from PIL import Image
 
+    from ..images.data import to_uint8
     from ..images.sample import generate
 
     m = run.config.model
@@ -168,7 +169,7 @@ def _write_png_folder(run, n: int, guidance: float, seed: int, vae_path, folder:
         x = generate(run.generator, lab, guidance=guidance, seed=seed * 1_000_003 + start,
                      shape=(m.in_channels, m.input_size, m.input_size))
         x, _ = _decode_if_latent(run, x, vae_path)
-        arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        arr = to_uint8(x).permute(0, 2, 3, 1).numpy()
         for i, a in enumerate(arr):
             Image.fromarray(a[..., 0] if a.shape[-1] == 1 else np.ascontiguousarray(a)).save(
                 folder / f"{start + i:06d}.png")

@@ -29,6 +29,12 @@ INDEX_NAME = "index.json"
 LATENT_FORMAT = 1  # index.json "format"; bump when the layout changes
 
 
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in the pipeline's range [-1, 1] (N, C, H, W) -> uint8 (N, C, H, W); the inverse of
+    ``uint8 / 127.5 - 1`` (values outside [-1, 1] are clipped)."""
+    return ((images.double().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+
+
 def sha256_file(path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()

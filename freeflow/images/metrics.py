@@ -521,7 +521,9 @@ def _as_uint8_dataset(x, name: str):
             raise TypeError(f"{name}: integer images must be uint8, got {t.dtype}")
         if not torch.isfinite(t).all():
             raise ValueError(f"{name} has NaN or inf entries")
-        t = ((t.double() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        from .data import to_uint8
+
+        t = to_uint8(t)
     if t.shape[1] == 1:
         t = t.expand(-1, 3, -1, -1)
     t = t.contiguous()

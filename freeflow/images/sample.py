@@ -60,8 +60,9 @@ def parse_classes(text: str, num_classes: int) -> list[int]:
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    x = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
+    from .data import to_uint8
+
+    return to_uint8(images).permute(0, 2, 3, 1).numpy()
 
 
 def save_grid(images: torch.Tensor, path, *, nrow: int | None = None, upscale: int = 1) -> Path:
