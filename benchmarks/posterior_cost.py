@@ -211,7 +211,7 @@ def run_model(name: str, args) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=list(models.MODELS), choices=list(models.MODELS))
+    p.add_argument("--models", nargs="+", default=list(models.MODELS), choices=list(models.MODELS + models.VALIDATION))
     p.add_argument("--routes", nargs="+", default=list(models.ROUTES), choices=list(models.ROUTES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--steps", type=int, default=None, help="freeflow steps (default: fit() without steps)")
