@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..density.flow import build_flow
+from .fast_flow import flow_forward
 
 Tensor = torch.Tensor
 
@@ -133,11 +134,9 @@ class MixtureGenerator(nn.Module):
         return self.means[k] + self._widen * (self.cholesky()[k] @ eps.unsqueeze(-1)).squeeze(-1)
 
     def _push(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """x = loc + e^s · T(y₀) and log|det ∂x/∂y₀| (n,), through the flow's forward pass."""
-        log_det = self.log_scale.sum().expand(y.shape[0])
-        for layer in self.flow:
-            y, ld = layer(y)
-            log_det = log_det + ld
+        """x = loc + e^s · T(y₀) and log|det ∂x/∂y₀| (n,), through the flow's forward pass (fused
+        for a RealNVP flow under no_grad, see :mod:`.fast_flow`; the layer loop otherwise)."""
+        y, log_det = flow_forward(self.flow, y, self.log_scale.sum())
         return self.loc + self.log_scale.exp() * y, log_det
 
     def _base_log_prob(self, y: Tensor) -> Tensor:
