@@ -161,9 +161,11 @@ def main():
     ap.add_argument("--methods", nargs="+", default=["after", "before"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None, help="results file (default: results/new_targets.json)")
     args = ap.parse_args()
+    out = Path(args.out) if args.out else OUT
     torch.set_num_threads(args.threads)
-    data = json.loads(OUT.read_text()) if OUT.exists() else {"rows": []}
+    data = json.loads(out.read_text()) if out.exists() else {"rows": []}
     done = {(r["target"], r["method"], r["seed"]) for r in data["rows"]}
     for name in args.targets:
         for method in args.methods:
@@ -176,7 +178,7 @@ def main():
                 data["rows"].append(row)
                 data["summary"] = summarize(data["rows"])
                 data["machine"] = machine()
-                atomic_write_json(data, OUT)
+                atomic_write_json(data, out)
     print(json.dumps(data.get("summary", {}), indent=1))
 
 

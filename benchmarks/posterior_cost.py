@@ -139,8 +139,7 @@ def run_freeflow(post, seed: int, args) -> tuple[dict, dict, dict]:
     sample_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     z, log_q = s.sample_and_log_prob(n, seed=seed + 100)
-    with torch.no_grad():
-        log_p = torch.cat([post.log_density(c) for c in z.split(16384)])
+    log_p = iw.log_density_at(post.log_density, z)
     weights_s = time.perf_counter() - t0
     lw = iw.log_importance_weights(log_p, log_q)
     fin = torch.isfinite(lw)

@@ -40,9 +40,29 @@ __all__ = [
     "self_normalized_expectation",
     "pareto_khat",
     "summarize_importance",
+    "LOG_DENSITY_CHUNK",
+    "log_density_at",
 ]
 
 ArrayLike = torch.Tensor | np.ndarray
+
+
+#: rows of x per call when a log-density is evaluated at many draws (importance weights,
+#: diagnostics). Small enough that a model's per-row intermediates (e.g. the (rows, N)
+#: logits of a regression on N observations) stay in cache: on the 2-core CI-class machine the
+#: breast-cancer logistic regression (569 rows) took 0.68 s per 10⁵ draws in chunks of 16384
+#: and 0.18-0.25 s in chunks of 1024-2048 (float32, one thread); the per-call overhead of
+#: cheap models is ~0.1 s per 10⁵ draws at most.
+LOG_DENSITY_CHUNK = 2048
+
+
+def log_density_at(log_density: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                   chunk_size: int = LOG_DENSITY_CHUNK) -> torch.Tensor:
+    """log p̃(x) (n,) evaluated in chunks of ``chunk_size`` rows, without gradients; NaN (outside
+    the support, e.g. a failed Cholesky far in the tails) is returned as −inf, as Stan treats it."""
+    with torch.no_grad():
+        lp = torch.cat([log_density(c) for c in x.split(chunk_size)])
+    return torch.where(torch.isnan(lp), torch.full_like(lp, -math.inf), lp)
 
 
 class ImportanceSummary(NamedTuple):

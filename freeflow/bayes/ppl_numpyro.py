@@ -6,7 +6,7 @@ model's latent sample sites in trace order, each in the unconstrained coordinate
 minus NumPyro's potential energy (it includes the log-Jacobians); ``postprocess_fn`` maps z to
 the constrained values and the deterministic sites.  torch reaches it through a host call
 (:mod:`freeflow.bayes.host`): ``jit(vmap(value_and_grad(−potential)))`` on a float64 batch.
-Batches are padded to a power of two (at least 8, at most 16384 rows per call), so that
+Batches are padded to a power of two (at least 8, at most 2048 rows per call), so that
 training, checks and sampling compile a handful of shapes, not one per batch size.
 
 The JAX-native log-density is kept as ``log_prob_jax``: ``freeflow.compare.reference.nuts(posterior)``
@@ -34,7 +34,7 @@ Tensor = torch.Tensor
 
 __all__ = ["from_numpyro", "NumPyroPosterior"]
 
-_MAX_ROWS = 16384
+_MAX_ROWS = 2048  # rows per call: see freeflow.importance.LOG_DENSITY_CHUNK
 
 
 def _import_numpyro():

@@ -313,8 +313,7 @@ class OneStepSampler:
 
     def _log_density_chunked(self, x: Tensor) -> Tensor:
         """log p̃ at x in chunks, NaN (outside the support) as −inf."""
-        lp = torch.cat([self.log_density(c) for c in x.split(16384)])
-        return torch.where(torch.isnan(lp), torch.full_like(lp, -math.inf), lp)
+        return _iw.log_density_at(self.log_density, x)
 
     @property
     def steps_done(self) -> int:
@@ -452,8 +451,7 @@ class OneStepSampler:
     def importance_weights(self, n: int, *, seed: int | None = None, ema: bool = True):
         """Samples x ~ q (n, d) and log w = log p̃(x) − log q(x) (float64)."""
         x, log_q = self.sample_and_log_prob(n, seed=seed, ema=ema)
-        log_p = torch.cat([self.log_density(c) for c in x.split(16384)])
-        return x, _iw.log_importance_weights(log_p, log_q)
+        return x, _iw.log_importance_weights(self._log_density_chunked(x), log_q)
 
     def log_normalizer(self, n: int, *, seed: int | None = None, ema: bool = True) -> tuple[float, float]:
         """(log Ẑ, standard error) from n importance samples (see :mod:`freeflow.importance`)."""
