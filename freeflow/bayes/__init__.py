@@ -7,11 +7,12 @@ NumPyro and PyMC models (:func:`from_numpyro`, :func:`from_pymc`), arviz export.
     sampler = ff.OneStepSampler(post); sampler.fit()
     idata = sampler.to_inference_data(4000)          # az.summary(idata), az.plot_pair(idata)
     idata_nuts = ff.bayes.nuts_inference_data(post)  # the same layout, for az.plot_forest
+    ff.bayes.side_by_side(idata, idata_nuts)         # means and sds of both, differences in NUTS sd
 
 NumPyro and PyMC are optional (``pip install 'freeflow[ppl]'``), imported when used.
 """
 from .constraints import CONSTRAINTS, parse_spec
-from .inference_data import draws_inference_data, nuts_inference_data, sampler_inference_data
+from .inference_data import draws_inference_data, nuts_inference_data, sampler_inference_data, side_by_side
 from .posterior import Posterior
 
 
@@ -31,4 +32,4 @@ from_numpyro.__doc__ = "A Posterior from a NumPyro model (see :func:`freeflow.ba
 from_pymc.__doc__ = "A Posterior from a PyMC model (see :func:`freeflow.bayes.ppl_pymc.from_pymc`)."
 
 __all__ = ["CONSTRAINTS", "Posterior", "draws_inference_data", "from_numpyro", "from_pymc",
-           "nuts_inference_data", "parse_spec", "sampler_inference_data"]
+           "nuts_inference_data", "parse_spec", "sampler_inference_data", "side_by_side"]

@@ -16,7 +16,7 @@ Groups (arviz 0.2x, ``az.from_dict``):
   sites and array arguments; a PyMC model's observations and data containers).
 
 ``az.summary``, ``az.plot_pair``, ``az.plot_forest([idata_ff, idata_nuts])`` then work
-with the model's own names.
+with the model's own names; :func:`side_by_side` tabulates both posteriors' means and sds.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from .. import importance as _iw
 from ..interop import _as_numpy, _from_dict
 from .posterior import Posterior
 
-__all__ = ["draws_inference_data", "sampler_inference_data", "nuts_inference_data"]
+__all__ = ["draws_inference_data", "sampler_inference_data", "nuts_inference_data", "side_by_side"]
 
 
 def _select(posterior: Posterior, var_names: Sequence[str] | None) -> list[str]:
@@ -167,3 +167,57 @@ def nuts_inference_data(posterior: Posterior, reference: Any = None, *, var_name
     attrs = {"inference_library": "blackjax NUTS (freeflow.compare.reference)",
              "backend": str(reference.settings.get("backend", "?")) if hasattr(reference, "settings") else "?"}
     return draws_inference_data(posterior, draws, sample_stats=stats, attrs=attrs, var_names=var_names)
+
+
+def _scalar_labels(da) -> list[str]:
+    """arviz-style labels of the scalars of one posterior variable: ``mu``, ``eta[0]``, ``w[feature_a]``."""
+    dims = [d for d in da.dims if d not in ("chain", "draw")]
+    if not dims:
+        return [str(da.name)]
+    values = [list(da.coords[d].values) if d in da.coords else list(range(da.sizes[d])) for d in dims]
+    return [f"{da.name}[{', '.join(str(values[j][i]) for j, i in enumerate(idx))}]"
+            for idx in np.ndindex(*(len(v) for v in values))]
+
+
+def side_by_side(idata_a: Any, idata_b: Any, *, names: Sequence[str] = ("freeflow", "NUTS"),
+                 var_names: Sequence[str] | None = None):
+    """A pandas DataFrame comparing two InferenceData of the same model, one row per scalar.
+
+    Columns: ``<a> mean``, ``<a> sd``, ``<b> mean``, ``<b> sd`` (over chains and draws, sd with
+    ddof=1), then ``mean diff`` = (mean_a − mean_b) / sd_b and ``sd diff`` = (sd_a − sd_b) / sd_b:
+    the differences in units of the second posterior's sd (``idata_b`` is the reference, e.g.
+    ``nuts_inference_data``).  ``var_names``: default, the posterior variables both hold, in
+    ``idata_a``'s order; the variables must have the same dims and sizes in both."""
+    import pandas as pd
+
+    if len(names) != 2:
+        raise ValueError(f"names must be two labels, got {names!r}")
+    pa, pb = idata_a.posterior, idata_b.posterior
+    if var_names is None:
+        var_names = [v for v in pa.data_vars if v in pb.data_vars]
+        if not var_names:
+            raise ValueError("the two InferenceData have no posterior variable in common")
+    elif isinstance(var_names, str):
+        var_names = [var_names]
+    a_name, b_name = (str(n) for n in names)
+    rows, index = [], []
+    for v in var_names:
+        for group, label in ((pa, a_name), (pb, b_name)):
+            if v not in group.data_vars:
+                raise ValueError(f"variable {v!r} is not in the {label} posterior; it has {list(group.data_vars)}")
+        da, db = pa[v], pb[v]
+        inner_a = {d: da.sizes[d] for d in da.dims if d not in ("chain", "draw")}
+        inner_b = {d: db.sizes[d] for d in db.dims if d not in ("chain", "draw")}
+        if inner_a != inner_b:
+            raise ValueError(f"variable {v!r} has dims {inner_a} in {a_name} but {inner_b} in {b_name}")
+        stats = []
+        for x in (da, db):
+            arr = x.transpose("chain", "draw", *inner_a).values.astype(np.float64)
+            flat = arr.reshape(arr.shape[0] * arr.shape[1], -1)
+            stats.append((flat.mean(0), flat.std(0, ddof=1)))
+        (ma, sa), (mb, sb) = stats
+        for j, label in enumerate(_scalar_labels(da.transpose("chain", "draw", *inner_a))):
+            index.append(label)
+            rows.append((ma[j], sa[j], mb[j], sb[j], (ma[j] - mb[j]) / sb[j], (sa[j] - sb[j]) / sb[j]))
+    cols = [f"{a_name} mean", f"{a_name} sd", f"{b_name} mean", f"{b_name} sd", "mean diff", "sd diff"]
+    return pd.DataFrame(rows, index=pd.Index(index, name="scalar"), columns=cols)
