@@ -4,6 +4,14 @@
     python benchmarks/posterior_cost.py --quick              # smoke run -> posterior_cost_quick.json
     python benchmarks/posterior_cost.py --models logreg_wine eight_schools --routes numpyro --seeds 0 1 2
 
+Run in two shards side by side (one thread each, JAX too: XLA_FLAGS="--xla_cpu_multi_thread_eigen=false
+intra_op_parallelism_threads=1"; every model's NUTS and freeflow rows stay in
+one shard, so their ratios are measured side by side), then merge and print the table:
+
+    python benchmarks/posterior_cost.py --seeds 0 1 2 --threads 1 --models logreg_breast_cancer eight_schools --out benchmarks/results/posterior_cost_a.json
+    python benchmarks/posterior_cost.py --seeds 0 1 2 --threads 1 --models logreg_wine hier_logreg --out benchmarks/results/posterior_cost_b.json
+    python benchmarks/posterior_cost.py --merge benchmarks/results/posterior_cost_a.json benchmarks/results/posterior_cost_b.json
+
 Posteriors (``benchmarks/posterior_models.py``): the breast-cancer (31-D) and wine (14-D)
 logistic regressions, eight schools (non-centred, 10-D) and a 56-D hierarchical logistic
 regression, each as a NumPyro model (``ff.from_numpyro``), a hand-written ``ff.Posterior``
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 import warnings
@@ -208,6 +217,50 @@ def run_model(name: str, args) -> dict:
     return rec
 
 
+def _median(vals):
+    vals = sorted(v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v)))
+    return float(np.median(vals)) if vals else math.nan
+
+
+def table(payload: dict) -> str:
+    """The markdown table of docs/benchmarks.md: medians over seeds (ranges where they matter)."""
+    head = ("| posterior | route | seeds trusted | training s / steps (median) | max mean / sd error, NUTS sd "
+            "(median; worst seed) | IS-ESS / n | freeflow ESS/s | NUTS-jax ESS/s | NUTS-bridge ESS/s "
+            "| after training vs NUTS-jax (median; range) | to 10⁶ ESS: freeflow | NUTS-jax | NUTS-bridge |")
+    lines = [head, "|" + "---|" * 13]
+    for m in payload["models"]:
+        nj, nb = m["nuts_jax"], m.get("nuts_bridge", {})
+        for route, rec in m["routes"].items():
+            runs = rec.get("freeflow")
+            if not runs:
+                continue
+            me = [r["accuracy_raw"]["mean_err_max"] for r in runs]
+            se = [r["accuracy_raw"]["sd_err_max"] for r in runs]
+            sp = [r["after_training_speedup_vs_nuts_jax"] for r in runs]
+            lines.append(
+                f"| {m['model']} ({m['dim']}-D) | {route} | {sum(bool(r['trusted']) for r in runs)}/{len(runs)} "
+                f"| {_median([r['fit_s'] for r in runs]):.0f} / {_median([r['steps'] for r in runs]):.0f} "
+                f"| {_median(me):.3f} / {_median(se):.3f} ({max(me):.3f} / {max(se):.3f}) "
+                f"| {_median([r['is_ess_fraction'] for r in runs]):.2f} | {_median([r['ess_per_s'] for r in runs]):.0f} "
+                f"| {nj['ess_per_s']:.0f} | {nb.get('ess_per_s', math.nan):.0f} "
+                f"| {_median(sp):.0f}× ({min(sp):.0f}–{max(sp):.0f}×) "
+                f"| {_median([r['time_to_1e6_ess_s'] for r in runs]):.0f} s | {nj['time_to_1e6_ess_s']:.0f} s "
+                f"| {nb.get('time_to_1e6_ess_s', math.nan):.0f} s |")
+    return "\n".join(lines)
+
+
+def merge(paths: list[str], out: Path) -> dict:
+    """One results file from shards (models concatenated; each shard's config and machine kept)."""
+    import json
+
+    shards = [json.loads(Path(p).read_text()) for p in paths]
+    payload = {"shards": [{"file": Path(p).name, "command": s.get("command"), "config": s["config"],
+                           "machine": s.get("machine"), "wall_s": s.get("wall_s"), "env": s.get("env")} for p, s in zip(paths, shards)],
+               "notes": shards[0]["notes"], "models": [m for s in shards for m in s["models"]]}
+    atomic_write_json(_plain(payload), out)
+    return payload
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(models.MODELS), choices=list(models.MODELS + models.VALIDATION))
@@ -226,7 +279,17 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="smoke run: eight_schools and logreg_wine, 300 steps, 20k draws, short NUTS")
     p.add_argument("--out", default=None, help="default: results/posterior_cost.json (--quick: posterior_cost_quick.json)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="SHARD",
+                   help="merge shard files into --out (default results/posterior_cost.json), print the table")
+    p.add_argument("--table", default=None, metavar="FILE", help="print the markdown table of a results file")
     args = p.parse_args(argv)
+    if args.table or args.merge:
+        import json
+
+        payload = (json.loads(Path(args.table).read_text()) if args.table
+                   else merge(args.merge, Path(args.out) if args.out else RESULTS / "posterior_cost.json"))
+        print(table(payload))
+        return
     if args.quick:
         if args.models == list(models.MODELS):
             args.models = ["eight_schools", "logreg_wine"]
@@ -244,6 +307,7 @@ def main(argv=None):
                          "time includes log q and log p̃ of every draw",
                          "NUTS ESS: arviz bulk ESS over chains, minimum over unconstrained coordinates",
                          "accuracy: constrained parameters' means and sds vs NUTS (JAX-native), in NUTS sd units"],
+               "env": {"XLA_FLAGS": os.environ.get("XLA_FLAGS")},
                "models": []}
     t_all = time.perf_counter()
     for name in args.models:

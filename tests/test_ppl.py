@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import warnings
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -235,3 +237,21 @@ def test_pymc_discrete_free_variable_is_refused():
         pm.Normal("y", k, 1.0, observed=2.0)
     with pytest.raises(ValueError, match=r"discrete free variable\(s\) \['k'\].*must be enumerated or marginalised"):
         ff.from_pymc(model)
+
+
+def test_pymc_parameter_check_failure_is_outside_the_support():
+    """A PyMC model whose parameter check fails at some points (here a scale written as an
+    unconstrained Normal, negative for s < 0): freeflow's compiled log-density gives −inf there,
+    as PyMC's own samplers see it (PyMC's compile rewrites check_parameters), instead of raising
+    ParameterValueError mid-fit; at valid points it equals PyMC's own logp."""
+    pm = pytest.importorskip("pymc")
+    with pm.Model() as model:
+        s = pm.Normal("s", 1.0, 1.0)
+        pm.Normal("y", 0.0, s, observed=np.array([0.3, -0.2]))
+    post = ff.from_pymc(model)
+    z = torch.tensor([[0.7], [-0.5], [1.3]], dtype=torch.float64)
+    lp = post.log_density(z)
+    assert lp[1] == -math.inf
+    own = model.compile_logp(jacobian=True)
+    for i in (0, 2):
+        assert float(lp[i]) == pytest.approx(float(own({"s": float(z[i, 0])})), abs=1e-10)

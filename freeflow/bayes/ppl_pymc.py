@@ -86,9 +86,13 @@ class PyMCPosterior(Posterior):
             start += size
         logp = vectorize_graph(model.logp(jacobian=True), replace=replace)      # (n,)
         grad = pytensor.gradient.grad(logp.sum(), zb)                           # (n, d)
+        # PyMC's own compile (not pytensor.function): its rewrites turn failed parameter checks
+        # (check_parameters, e.g. sigma > 0) into log p = −inf, as PyMC's samplers see them,
+        # instead of raising ParameterValueError (see _host for batches)
+        compile_fn = pm.pytensorf.compile
         compile_kw = {"on_unused_input": "ignore"}
-        self._value_and_grad = pytensor.function([zb], [logp, grad], **compile_kw)
-        self._value = pytensor.function([zb], logp, **compile_kw)
+        self._value_and_grad = compile_fn([zb], [logp, grad], **compile_kw)
+        self._value = compile_fn([zb], logp, **compile_kw)
 
         deterministics = list(model.deterministics)
         constrained = model.replace_rvs_by_values(free + deterministics)
@@ -121,11 +125,22 @@ class PyMCPosterior(Posterior):
         self.model = model
 
     # -- host side ---------------------------------------------------------------------------
-    def _host(self, x: np.ndarray, grad: bool):
+    def _call(self, x: np.ndarray, grad: bool):
         if grad:
             v, g = self._value_and_grad(x)
-            return np.asarray(v), np.asarray(g)
-        return np.asarray(self._value(x)), None
+            return np.asarray(v, dtype=np.float64), np.asarray(g, dtype=np.float64)
+        return np.asarray(self._value(x), dtype=np.float64), None
+
+    def _host(self, x: np.ndarray, grad: bool):
+        v, g = self._call(x, grad)
+        if x.shape[0] <= 1 or np.isfinite(v).all():
+            return v, g
+        # A failed parameter check is one −inf switch over the whole vectorised batch (the
+        # check reduces over every row): evaluate such a batch row by row, so only the rows
+        # outside the support get −inf.
+        rows = [self._call(x[i:i + 1], grad) for i in range(x.shape[0])]
+        v = np.concatenate([r[0] for r in rows])
+        return v, (np.concatenate([r[1] for r in rows]) if grad else None)
 
     def _outputs(self, z: Tensor) -> list[np.ndarray]:
         return self._constrained(z.detach().cpu().to(torch.float64).numpy())

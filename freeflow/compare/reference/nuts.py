@@ -78,7 +78,8 @@ def nuts(
     dim : dimension d (taken from a Target when omitted).
     chains, warmup, draws : chains run in parallel (vmap); adaptation steps and kept draws
         per chain.
-    seed : seeds the JAX key and the default initial positions (uniform on [-2, 2]^d, as Stan).
+    seed : seeds the JAX key and the default initial positions (uniform on [-2, 2]^d, as Stan;
+        a start where log p̃ or its gradient is not finite is redrawn from a smaller box).
     init : initial positions, (d,) or (chains, d).
     jax_log_density : a JAX single-position log-density ``(d,) -> ()``; used instead of
         bridging ``log_density`` (which is then only used to validate and name the run).
@@ -179,6 +180,10 @@ def nuts(
 
     # -- build the JAX log-density ---------------------------------------------------------
     bridge = None
+    if init is None:  # default starts: redraw those where log p̃ or its gradient is not finite
+        init_np = _finite_default_starts(
+            init_np, seed, _jax_value_and_grad(jax_log_density) if jax_log_density is not None
+            else _torch_value_and_grad(log_density, torch_dtype))
     if jax_log_density is None:
         validate_log_density(log_density, dim, points=init_np, torch_dtype=torch_dtype)
         bridge = _bridge_for(log_density, dim, torch_dtype)
@@ -319,6 +324,56 @@ def _initial_positions(init: Any, chains: int, dim: int, seed: int) -> np.ndarra
     if not np.isfinite(x).all():
         raise ValueError("init contains non-finite values")
     return x
+
+
+#: default starts: attempts, and the factor by which the uniform box shrinks per attempt
+INIT_ATTEMPTS, INIT_SHRINK = 20, 0.8
+
+
+def _finite_default_starts(x: np.ndarray, seed: int, value_and_grad: Callable) -> np.ndarray:
+    """Stan's rule for default initial positions, uniform on [-2, 2]^d, retried where log p̃
+    or its gradient is not finite; here each retry draws from a box INIT_SHRINK× smaller
+    (INIT_ATTEMPTS attempts, down to ±0.03), since a regression whose logits overflow at ±2
+    (|Xw| ≳ 37 in float64 for PyMC's Bernoulli(logit_p) gradient) fails at every draw
+    from the full box. Positions that never become finite are left for the validation
+    below to report."""
+    x = x.copy()
+    rng = np.random.default_rng([seed, 1])
+    radius = 2.0
+    for _ in range(INIT_ATTEMPTS):
+        try:
+            val, grad = value_and_grad(x)
+            ok = np.isfinite(val) & np.isfinite(grad).all(axis=1)
+        except Exception:  # noqa: BLE001 - any failure: redraw all, validation reports the rest
+            ok = np.zeros(x.shape[0], dtype=bool)
+        if ok.all():
+            break
+        radius *= INIT_SHRINK
+        x[~ok] = rng.uniform(-radius, radius, size=(int((~ok).sum()), x.shape[1]))
+    return x
+
+
+def _torch_value_and_grad(log_density: Callable, torch_dtype: torch.dtype) -> Callable:
+    def vg(x_np: np.ndarray):
+        x = torch.tensor(x_np, dtype=torch_dtype, requires_grad=True)
+        with torch.enable_grad():
+            out = log_density(x)
+            (g,) = torch.autograd.grad(out.sum(), x)
+        return out.detach().double().numpy(), g.detach().double().numpy()
+
+    return vg
+
+
+def _jax_value_and_grad(fn: Callable) -> Callable:
+    def vg(x_np: np.ndarray):
+        import jax
+        import jax.numpy as jnp
+
+        enable_x64()
+        val, grad = jax.vmap(jax.value_and_grad(fn))(jnp.asarray(x_np))
+        return np.array(val, dtype=np.float64), np.array(grad, dtype=np.float64)
+
+    return vg
 
 
 def _validate_jax_log_density(fn: Callable, init: np.ndarray) -> None:
