@@ -65,7 +65,7 @@ def coupling_masks(dim: int, layers: int) -> list[torch.Tensor]:
     hierarchical model's scale τ_k and its group effects z_jk), and measured on the 56-D
     hierarchical logistic regression of ``benchmarks/posterior_models.py`` the parity masks
     left an importance ESS of 0.3-1.8 % (not trusted) after 3000 steps, where these masks gave
-    30 % (trusted) after 1000 (seed 0, docs/benchmarks.md).
+    20-30 % (trusted) after 1000 (3 seeds; docs/benchmarks.md, "Coupling masks").
     """
     gen = torch.Generator().manual_seed(7919 * dim + 17)
     masks: list[torch.Tensor] = []
