@@ -32,7 +32,7 @@ class ExactDensity(DensityEstimator):
         gen = self.generator
         with torch.enable_grad():
             xg = x.detach().to(next(gen.parameters()).dtype).requires_grad_(True)
-            if hasattr(gen, "log_prob_and_responsibilities"):
+            if getattr(gen, "has_weights", False):
                 lp, log_resp = gen.log_prob_and_responsibilities(xg)
                 self.last_log_resp = (x, log_resp.detach())
             else:

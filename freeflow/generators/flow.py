@@ -27,12 +27,13 @@ import torch
 from torch import nn
 
 from ..density.flow import build_flow
+from .base import Generator
 from .exact import ExactDensity
 
 __all__ = ["FlowGenerator", "ExactFlowDensity"]
 
 
-class FlowGenerator(nn.Module):
+class FlowGenerator(Generator):
     """Normalizing-flow generator with exact log-density.
 
     Parameters

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..density.flow import build_flow
+from .base import Generator
 from .fast_flow import flow_forward
 
 Tensor = torch.Tensor
@@ -40,7 +41,7 @@ def default_components(dim: int, batch_size: int) -> int:
     return max(1, min(k, batch_size // 16))
 
 
-class MixtureGenerator(nn.Module):
+class MixtureGenerator(Generator):
     """Mixture of K Gaussians (optionally pushed through a shared flow) with exact log q.
 
     Args:
@@ -58,6 +59,7 @@ class MixtureGenerator(nn.Module):
     """
 
     exact_log_prob = True
+    has_weights = True
 
     def __init__(self, dim: int, components: int, *, init_scale: float | Tensor = 1.0,
                  init_loc: float | Tensor = 0.0, spread: float = 1.0, component_scale: float = 0.5,

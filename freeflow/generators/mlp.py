@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from .base import Generator
+
 Tensor = torch.Tensor
 
 __all__ = ["ResidualMLP", "EMA", "sinusoidal_embedding"]
@@ -28,7 +30,7 @@ class _Block(nn.Module):
         return h + self.fc2(self.act(self.fc1(self.norm(h))))
 
 
-class ResidualMLP(nn.Module):
+class ResidualMLP(Generator):
     """x = loc + exp(log_scale) ⊙ (A z[:, :d] + f(z, c)):  a linear skip plus a residual MLP.
 
     At initialisation f = 0 (zero-initialised output layer) and A = I, so the generator starts
