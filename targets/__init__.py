@@ -11,6 +11,6 @@ from .base import Target
 from .registry import available_targets, get_target, register_target
 
 # Importing the modules registers their targets.
-from . import banana, funnel, logreg, manywell, mixtures, posteriors, tilted_wells  # noqa: E402,F401
+from . import banana, funnel, lgcp, logreg, manywell, mixtures, posteriors, tilted_wells  # noqa: E402,F401
 
 __all__ = ["Target", "available_targets", "get_target", "register_target"]

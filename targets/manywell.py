@@ -1,14 +1,21 @@
 """Many-Well (MATH.md §4): dim/2 independent copies of an asymmetric double well (unnormalised).
 
-Pairs are interleaved, as in the flow-annealed-importance-sampling code: pair k is
-(x_{2k}, x_{2k+1}), with
+The definition of flow annealed importance sampling (FAB; Midgley et al. 2023) and of the
+diffusion-sampler benchmarks (Sendera et al. 2024, ``energies/many_well.py`` of gfn-diffusion).
+Pairs are interleaved, as in the FAB code: pair k is (x_{2k}, x_{2k+1}), with
 
     log p̃(x_1, x_2) = -x_1⁴ + 6 x_1² + 0.5 x_1 - 0.5 x_2².
 
-Per pair Z = Z_1 · sqrt(2π) with Z_1 = ∫ exp(-t⁴ + 6t² + 0.5t) dt (computed with scipy quad), so
-log_Z = (dim/2) · 10.293480 = 164.6957 for dim = 32.  The double well has modes near
-t = -1.711 and t = 1.753 and P(x_1 > 0) = 0.844307 in every pair: there are 2^(dim/2) modes,
-so no mode centres are listed; ``positive_fraction`` checks the per-pair mode weight instead.
+Per pair Z = Z_1 · sqrt(2π) with Z_1 = ∫ exp(-t⁴ + 6t² + 0.5t) dt (computed with scipy quad:
+11784.509265, the published constant is 11784.50927), so
+
+    log_Z = (dim/2) · (ln Z_1 + ½ ln 2π) = (dim/2) · 10.293480,
+
+164.6957 for dim = 32, 658.7827 for 128 and 2635.131 for 512.  Registered at the field's three
+sizes: ``manywell32``, ``manywell128`` and ``manywell512`` (each also takes ``dim``).  The double
+well has modes near t = -1.711 and t = 1.753 and P(x_1 > 0) = 0.844307 in every pair: there are
+2^(dim/2) modes, so no mode centres are listed; ``positive_fraction`` checks the per-pair mode
+weight instead.
 
 Exact sampler: x_2 ~ N(0, 1); x_1 by rejection sampling from a two-Gaussian proposal g centred
 on the two wells (std 0.45, weights P(x_1 ≷ 0)), with the bound M = max f/(Z_1 g) found on a
@@ -83,6 +90,10 @@ def sample_double_well(m: int, generator: torch.Generator | None = None) -> torc
     return out
 
 
+#: the published per-pair constant Z_1 (FAB; Sendera et al. 2024), for the closed form of log_Z
+PUBLISHED_Z1 = 11784.50927
+
+
 @register_target("manywell32")
 class ManyWell(Target):
     """dim/2 independent double-well pairs (dim = 32 by default); unnormalised, log_Z known."""
@@ -134,3 +145,23 @@ class ManyWell(Target):
             "positive_fraction_max": float(frac.max()),
             "positive_fraction_max_abs_err": float((frac - self.p_positive).abs().max()),
         }
+
+
+@register_target("manywell128")
+class ManyWell128(ManyWell):
+    """Many-Well at d = 128 (64 pairs)."""
+
+    name = "manywell128"
+
+    def __init__(self, dim: int = 128) -> None:
+        super().__init__(dim=dim)
+
+
+@register_target("manywell512")
+class ManyWell512(ManyWell):
+    """Many-Well at d = 512 (256 pairs)."""
+
+    name = "manywell512"
+
+    def __init__(self, dim: int = 512) -> None:
+        super().__init__(dim=dim)

@@ -12,6 +12,10 @@ Registered targets:
                       axis (mode 0, weight 0.8, at -separation/2).
   * ``unequal_widths`` — three modes in 2-D with stds 0.3 / 1.0 / 2.0 and weights 0.5 / 0.3 / 0.2
                       at (−6, 0), (0, 5), (6, 0): the narrow mode holds the most mass.
+  * ``grid25``      — the 25-mode grid of the diffusion-sampler benchmarks ("25GMM", Sendera et al.
+                      2024, ``energies/twenty_five_gmm.py`` of gfn-diffusion): 25 equal-weight 2-D
+                      Gaussians with means {−10, −5, 0, 5, 10}² (spacing 5) and covariance 0.3·I
+                      (std √0.3 = 0.5477 per coordinate); log_Z = 0 as published.
 """
 from __future__ import annotations
 
@@ -169,4 +173,23 @@ class UnequalWidths(GaussianMixture):
         return comp.argmax(-1)
 
 
-__all__ = ["GaussianMixture", "Ring", "GMM40", "Imbalanced2", "UnequalWidths", "gmm40_means"]
+@register_target("grid25")
+class Grid25(GaussianMixture):
+    """The published 25-mode grid: means {−2, −1, 0, 1, 2}² · ``spacing`` (row-major, first
+    coordinate slowest), covariance ``variance``·I, equal weights.  Defaults spacing 5, variance
+    0.3 are the published values (module docstring)."""
+
+    name = "grid25"
+
+    def __init__(self, spacing: float = 5.0, variance: float = 0.3) -> None:
+        spacing = check_positive("spacing", spacing)
+        variance = check_positive("variance", variance)
+        ticks = spacing * torch.arange(-2, 3, dtype=torch.float64)
+        means = torch.cartesian_prod(ticks, ticks)                                  # (25, 2)
+        super().__init__(means, torch.full((25,), math.sqrt(variance), dtype=torch.float64),
+                         torch.full((25,), 1.0 / 25, dtype=torch.float64), spacing=spacing, variance=variance)
+        half = 2 * spacing + 6 * math.sqrt(variance) + 0.5
+        self.plot_range = (-half, half)
+
+
+__all__ = ["GaussianMixture", "Ring", "GMM40", "Imbalanced2", "UnequalWidths", "Grid25", "gmm40_means"]
