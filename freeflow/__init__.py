@@ -19,7 +19,7 @@ from .interop import to_inference_data
 from .generators import MixtureGenerator, ProductMixtureGenerator
 from .reliability import Reliability, ReliabilityWarning
 from . import bayes
-from .bayes import Posterior, from_numpyro, from_pymc
+from .bayes import Posterior, from_numpyro, from_pymc, loo, predictive, print_summary, sample
 
 __version__ = "0.1.0"
 
@@ -28,5 +28,5 @@ __all__ = [
     "register_divergence", "DensityEstimator", "KDE", "ResidualMLP", "EMA", "Trainer", "TrainConfig",
     "compare", "compare_divergences", "Report", "DataFlow", "FlowDensity", "FlowGenerator", "ExactFlowDensity", "importance", "to_inference_data", "reference",
     "MixtureGenerator", "ProductMixtureGenerator", "Reliability", "ReliabilityWarning",
-    "bayes", "Posterior", "from_numpyro", "from_pymc",
+    "bayes", "Posterior", "from_numpyro", "from_pymc", "sample", "print_summary", "predictive", "loo",
 ]

@@ -1,8 +1,12 @@
 """arviz interop: freeflow samples (and NUTS draws) as an arviz InferenceData.
 
 Convention.  Independent samples of shape (n, d) become ``chains`` pseudo-chains of
-``n // chains`` draws each, in order (one "chain" per independent batch), so arviz's
+``n / chains`` draws each, in order (one "chain" per independent batch), so arviz's
 summary, R-hat, ESS and plots work on them.  For i.i.d. samples R-hat ≈ 1 and ESS ≈ n.
+A sampler's ``to_inference_data(draws=1000, chains=4)`` counts ``draws`` per chain, as PyMC
+and nutpie do (4000 draws in all); the older ``n=`` (the total) still works with a
+DeprecationWarning.  A total that is not a multiple of ``chains`` is refused (ValueError),
+never silently cut.
 The variable is one vector ``x`` with dimension ``x_dim_0`` (``var_name="x"``), or, with
 ``var_names=[...]`` of length d, one scalar variable per coordinate.
 
@@ -27,6 +31,26 @@ def _as_numpy(samples: Any) -> np.ndarray:
     except ImportError:  # pragma: no cover - torch is a hard dependency
         pass
     return np.array(samples, dtype=np.float64)  # copies (JAX arrays are read-only)
+
+
+def draw_counts(draws: Any = None, chains: Any = 4, n: Any = None, *, stacklevel: int = 3) -> tuple[int, int]:
+    """(draws per chain, chains) from ``draws`` (per chain, default 1000) or the deprecated
+    ``n`` (the total, a multiple of ``chains``); errors name the argument."""
+    from .validation import check_positive_int
+
+    chains = check_positive_int(chains, "chains")
+    if n is None:
+        return check_positive_int(1000 if draws is None else draws, "draws"), chains
+    if draws is not None:
+        raise TypeError(f"pass draws= (per chain) or the deprecated n= (the total), not both "
+                        f"(got draws={draws!r}, n={n!r})")
+    warnings.warn("n= (the total number of draws) is deprecated: pass draws= per chain, e.g. "
+                  "draws=1000, chains=4 for 4000 draws", DeprecationWarning, stacklevel=stacklevel)
+    n = check_positive_int(n, "n")
+    if n % chains:
+        raise ValueError(f"n={n} is not a multiple of chains={chains}; pass draws= per chain instead "
+                         f"(e.g. draws={max(n // chains, 1)}, chains={chains})")
+    return n // chains, chains
 
 
 def _from_dict(groups: dict[str, dict[str, np.ndarray]], dims=None, coords=None):
@@ -73,8 +97,7 @@ def to_inference_data(
     """arviz InferenceData from independent samples (n, d) split into ``chains`` batches.
 
     ``samples``: a torch tensor, numpy or JAX array of shape (n, d) (or (n,) for d = 1).
-    When n is not a multiple of ``chains`` the last n % chains samples are dropped (with a
-    warning).
+    n must be a multiple of ``chains`` (a ValueError otherwise: nothing is dropped silently).
     """
     x = _as_numpy(samples)
     if x.ndim == 1:
@@ -90,12 +113,9 @@ def to_inference_data(
         raise ValueError("samples contain non-finite values")
     per = n // chains
     if per * chains != n:
-        warnings.warn(
-            f"to_inference_data: n={n} is not a multiple of chains={chains}; dropping the last "
-            f"{n - per * chains} samples",
-            stacklevel=2,
-        )
-    draws = x[: per * chains].reshape(chains, per, x.shape[1])
+        raise ValueError(f"samples hold n={n} draws, not a multiple of chains={chains}; pass "
+                         f"{per * chains} or {(per + 1) * chains} samples, or another chains")
+    draws = x.reshape(chains, per, x.shape[1])
     return draws_to_inference_data(draws, var_names=var_names)
 
 
@@ -124,9 +144,18 @@ def diagnostics(draws: np.ndarray) -> dict[str, float]:
     }
 
 
-def sampler_to_inference_data(sampler: Any, n: int, chains: int = 4, var_names: Sequence[str] | None = None):
-    """``to_inference_data(sampler.sample(n), chains, var_names)``: the body of
-    ``OneStepSampler.to_inference_data(n)``."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    return to_inference_data(sampler.sample(int(n)), chains=chains, var_names=var_names)
+def sampler_to_inference_data(sampler: Any, draws: int | None = None, chains: int = 4,
+                              var_names: Sequence[str] | None = None, *, seed: int | None = None,
+                              n: int | None = None, log_likelihood: bool | None = None,
+                              posterior_predictive: bool = False):
+    """``to_inference_data(sampler.sample(draws * chains, seed=seed), chains, var_names)``: the
+    body of ``OneStepSampler.to_inference_data`` for a plain log-density (``draws`` per chain;
+    ``n`` the deprecated total).  A plain log-density has no observations: asking for
+    ``log_likelihood`` or ``posterior_predictive`` is a ValueError naming them."""
+    per, chains = draw_counts(draws, chains, n, stacklevel=4)
+    for name, value in (("log_likelihood", log_likelihood), ("posterior_predictive", posterior_predictive)):
+        if value:
+            raise ValueError(f"{name}=True needs a model with observations (ff.from_numpyro, ff.from_pymc "
+                             "or ff.Posterior with log_likelihood=/predictive=); this sampler has a plain "
+                             "log_density")
+    return to_inference_data(sampler.sample(per * chains, seed=seed), chains=chains, var_names=var_names)

@@ -36,8 +36,8 @@ def test_var_names_layout_and_inputs():
     assert post["alpha"].shape == (2, 500)
     np.testing.assert_array_equal(post["beta"].values.reshape(-1), x[:, 1])  # chain-major order
     assert to_inference_data(x[:, 0], chains=4).posterior["x"].shape == (4, 250, 1)
-    with pytest.warns(UserWarning, match="dropping the last 2"):
-        assert to_inference_data(x[:998], chains=4).posterior["x"].shape == (4, 249, 2)
+    with pytest.raises(ValueError, match=r"n=998 draws, not a multiple of chains=4"):
+        to_inference_data(x[:998], chains=4)  # a remainder is refused, never dropped silently
     with pytest.raises(ValueError, match="var_names"):
         to_inference_data(x, var_names=["a"])
     with pytest.raises(ValueError, match="chains"):
@@ -77,3 +77,50 @@ def test_values_reads_dataset_and_arrays():
     ds = az.rhat(draws_to_inference_data(np.random.default_rng(2).normal(size=(2, 100, 3))))
     assert interop._values(ds).shape == (3,)
     assert interop._values(np.ones((2, 2))).shape == (4,)
+
+
+# ------------------------------------------------------- draws per chain (sampler export) ----
+@pytest.fixture(scope="module")
+def plain_sampler():
+    import freeflow as ff
+
+    s = ff.OneStepSampler(lambda x: -0.5 * (x**2).sum(-1), dim=2, seed=0)
+    s.fit(20, progress=False, check=False)
+    return s
+
+
+def test_draw_counts_rules():
+    assert interop.draw_counts(250, 4) == (250, 4)
+    assert interop.draw_counts(None, 2) == (1000, 2)  # default: 1000 per chain
+    with pytest.warns(DeprecationWarning, match="n= .* deprecated"):
+        assert interop.draw_counts(None, 4, 4000) == (1000, 4)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match=r"n=4001 is not a multiple of chains=4"):
+        interop.draw_counts(None, 4, 4001)
+    with pytest.raises(TypeError, match="draws= .* or the deprecated n="):
+        interop.draw_counts(100, 4, 400)
+    for bad, exc in ((0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError), ("10", TypeError)):
+        with pytest.raises(exc, match="draws"):
+            interop.draw_counts(bad, 4)
+        with pytest.raises(exc, match="chains"):
+            interop.draw_counts(10, bad)
+
+
+def test_plain_sampler_draws_per_chain_and_seed(plain_sampler):
+    s = plain_sampler
+    idata = s.to_inference_data(draws=30, chains=3, seed=5)
+    assert idata.posterior["x"].shape == (3, 30, 2)  # draws counted per chain
+    again = s.to_inference_data(30, 3, seed=5)
+    np.testing.assert_array_equal(idata.posterior["x"].values, again.posterior["x"].values)
+    other = s.to_inference_data(30, 3, seed=6)
+    assert not np.array_equal(idata.posterior["x"].values, other.posterior["x"].values)
+    # the draws are sampler.sample(draws * chains, seed), chain-major
+    np.testing.assert_allclose(idata.posterior["x"].values.reshape(90, 2),
+                               s.sample(90, seed=5).double().numpy(), rtol=0, atol=0)
+    with pytest.warns(DeprecationWarning):
+        assert s.to_inference_data(n=40, chains=4).posterior["x"].shape == (4, 10, 2)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="not a multiple of chains"):
+        s.to_inference_data(n=42, chains=4)
+    with pytest.raises(ValueError, match="log_likelihood"):
+        s.to_inference_data(10, log_likelihood=True)
+    with pytest.raises(ValueError, match="posterior_predictive"):
+        s.to_inference_data(10, posterior_predictive=True)

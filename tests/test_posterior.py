@@ -195,7 +195,7 @@ def test_sampler_returns_named_constrained_draws(fitted, tmp_path):
 def test_inference_data_groups_names_dims(fitted):
     az = pytest.importorskip("arviz")
     post, s = fitted
-    idata = s.to_inference_data(2000, chains=4)
+    idata = s.to_inference_data(500, chains=4)
     assert set(idata.groups()) >= {"posterior", "sample_stats", "observed_data", "constant_data"}
     p = idata.posterior
     assert set(p.data_vars) == {"mu", "tau", "theta"}
@@ -229,7 +229,7 @@ def test_nuts_layout_matches_freeflow(fitted):
     z = s.sample_unconstrained(4 * 300, seed=8).double().reshape(4, 300, post.dim).numpy()
     ref = SimpleNamespace(draws=z, divergent=np.zeros((4, 300), bool), settings={"backend": "test"})
     idata_nuts = ff.bayes.nuts_inference_data(post, ref)
-    idata_ff = s.to_inference_data(1200)
+    idata_ff = s.to_inference_data(300)
     assert set(idata_nuts.posterior.data_vars) == set(idata_ff.posterior.data_vars)
     assert idata_nuts.posterior["theta"].dims == idata_ff.posterior["theta"].dims
     assert idata_nuts.sample_stats["diverging"].dtype == bool
@@ -311,7 +311,7 @@ def test_inference_data_without_exact_log_q_and_compare(fitted):
     takes a Posterior's sampler (its unconstrained draws)."""
     post, s = fitted
     kde = ff.OneStepSampler(post, density="kde", seed=0)   # untrained: the layout is what is tested
-    idata = kde.to_inference_data(400)
+    idata = kde.to_inference_data(100)
     assert "log_weight" not in idata.sample_stats and "lp" in idata.sample_stats
     assert "unavailable" in idata.sample_stats.attrs["log_weight"]
     report = ff.compare(s, s.sample_unconstrained(600, seed=11), n=300)

@@ -140,7 +140,7 @@ def test_numpyro_sampler_inference_data_and_jax_log_density(numpyro_post):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ff.ReliabilityWarning)
         s.fit(60, progress=False, check=False)
-    idata = s.to_inference_data(800)
+    idata = s.to_inference_data(200)
     assert set(idata.posterior.data_vars) == {"mu", "tau", "p", "eta", "theta"}
     assert idata.posterior["p"].dims == ("chain", "draw", "p_dim_0")
     assert "log_weight" in idata.sample_stats and "y" in idata.observed_data

@@ -37,7 +37,7 @@ def both():
         posterior = ff.from_numpyro(eight_schools, SIGMA, y=Y)
         sampler = ff.OneStepSampler(posterior, seed=0)
         sampler.fit(200, progress=False, check=False)
-        idata_ff = sampler.to_inference_data(400)
+        idata_ff = sampler.to_inference_data(100)
         idata_nuts = ff.bayes.nuts_inference_data(posterior, chains=2, warmup=100, draws=100, seed=0,
                                                   progress=False)
     finally:

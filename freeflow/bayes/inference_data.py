@@ -12,6 +12,12 @@ Groups (arviz 0.2x, ``az.from_dict``):
   log p̃ − log q (log importance weights, unnormalised), with attributes ``pareto_khat``
   (PSIS k̂), ``ess`` (importance ESS = n / (n Σ w̄²) · n), ``ess_fraction``,
   ``log_normalizer`` and its ``log_normalizer_se``.  NUTS references carry ``diverging``.
+* ``log_likelihood``: log p(y_i | θ) per observation and draw, (chain, draw, *obs_shape),
+  where the Posterior has it (a NumPyro or PyMC model's observed sites; ``ff.Posterior(...,
+  log_likelihood=fn)``): ``az.loo`` / ``az.waic`` run on it, and :func:`freeflow.loo` gives
+  PSIS-LOO weighted by the draws' importance weights.
+* ``posterior_predictive`` (when asked): one y_rep per draw, NumPyro's ``Predictive``, PyMC's
+  ``sample_posterior_predictive`` or the Posterior's ``predictive=fn``.
 * ``observed_data`` / ``constant_data``: what the Posterior holds (a NumPyro model's observed
   sites and array arguments; a PyMC model's observations and data containers).
 
@@ -28,7 +34,7 @@ import numpy as np
 import torch
 
 from .. import importance as _iw
-from ..interop import _as_numpy, _from_dict
+from ..interop import _as_numpy, _from_dict, draw_counts
 from .posterior import Posterior
 
 __all__ = ["draws_inference_data", "sampler_inference_data", "nuts_inference_data", "side_by_side"]
@@ -55,10 +61,16 @@ def draws_inference_data(
     sample_stats_attrs: dict[str, Any] | None = None,
     attrs: dict[str, Any] | None = None,
     var_names: Sequence[str] | None = None,
+    log_likelihood: bool | None = None,
+    posterior_predictive: bool = False,
+    seed: int | None = None,
 ):
     """InferenceData from unconstrained draws ``z`` of shape (chains, draws, posterior.dim).
 
-    ``sample_stats``: extra per-draw arrays of shape (chains, draws); ``lp`` is added."""
+    ``sample_stats``: extra per-draw arrays of shape (chains, draws); ``lp`` is added.
+    ``log_likelihood``: None adds the group where the Posterior has a log-likelihood, True
+    requires it (ValueError otherwise), False leaves it out.  ``posterior_predictive``: add
+    y_rep draws (seeded by ``seed``)."""
     if not isinstance(posterior, Posterior):
         raise TypeError(f"posterior must be a freeflow.Posterior, got {type(posterior).__name__}")
     z = torch.from_numpy(_as_numpy(z))
@@ -67,23 +79,44 @@ def draws_inference_data(
     chains, per = z.shape[:2]
     flat = z.reshape(-1, posterior.dim)
     keep = _select(posterior, var_names)
-    values, lp = {}, []
+    if log_likelihood and not posterior.has_log_likelihood:
+        raise ValueError(f"log_likelihood=True, but posterior {posterior.name!r} has no per-observation "
+                         "log-likelihood: pass log_likelihood=fn to ff.Posterior, or use a NumPyro/PyMC "
+                         "model with observed sites")
+    with_ll = posterior.has_log_likelihood if log_likelihood is None else bool(log_likelihood)
+    values, lp, ll = {}, [], {}
     with torch.no_grad():
         for part in flat.split(16384):
-            vals = {**posterior.constrain(part), **posterior.derived(part)}
+            vals = posterior.constrain(part)
             for k in keep:
                 values.setdefault(k, []).append(vals[k].detach().to(torch.float64))
             lp.append(posterior.log_density(part).detach().to(torch.float64))
-    post = {k: torch.cat(v).reshape((chains, per) + tuple(v[0].shape[1:])).numpy() for k, v in values.items()}
+            if with_ll:
+                for k, v in posterior.pointwise_log_likelihood(part).items():
+                    ll.setdefault(k, []).append(v.detach().to(torch.float64))
+
+    def shaped(parts):
+        return torch.cat(parts).reshape((chains, per) + tuple(parts[0].shape[1:])).numpy()
+
+    post = {k: shaped(v) for k, v in values.items()}
     stats = {"lp": torch.cat(lp).reshape(chains, per).numpy()}
     for k, v in (sample_stats or {}).items():
         v = _as_numpy(v) if not isinstance(v, np.ndarray) or v.dtype != bool else v
         if v.shape[:2] != (chains, per):
             raise ValueError(f"sample_stats[{k!r}] must have shape ({chains}, {per}, ...), got {v.shape}")
         stats[k] = v
-    dims = {k: posterior.dims[k] for k in keep if k in posterior.dims}
-    coords = {k: v for k, v in posterior.coords.items()}
     groups = {"posterior": post, "sample_stats": stats}
+    if with_ll:
+        groups["log_likelihood"] = {k: shaped(v) for k, v in ll.items()}
+    if posterior_predictive:
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        pred = posterior.predict(flat, seed=seed)
+        groups["posterior_predictive"] = {k: _as_numpy(v).reshape((chains, per) + tuple(v.shape[1:]))
+                                          for k, v in pred.items()}
+    observed = set(groups.get("log_likelihood", {})) | set(groups.get("posterior_predictive", {}))
+    dims = {k: posterior.dims[k] for k in list(keep) + sorted(observed) if k in posterior.dims}
+    coords = {k: v for k, v in posterior.coords.items()}
     if posterior.observed_data:
         groups["observed_data"] = dict(posterior.observed_data)
     if posterior.constant_data:
@@ -103,54 +136,71 @@ def _split(x: torch.Tensor, chains: int) -> torch.Tensor:
     return x[: per * chains].reshape((chains, per) + tuple(x.shape[1:]))
 
 
-def sampler_inference_data(sampler: Any, n: int = 4000, chains: int = 4, *, seed: int | None = None,
-                           var_names: Sequence[str] | None = None):
-    """InferenceData of n fresh draws of a :class:`~freeflow.OneStepSampler` built on a
-    Posterior: ``sampler.to_inference_data(n)``.  Log importance weights, Pareto k̂ and the
-    importance ESS are included where the generator's log q is exact (see module docstring)."""
+def sampler_inference_data(sampler: Any, draws: int | None = None, chains: int = 4, *, seed: int | None = None,
+                           var_names: Sequence[str] | None = None, n: int | None = None,
+                           log_likelihood: bool | None = None, posterior_predictive: bool = False):
+    """InferenceData of ``draws`` fresh draws per chain (``chains`` pseudo-chains of i.i.d.
+    draws) of a :class:`~freeflow.OneStepSampler` built on a Posterior:
+    ``sampler.to_inference_data(draws=1000, chains=4, seed=0)``.  ``n`` is the deprecated total.
+    The same ``seed`` gives the same InferenceData (draws, and the predictive draws seeded from
+    it).  Log importance weights, Pareto k̂ and the importance ESS are in ``sample_stats`` where
+    the generator's log q is exact (see module docstring); the fit's verdict in the attrs."""
     posterior = getattr(sampler, "posterior", None)
     if not isinstance(posterior, Posterior):
         raise TypeError("sampler_inference_data needs a OneStepSampler built on a freeflow.Posterior")
-    for name, value in (("n", n), ("chains", chains)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if n < 2 * chains:
-        raise ValueError(f"n must hold at least 2 draws per chain (chains={chains}), got n={n}")
-    n = (int(n) // chains) * chains
-    net = sampler.state.ema.module
-    attrs = {"inference_library": "freeflow", "generator": sampler.generator_name,
-             "steps": int(sampler.steps_done), "training_seconds": float(sampler.training_seconds)}
-    rel = getattr(sampler, "last_reliability", None)
-    if rel is not None:
-        attrs["reliability"] = str(rel.verdict)
+    per, chains = draw_counts(draws, chains, n, stacklevel=4)
+    if seed is not None:
+        from ..validation import check_seed
+
+        check_seed(seed)
+    total = per * chains
+    exact = getattr(sampler, "exact_log_q", None)
+    if exact is None:  # (samplers without the property: a generator with exact log q has this method)
+        exact = hasattr(sampler.state.ema.module, "forward_and_log_prob")
     stats, stats_attrs = {}, {}
-    if hasattr(net, "forward_and_log_prob"):
-        x, log_q = sampler.sample_and_log_prob(n, seed=seed)
+    if exact:
+        x, log_q = sampler.sample_and_log_prob(total, seed=seed)
         with torch.no_grad():
-            log_p = torch.cat([posterior.log_density(c) for c in x.split(16384)])
+            log_p = _iw.log_density_at(posterior.log_density, x)
         lw = _iw.log_importance_weights(log_p, log_q)
         finite = torch.isfinite(lw)
         log_z, se = _iw.log_normalizer(lw[finite]) if finite.any() else (math.nan, math.nan)
         frac = _iw.reverse_ess(lw[finite]) if finite.any() else 0.0
         stats = {"log_q": _split(log_q.double(), chains), "log_weight": _split(lw, chains)}
         stats_attrs = {"pareto_khat": float(_iw.pareto_khat(lw[finite])) if finite.sum() > 10 else math.inf,
-                       "ess": float(frac * n), "ess_fraction": float(frac),
+                       "ess": float(frac * total), "ess_fraction": float(frac),
                        "log_normalizer": float(log_z), "log_normalizer_se": float(se),
                        "log_weight": "log p̃(z) − log q(z), unnormalised, exact log q"}
     else:
-        x = sampler.sample_unconstrained(n, seed=seed)
+        x = sampler.sample_unconstrained(total, seed=seed)
         stats_attrs = {"log_weight": f"unavailable: density={sampler.density_name!r} gives no exact log q"}
-    return draws_inference_data(posterior, _split(x, chains), sample_stats=stats,
-                                sample_stats_attrs=stats_attrs, attrs=attrs, var_names=var_names)
+    return draws_inference_data(posterior, _split(x, chains), sample_stats=stats, sample_stats_attrs=stats_attrs,
+                                attrs=fit_attrs(sampler), var_names=var_names, log_likelihood=log_likelihood,
+                                posterior_predictive=posterior_predictive,
+                                seed=None if seed is None else seed + 1)
+
+
+def fit_attrs(sampler: Any) -> dict[str, Any]:
+    """What a fit leaves in the InferenceData attrs: library, generator, steps, seconds and the
+    reliability verdict (``trusted``: 1, 0, or -1 for unverified / not checked)."""
+    attrs = {"inference_library": "freeflow", "generator": sampler.generator_name,
+             "steps": int(sampler.steps_done), "training_seconds": float(sampler.training_seconds)}
+    rel = getattr(sampler, "last_reliability", None)
+    if rel is not None:
+        attrs["reliability"] = str(rel.verdict)
+        attrs["trusted"] = {True: 1, False: 0}.get(rel.trusted, -1)
+    return attrs
 
 
 def nuts_inference_data(posterior: Posterior, reference: Any = None, *, var_names: Sequence[str] | None = None,
-                        **nuts_kwargs):
+                        log_likelihood: bool | None = None, posterior_predictive: bool = False,
+                        predictive_seed: int = 0, **nuts_kwargs):
     """NUTS draws of ``posterior`` in the same layout as freeflow's (real chains, ``diverging``).
 
     ``reference``: a :class:`freeflow.compare.reference.Reference` run on ``posterior`` (or on
     ``posterior.log_density``); without one, ``freeflow.compare.reference.nuts(posterior, **nuts_kwargs)``
-    is run (JAX-native for a NumPyro model, through the torch bridge otherwise)."""
+    is run (JAX-native for a NumPyro model, through the torch bridge otherwise).  The
+    ``log_likelihood`` group is added as for freeflow's draws (``az.loo`` of both compare)."""
     if reference is None:
         from ..compare.reference import nuts
 
@@ -166,7 +216,9 @@ def nuts_inference_data(posterior: Posterior, reference: Any = None, *, var_name
         stats["diverging"] = np.asarray(reference.divergent, dtype=bool)
     attrs = {"inference_library": "blackjax NUTS (freeflow.compare.reference)",
              "backend": str(reference.settings.get("backend", "?")) if hasattr(reference, "settings") else "?"}
-    return draws_inference_data(posterior, draws, sample_stats=stats, attrs=attrs, var_names=var_names)
+    return draws_inference_data(posterior, draws, sample_stats=stats, attrs=attrs, var_names=var_names,
+                                log_likelihood=log_likelihood, posterior_predictive=posterior_predictive,
+                                seed=predictive_seed)
 
 
 def _scalar_labels(da) -> list[str]:

@@ -16,6 +16,19 @@ order of ``params`` (each flattened row-major), and
 T the parameters' bijections (:mod:`freeflow.bayes.constraints`), so that the pushforward of
 p̃_z by T is the posterior.  ``log_density`` computes this, batched and differentiable.
 
+Optional model pieces (for arviz's ``log_likelihood``, ``posterior_predictive`` and
+deterministic variables; a NumPyro or PyMC model supplies its own):
+
+* ``log_likelihood(values)``: log p(y_i | θ) per observation, a tensor (n, *obs_shape) or
+  ``{observed name: tensor}``; needed by PSIS-LOO (:func:`freeflow.loo`, ``az.loo``).
+* ``deterministics(values)``: ``{name: tensor (n, *shape)}`` computed from the parameters;
+  :meth:`constrain` adds them to the parameters (``deterministics=False`` leaves them out).
+* ``predictive(values, generator)``: draws ``{observed name: tensor (n, *obs_shape)}`` of
+  y_rep ~ p(y | θ), one per row, using the ``torch.Generator`` for randomness.
+
+A tensor (rather than a dict) from ``log_likelihood`` or ``predictive`` is named after the
+only entry of ``observed_data``, or ``"y"``.
+
 The class is also the base of the models read from probabilistic programming languages
 (:func:`freeflow.from_numpyro`, :func:`freeflow.from_pymc`), which supply their own
 log-density on their own unconstrained space; the layout, checks and arviz export are shared.
@@ -30,6 +43,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from . import _pieces
 from .constraints import parse_spec
 
 Tensor = torch.Tensor
@@ -53,6 +67,8 @@ class Posterior:
         dims, coords: arviz dims (``{param: [dim names]}``) and coords for the export;
             a parameter without dims gets ``<name>_dim_0``, ``<name>_dim_1``, ...
         check: probe ``log_joint`` once at construction (shape, dtype, names, gradient).
+        log_likelihood, deterministics, predictive: the optional model pieces of the module
+            docstring (``deterministics`` is probed once to learn its names).
 
     Attributes: ``names``, ``shapes`` (constrained), ``raw_shapes`` (unconstrained),
     ``constraints`` (a label per parameter), ``dim`` (number of unconstrained coordinates),
@@ -70,6 +86,9 @@ class Posterior:
         dims: Mapping[str, Any] | None = None,
         coords: Mapping[str, Any] | None = None,
         check: bool = True,
+        log_likelihood: Callable[[dict[str, Tensor]], Any] | None = None,
+        deterministics: Callable[[dict[str, Tensor]], Mapping[str, Tensor]] | None = None,
+        predictive: Callable[[dict[str, Tensor], torch.Generator], Any] | None = None,
     ):
         if not callable(log_joint):
             raise TypeError(f"log_joint must be callable, got {type(log_joint).__name__}")
@@ -80,13 +99,24 @@ class Posterior:
             if not isinstance(key, str) or not key.isidentifier():
                 raise ValueError(f"parameter names must be identifiers (str), got {key!r}")
             blocks.append(parse_spec(key, spec))
+        for arg, fn in (("log_likelihood", log_likelihood), ("deterministics", deterministics),
+                        ("predictive", predictive)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{arg} must be callable (or None), got {type(fn).__name__}")
         self._blocks = blocks
         self.log_joint = log_joint
+        self._log_likelihood_fn, self._deterministics_fn, self._predictive_fn = (
+            log_likelihood, deterministics, predictive)
         self._init_layout([b.name for b in blocks], [b.shape for b in blocks], [b.raw_shape for b in blocks],
                           [b.label for b in blocks], name=name, observed_data=observed_data,
                           constant_data=constant_data, dims=dims, coords=coords)
+        if deterministics is not None:
+            self.derived_names = tuple(_pieces.probe(self, "deterministics"))
         if check:
             self._check_log_joint()
+            for arg, fn in (("log_likelihood", log_likelihood), ("predictive", predictive)):
+                if fn is not None:
+                    _pieces.probe(self, arg)
 
     # -- layout (shared with the PPL subclasses) ----------------------------------------------
     def _init_layout(self, names, shapes, raw_shapes, labels, *, name, observed_data=None,
@@ -139,7 +169,30 @@ class Posterior:
         return torch.cat([b.unconstrain(values[b.name]) for b in self._blocks], dim=1)
 
     def _derived(self, z: Tensor) -> dict[str, Tensor]:
-        return {}
+        if self._deterministics_fn is None:
+            return {}
+        return _pieces.deterministics(self._deterministics_fn, self._constrain(z), z.shape[0], self.shapes)
+
+    def _constrain_all(self, z: Tensor) -> dict[str, Tensor]:
+        """Parameters and deterministic sites of flat z (n, dim) (a subclass computing both in
+        one pass overrides this)."""
+        values = self._constrain(z)
+        if self._deterministics_fn is not None:
+            values.update(_pieces.deterministics(self._deterministics_fn, values, z.shape[0], self.shapes))
+        return values
+
+    def _pointwise_log_likelihood(self, z: Tensor) -> dict[str, Tensor]:
+        out = self._log_likelihood_fn(self._constrain(z))
+        return _pieces.named(out, "log_likelihood", z.shape[0], self._default_observed_name())
+
+    def _predict(self, z: Tensor, seed: int) -> dict[str, Tensor]:
+        gen = torch.Generator().manual_seed(int(seed))
+        with torch.no_grad():
+            out = self._predictive_fn(self._constrain(z), gen)
+        return _pieces.named(out, "predictive", z.shape[0], self._default_observed_name())
+
+    def _default_observed_name(self) -> str:
+        return next(iter(self.observed_data)) if len(self.observed_data) == 1 else "y"
 
     # -- public API -----------------------------------------------------------------------------
     def _flat(self, z, what: str) -> tuple[Tensor, tuple[int, ...]]:
@@ -167,10 +220,46 @@ class Posterior:
         NotImplementedError otherwise (NUTS then bridges :meth:`log_density`)."""
         raise NotImplementedError(f"posterior {self.name!r} has no JAX log-density")
 
-    def constrain(self, z: Tensor) -> dict[str, Tensor]:
-        """Unconstrained z (..., dim) -> {name: constrained values (..., *shape)}."""
+    def constrain(self, z: Tensor, *, deterministics: bool = True) -> dict[str, Tensor]:
+        """Unconstrained z (..., dim) -> {name: constrained values (..., *shape)}: the
+        parameters, then the deterministic sites (``derived_names``) unless
+        ``deterministics=False``."""
         flat, batch = self._flat(z, "constrain")
-        return {k: v.reshape(batch + self.shapes[k]) for k, v in self._constrain(flat).items()}
+        values = self._constrain_all(flat) if deterministics and self.derived_names else self._constrain(flat)
+        return {k: v.reshape(batch + tuple(v.shape[1:])) for k, v in values.items()}
+
+    @property
+    def has_log_likelihood(self) -> bool:
+        """Whether :meth:`pointwise_log_likelihood` is available (for LOO)."""
+        return self._log_likelihood_fn is not None
+
+    @property
+    def has_predictive(self) -> bool:
+        """Whether :meth:`predict` is available (posterior predictive draws)."""
+        return self._predictive_fn is not None
+
+    def pointwise_log_likelihood(self, z: Tensor) -> dict[str, Tensor]:
+        """{observed name: log p(y_i | θ) (..., *obs_shape)} at unconstrained z (..., dim), one
+        value per observation (arviz's ``log_likelihood`` group)."""
+        if not self.has_log_likelihood:
+            raise ValueError(f"posterior {self.name!r} has no per-observation log-likelihood: pass "
+                             "log_likelihood=fn to ff.Posterior (fn(values) -> tensor (n, *obs_shape)) "
+                             "to get a log_likelihood group and LOO")
+        flat, batch = self._flat(z, "pointwise_log_likelihood")
+        with torch.no_grad():
+            out = self._pointwise_log_likelihood(flat)
+        return {k: v.reshape(batch + tuple(v.shape[1:])) for k, v in out.items()}
+
+    def predict(self, z: Tensor, *, seed: int = 0) -> dict[str, Tensor]:
+        """Posterior predictive draws {observed name: y_rep (..., *obs_shape)}, one per row of
+        unconstrained z (..., dim); reproducible for a given ``seed``."""
+        if not self.has_predictive:
+            raise ValueError(f"posterior {self.name!r} cannot draw predictions: pass predictive=fn to "
+                             "ff.Posterior (fn(values, generator) -> tensor (n, *obs_shape)), or build "
+                             "it from a NumPyro or PyMC model")
+        flat, batch = self._flat(z, "predict")
+        out = self._predict(flat, int(seed))
+        return {k: torch.as_tensor(v).reshape(batch + tuple(v.shape[1:])) for k, v in out.items()}
 
     def derived(self, z: Tensor) -> dict[str, Tensor]:
         """Quantities computed from the parameters (a NumPyro/PyMC model's deterministic sites),
@@ -179,12 +268,13 @@ class Posterior:
         return {k: v.reshape(batch + tuple(v.shape[1:])) for k, v in self._derived(flat).items()}
 
     def unconstrain(self, values: Mapping[str, Any]) -> Tensor:
-        """{name: constrained values (..., *shape)} -> z (..., dim); the inverse of :meth:`constrain`."""
+        """{name: constrained values (..., *shape)} -> z (..., dim); the inverse of :meth:`constrain`
+        (keys that are not parameters, e.g. deterministic sites, are ignored)."""
         if not isinstance(values, Mapping):
             raise TypeError(f"unconstrain takes a dict {{name: values}}, got {type(values).__name__}")
         missing = [k for k in self.names if k not in values]
-        extra = [k for k in values if k not in self.shapes]
-        if missing or extra:
+        extra = [k for k in values if k not in self.shapes and k not in self.derived_names]
+        if missing:  # (other keys, e.g. another model's deterministic sites, are ignored)
             raise ValueError(f"unconstrain needs exactly the parameters {list(self.names)}; "
                              f"missing {missing}, unknown {extra}")
         batch, flat = None, {}

@@ -62,7 +62,8 @@ class NumPyroPosterior(Posterior):
         import jax.numpy as jnp
         from numpyro import handlers
         from numpyro.distributions import biject_to
-        from numpyro.infer.util import get_potential_fn, transform_fn, unconstrain_fn
+        from numpyro.infer import Predictive
+        from numpyro.infer.util import get_potential_fn, log_likelihood, transform_fn, unconstrain_fn
 
         if not callable(model):
             raise TypeError(f"model must be a NumPyro model (a callable), got {type(model).__name__}")
@@ -120,6 +121,22 @@ class NumPyroPosterior(Posterior):
         self._unconstrain_one = jax.jit(jax.vmap(
             lambda p: unconstrain_fn(prepared, self.model_args, model_kwargs, p)))
         self._jnp = jnp
+        # per-observation log-likelihood (numpyro.infer.log_likelihood on the constrained latent
+        # values of a padded batch) and posterior predictive draws (numpyro.infer.Predictive of
+        # the model with its observations removed: handlers.uncondition; no seed handler inside,
+        # Predictive seeds each draw itself)
+        latent_names = tuple(latent)
+
+        def batch_log_likelihood(zb):
+            values = jax.vmap(lambda zf: postprocess_fn(unravel(zf)))(zb)
+            return log_likelihood(prepared, {k: values[k] for k in latent_names}, *self.model_args,
+                                  parallel=True, **model_kwargs)
+
+        self._log_likelihood = jax.jit(batch_log_likelihood)
+        unobserved = handlers.uncondition(handlers.substitute(model, data=fixed))
+        self._predictive = lambda values, key: Predictive(
+            unobserved, posterior_samples=values, return_sites=list(observed), parallel=True)(
+            key, *self.model_args, **model_kwargs)
 
     # -- host side ---------------------------------------------------------------------------
     def _chunks(self, x: np.ndarray):
@@ -164,6 +181,35 @@ class NumPyroPosterior(Posterior):
             return {}
         out = self._postprocessed(z)
         return {k: torch.from_numpy(out[k].copy()).to(z.dtype) for k in self.derived_names}
+
+    def _constrain_all(self, z: Tensor) -> dict[str, Tensor]:
+        out = self._postprocessed(z)  # one pass: parameters and deterministic sites
+        values = {k: torch.from_numpy(out[k].copy()).to(z.dtype).reshape((z.shape[0],) + self.shapes[k])
+                  for k in self.names}
+        values.update({k: torch.from_numpy(out[k].copy()).to(z.dtype) for k in self.derived_names})
+        return values
+
+    @property
+    def has_log_likelihood(self) -> bool:
+        return bool(self.observed_data)
+
+    @property
+    def has_predictive(self) -> bool:
+        return bool(self.observed_data)
+
+    def _pointwise_log_likelihood(self, z: Tensor) -> dict[str, Tensor]:
+        parts: dict[str, list] = {}
+        for m, padded in self._chunks(z.detach().cpu().to(torch.float64).numpy()):
+            for k, v in self._log_likelihood(padded).items():
+                parts.setdefault(k, []).append(np.asarray(v)[:m])
+        return {k: torch.from_numpy(np.concatenate(v)) for k, v in parts.items()}
+
+    def _predict(self, z: Tensor, seed: int) -> dict[str, Tensor]:
+        import jax
+
+        values = {k: v for k, v in self._postprocessed(z).items() if k in self.names}
+        out = self._predictive(values, jax.random.PRNGKey(int(seed)))
+        return {k: torch.from_numpy(np.array(out[k])) for k in self.observed_data}
 
     def _unconstrain(self, values: dict[str, Tensor]) -> Tensor:
         dtype = next(iter(values.values())).dtype

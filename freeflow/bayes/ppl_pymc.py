@@ -18,6 +18,7 @@ Discrete free RVs are refused: marginalise them (e.g. ``pymc_extras.marginalize`
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -109,6 +110,14 @@ class PyMCPosterior(Posterior):
         forward = vectorize_graph(forward, replace={s: c.astype(s.dtype) for s, c in zip(single, cons_in)})
         self._unconstrain_fn = pytensor.function(cons_in, forward, **compile_kw)
 
+        # per-observation log-likelihood: the elementwise logp of each observed RV (no Jacobian:
+        # observations are not transformed), batched like log p̃
+        self._observed_names = [rv.name for rv in model.observed_RVs]
+        if self._observed_names:
+            pointwise = model.logp(vars=list(model.observed_RVs), sum=False, jacobian=False)
+            self._log_likelihood = pytensor.function(
+                [zb], vectorize_graph(list(pointwise), replace=replace), **compile_kw)
+
         probe = self._constrained(np.zeros((1, sum(sizes))))
         shapes = [tuple(np.shape(a)[1:]) for a in probe[: len(free)]]
         labels = [_label(t) for t in transforms]
@@ -120,7 +129,8 @@ class PyMCPosterior(Posterior):
                           name=name or f"pymc:{model.name or 'model'}",
                           observed_data={k: np.asarray(v) for k, v in find_observations(model).items()},
                           constant_data={k: np.asarray(v) for k, v in find_constants(model).items()},
-                          dims={k: d for k, d in dims.items() if k in [rv.name for rv in free + deterministics]},
+                          dims={k: d for k, d in dims.items()
+                                if k in [rv.name for rv in free + deterministics + list(model.observed_RVs)]},
                           coords=coords, derived_names=tuple(d.name for d in deterministics))
         self.model = model
 
@@ -159,6 +169,47 @@ class PyMCPosterior(Posterior):
             return {}
         out = self._outputs(z)[len(self.names):]
         return {k: torch.from_numpy(np.array(v, dtype=np.float64)).to(z.dtype) for k, v in zip(self.derived_names, out)}
+
+    def _constrain_all(self, z: Tensor) -> dict[str, Tensor]:
+        out = self._outputs(z)  # one pass: parameters and deterministics
+        values = {k: torch.from_numpy(np.array(out[i], dtype=np.float64)).to(z.dtype).reshape(
+            (z.shape[0],) + self.shapes[k]) for i, k in enumerate(self.names)}
+        values.update({k: torch.from_numpy(np.array(v, dtype=np.float64)).to(z.dtype)
+                       for k, v in zip(self.derived_names, out[len(self.names):])})
+        return values
+
+    @property
+    def has_log_likelihood(self) -> bool:
+        return bool(self._observed_names)
+
+    @property
+    def has_predictive(self) -> bool:
+        return bool(self._observed_names)
+
+    def _pointwise_log_likelihood(self, z: Tensor) -> dict[str, Tensor]:
+        out = self._log_likelihood(z.detach().cpu().to(torch.float64).numpy())
+        return {k: torch.from_numpy(np.array(v, dtype=np.float64)) for k, v in zip(self._observed_names, out)}
+
+    def _predict(self, z: Tensor, seed: int) -> dict[str, Tensor]:
+        """pm.sample_posterior_predictive on an InferenceData of these draws (one chain)."""
+        import arviz as az
+
+        pm, _ = _import_pymc()
+        out = self._outputs(z)
+        draws = {k: np.array(out[i], dtype=np.float64)[None] for i, k in enumerate(self.names)}
+        dims = {k: d for k, d in self.dims.items() if k in draws}
+        idata = az.from_dict(posterior=draws, dims=dims, coords=self.coords or None)
+        quiet = logging.getLogger("pymc")  # "Sampling: [y]" on every call
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)
+        try:
+            pp = pm.sample_posterior_predictive(idata, model=self.model, var_names=list(self._observed_names),
+                                                random_seed=int(seed), progressbar=False,
+                                                return_inferencedata=True)
+        finally:
+            quiet.setLevel(level)
+        group = pp.posterior_predictive
+        return {k: torch.from_numpy(np.array(group[k].values[0], dtype=np.float64)) for k in self._observed_names}
 
     def _unconstrain(self, values: dict[str, Tensor]) -> Tensor:
         dtype = next(iter(values.values())).dtype

@@ -345,18 +345,26 @@ class OneStepSampler:
             out.append(net(torch.randn(m, self.settings["noise_dim"], generator=rng)))
         return torch.cat(out)
 
-    def to_inference_data(self, n: int = 4000, chains: int = 4, var_names=None):
-        """arviz InferenceData of n samples split into ``chains`` independent batches.
+    def to_inference_data(self, draws: int | None = None, chains: int = 4, var_names=None, *,
+                          seed: int | None = None, n: int | None = None, log_likelihood: bool | None = None,
+                          posterior_predictive: bool = False):
+        """arviz InferenceData of ``draws`` samples per chain (default 1000) in ``chains``
+        independent batches, as PyMC counts them; ``seed`` makes it reproducible; ``n`` (the
+        total, a multiple of ``chains``) is deprecated.
 
-        For a :class:`~freeflow.Posterior`: its parameter names and dims, log importance
-        weights, observed/constant data (:func:`freeflow.bayes.sampler_inference_data`)."""
+        For a :class:`~freeflow.Posterior`: its parameter names and dims, deterministic sites,
+        log importance weights, the per-observation ``log_likelihood`` group where the model has
+        one (``log_likelihood=False`` skips it), ``posterior_predictive`` when asked,
+        observed/constant data (:func:`freeflow.bayes.sampler_inference_data`)."""
         if self.posterior is not None:
             from ..bayes.inference_data import sampler_inference_data
 
-            return sampler_inference_data(self, n, chains=chains, var_names=var_names)
+            return sampler_inference_data(self, draws, chains, seed=seed, var_names=var_names, n=n,
+                                          log_likelihood=log_likelihood, posterior_predictive=posterior_predictive)
         from ..interop import sampler_to_inference_data
 
-        return sampler_to_inference_data(self, n, chains=chains, var_names=var_names)
+        return sampler_to_inference_data(self, draws, chains, var_names, seed=seed, n=n, log_likelihood=log_likelihood,
+                                         posterior_predictive=posterior_predictive)
 
     # -- persistence ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -448,10 +456,21 @@ class OneStepSampler:
         )
 
     @torch.no_grad()
-    def importance_weights(self, n: int, *, seed: int | None = None, ema: bool = True):
-        """Samples x ~ q (n, d) and log w = log p̃(x) − log q(x) (float64)."""
+    def importance_weights(self, n: int, *, seed: int | None = None, ema: bool = True,
+                           constrained: bool | None = None):
+        """Samples x ~ q (n, d) and log w = log p̃(x) − log q(x) (float64).
+
+        For a :class:`~freeflow.Posterior` the samples are the dict of :meth:`sample` (named
+        constrained values, deterministic sites included); ``constrained=False`` gives the
+        unconstrained (n, dim) tensor instead."""
+        if constrained and self.posterior is None:
+            raise ValueError("constrained=True needs a sampler built on a freeflow.Posterior; this one "
+                             "samples a plain log_density on R^d")
         x, log_q = self.sample_and_log_prob(n, seed=seed, ema=ema)
-        return x, _iw.log_importance_weights(self._log_density_chunked(x), log_q)
+        lw = _iw.log_importance_weights(self._log_density_chunked(x), log_q)
+        if self.posterior is not None and constrained is not False:
+            return self.posterior.constrain(x), lw
+        return x, lw
 
     def log_normalizer(self, n: int, *, seed: int | None = None, ema: bool = True) -> tuple[float, float]:
         """(log Ẑ, standard error) from n importance samples (see :mod:`freeflow.importance`)."""
@@ -463,7 +482,13 @@ class OneStepSampler:
         log_z, se = _iw.log_normalizer(lw)
         return _iw.ImportanceSummary(log_z, se, _iw.reverse_ess(lw), _iw.elbo(lw), _iw.pareto_khat(lw), n)
 
-    def expectation(self, f: Callable[[Tensor], Tensor], n: int, *, seed: int | None = None, ema: bool = True):
-        """Self-normalised importance estimate of E_p[f(x)] and its standard error."""
+    def expectation(self, f: Callable, n: int, *, seed: int | None = None, ema: bool = True):
+        """Self-normalised importance estimate of E_p[f(x)] and its standard error.
+
+        ``f`` takes the samples as :meth:`importance_weights` gives them: x (n, d) for a plain
+        log-density; for a :class:`~freeflow.Posterior`, the dict of named constrained values,
+        e.g. ``sampler.expectation(lambda d: d["tau"], 100_000)``; returns (n,) or (n, k)."""
+        if not callable(f):
+            raise TypeError(f"f must be callable (samples -> values (n,) or (n, k)), got {type(f).__name__}")
         x, lw = self.importance_weights(n, seed=seed, ema=ema)
         return _iw.self_normalized_expectation(f(x), lw)
