@@ -1,0 +1,137 @@
+"""Refine a sampler's draws by many short p-invariant HMC chains, with split R-hat and bulk ESS.
+
+Diagnostics (Vehtari, Gelman, Simpson, Carpenter & Bürkner 2021, as arviz computes them,
+vectorised over coordinates here; ``tests/test_mcmc.py`` checks them against ``arviz``):
+
+* rank normalisation: z = Φ⁻¹((r − 3/8)/(S + 1/4)), r the pooled rank (ties averaged) of a
+  draw among all S draws;
+* split R-hat of chains (M chains × N draws, each chain split in halves):
+  W = mean of the half-chains' variances, B/N = variance of their means,
+  R̂ = sqrt(((N−1)/N W + B/N) / W); the reported R̂ is the larger of the rank-normalised
+  ("bulk") one and that of the folded draws |x − median| ("tail"), arviz's ``method="rank"``;
+* bulk ESS: on rank-normalised split chains, ρ_t = 1 − (W − mean_m γ_m(t))/var⁺ from the chains'
+  autocovariances γ_m, summed by Geyer's initial monotone positive sequence; ESS = M N / τ̂.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from torch import Tensor
+
+from ..importance import LOG_DENSITY_CHUNK
+from ..validation import check_int, check_points
+from .kernel import LogDensity, run_chains
+
+__all__ = ["RefineResult", "refine", "split_rhat", "ess_bulk"]
+
+
+class RefineResult(NamedTuple):
+    draws: Tensor              # (n, d) the chains' final positions
+    all_draws: Tensor | None   # (steps, n, d) every kept step, with keep_draws=True
+    rhat: float                # largest split R-hat over coordinates (chains in groups; see refine)
+    ess: float                 # smallest bulk ESS over coordinates (every chain a chain)
+    acceptance: float
+    step_size: float
+    grad_evals: int
+    seconds: float
+
+
+def _rank_normalise(x: np.ndarray) -> np.ndarray:
+    """x (M, N, d) -> normal scores of the ranks pooled over chains and draws, per coordinate."""
+    from scipy.special import ndtri
+    from scipy.stats import rankdata
+
+    m, n, d = x.shape
+    r = rankdata(x.reshape(m * n, d), axis=0, method="average")
+    return ndtri((r - 0.375) / (m * n + 0.25)).reshape(m, n, d)
+
+
+def _split(x: np.ndarray) -> np.ndarray:
+    """(M, N, d) -> (2M, N//2, d): each chain in halves (the middle draw dropped for odd N)."""
+    h = x.shape[1] // 2
+    return np.concatenate([x[:, :h], x[:, x.shape[1] - h:]], 0)
+
+
+def _rhat(x: np.ndarray) -> np.ndarray:
+    n = x.shape[1]
+    w = x.var(1, ddof=1).mean(0)
+    b_over_n = x.mean(1).var(0, ddof=1)
+    return np.sqrt(((n - 1) / n * w + b_over_n) / w)
+
+
+def split_rhat(x: np.ndarray) -> np.ndarray:
+    """Rank-normalised split R-hat per coordinate (arviz ``rhat(method="rank")``); x (M, N, d)."""
+    x = np.asarray(x, dtype=np.float64)
+    xs = _split(x)
+    bulk = _rhat(_rank_normalise(xs))
+    tail = _rhat(_rank_normalise(np.abs(xs - np.median(xs.reshape(-1, x.shape[-1]), 0))))
+    return np.maximum(bulk, tail)
+
+
+def ess_bulk(x: np.ndarray) -> np.ndarray:
+    """Bulk ESS per coordinate (arviz ``ess(method="bulk")``); x (M, N, d)."""
+    z = _rank_normalise(_split(np.asarray(x, dtype=np.float64)))
+    m, n, d = z.shape
+    zc = z - z.mean(1, keepdims=True)
+    f = np.fft.rfft(zc, n=2 * n, axis=1)
+    acov = np.fft.irfft(f * np.conj(f), axis=1)[:, :n] / n                       # (M, N, d) biased γ_m(t)
+    w = acov[:, 0].mean(0) * n / (n - 1)
+    var_plus = w * (n - 1) / n + z.mean(1).var(0, ddof=1)
+    rho = 1 - (w - acov.mean(0)) / var_plus                                       # (N, d)
+    rho[0] = 1.0
+    return np.array([m * n / _geyer_tau(rho[:, j], m * n) for j in range(d)])
+
+
+def _geyer_tau(rho: np.ndarray, size: int) -> float:
+    """τ̂ = −1 + 2 Σ ρ_t by Geyer's initial monotone positive sequence (arviz's ``_ess`` loop)."""
+    n = len(rho)
+    r = np.zeros(n)
+    r[0], r[1] = 1.0, rho[1]
+    even, odd, t = 1.0, rho[1], 1
+    while t < n - 3 and even + odd > 0:
+        even, odd = rho[t + 1], rho[t + 2]
+        if even + odd >= 0:
+            r[t + 1], r[t + 2] = even, odd
+        t += 2
+    max_t = t - 2
+    if even > 0:
+        r[max_t + 1] = even
+    t = 1
+    while t <= max_t - 2:                                         # monotone: no pair above the one before
+        if r[t + 1] + r[t + 2] > r[t - 1] + r[t]:
+            r[t + 1] = r[t + 2] = (r[t - 1] + r[t]) / 2
+        t += 2
+    tau = -1 + 2 * r[: max_t + 1].sum() + r[max_t + 1: max_t + 2].sum()
+    return max(tau, 1 / math.log10(size))
+
+
+def refine(log_density: LogDensity, x0, steps: int, *, chains: int = 4, warmup: int = 50,
+           num_integration_steps: int = 4, target_acceptance: float | None = None, seed: int = 0,
+           keep_draws: bool = False, chunk_size: int = LOG_DENSITY_CHUNK) -> RefineResult:
+    """Refine a sampler's draws ``x0`` (n, d) by p-invariant HMC: one chain per row, ``warmup``
+    steps adapting the step size, then ``steps`` kept steps; returns the final positions.
+
+    Diagnostics over the kept steps: ``rhat``, the largest over coordinates of the
+    rank-normalised split R-hat with the n chains split into ``chains`` groups, each group one
+    chain whose draws run step by step (all its chains at the first kept step, then the second,
+    …): its halves are the early and the late kept steps, so R̂ > 1.01 says the draws still drift
+    (or the groups disagree); ``ess``, the smallest bulk ESS over coordinates with every one of
+    the n chains a chain. Memory: the kept draws, steps × n × d floats."""
+    x0 = check_points(x0, "x0", min_rows=2)
+    steps = check_int(steps, "steps", minimum=1)
+    chains = check_int(chains, "chains", minimum=1, maximum=x0.shape[0])
+    warmup = check_int(warmup, "warmup", minimum=0)
+    res = run_chains(log_density, x0, steps, warmup=warmup, num_integration_steps=num_integration_steps,
+                     target_acceptance=target_acceptance, seed=seed, keep_draws=True, chunk_size=chunk_size)
+    rhat = ess = math.nan
+    if steps >= 4:
+        draws = res.draws.double().numpy()                                        # (steps, n, d)
+        n, d = draws.shape[1:]
+        per = n // chains
+        grouped = draws[:, : per * chains].reshape(steps, chains, per, d).transpose(1, 0, 2, 3)
+        rhat = float(np.nanmax(split_rhat(grouped.reshape(chains, steps * per, d))))
+        ess = float(np.nanmin(ess_bulk(draws.transpose(1, 0, 2))))
+    return RefineResult(res.state.position, res.draws if keep_draws else None, rhat, ess, res.acceptance,
+                        res.step_size, res.grad_evals, res.seconds)
