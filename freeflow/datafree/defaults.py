@@ -13,8 +13,11 @@ from ..validation import check_choice, check_float, check_int, check_setting_nam
 __all__ = ["default_settings", "default_generator", "default_steps", "check_settings", "SETTING_RULES",
            "GENERATORS", "AUTO_ROUND_STEPS"]
 
-GENERATORS = ("mlp", "flow", "mixture", "product_mixture")
-#: fit() without steps trains in rounds of this many steps (freeflow.autostop)
+from ..generators.registry import GENERATORS as _REGISTRY
+
+#: the generator names (the registry's, freeflow.generators.registry)
+GENERATORS = tuple(_REGISTRY)
+#: fit() without steps trains in rounds of this many steps (freeflow.datafree.autostop)
 AUTO_ROUND_STEPS = 1000
 
 
@@ -66,6 +69,9 @@ def default_settings(dim: int) -> dict[str, Any]:
         "birth_every": 10,  # steps between birth checks (0: no births)
         "birth_mass": 0.005,  # a birth needs an estimated missing mass ∫(p − q)₊ above this
         "birth_fraction": 0.7,  # births only in the first fraction of training
+        # -- the Gaussian stage (freeflow.datafree.gaussian_stage): "auto" = on for generators with
+        # exact log q in d > 3, "on", "off"
+        "gaussian_stage": "auto",
         # -- the training step (freeflow.train.jko, docs/jko.md) --
         "step": "explicit",  # explicit Euler regression | "jko": implicit (proximal) step
         "jko_tau": None,  # τ of the JKO step, in step_size units; None: τ = step_size
@@ -115,7 +121,7 @@ SETTING_RULES: dict[str, tuple] = {
     "reaction_step": ("float", 0.0, None, False, False), "birth_mass": ("float", 0.0, None, False, False),
     "birth_fraction": ("float", 0.0, 1.0, False, False),
     "jko_tau": ("float", 0.0, None, True, True), "jko_inner": ("int", 1, False),
-    "step": ("choice", ("explicit", "jko")),
+    "step": ("choice", ("explicit", "jko")), "gaussian_stage": ("choice", ("auto", "on", "off")),
     "reference": ("choice", ("independent", "loo")), "lr_schedule": ("choice", ("cosine", "constant")),
     "anneal_path": ("choice", ("tempered", "geometric")), "covariance": ("choice", ("full", "diag", "iso")),
     "flow_kind": ("choice", ("realnvp", "spline")), "lv_mode": ("choice", ("derived", "surrogate")),

@@ -42,7 +42,7 @@ from ..validation import check_positive_int
 
 Tensor = torch.Tensor
 
-__all__ = ["GaussianFit", "fit_gaussian", "Frame"]
+__all__ = ["GaussianFit", "fit_gaussian", "Frame", "FrameLogDensity"]
 
 
 @dataclass
@@ -82,21 +82,28 @@ class Frame:
         diff = (x - self.loc.to(x.dtype)).T
         return torch.linalg.solve_triangular(self.chol.to(x.dtype), diff, upper=False).T
 
-    def pull_back(self, log_density):
-        """log p̃_u(u) = log p̃(loc + chol u) + log|det chol| (differentiable in u)."""
-        if self.identity:
-            return log_density
-        frame = self
-
-        def log_density_u(u: Tensor) -> Tensor:
-            return log_density(frame.to_x(u)) + frame.log_det
-        return log_density_u
+    def pull_back(self, log_density) -> "FrameLogDensity":
+        """log p̃_u(u) = log p̃(loc + chol u) + log|det chol| (differentiable in u); follows
+        later :meth:`set` calls."""
+        return FrameLogDensity(self, log_density)
 
     def state_dict(self) -> dict:
         return {"loc": self.loc64.clone(), "chol": self.chol64.clone(), "identity": self.identity}
 
     def load_state_dict(self, sd: dict) -> None:
         self.set(sd["loc"], sd["chol"], identity=bool(sd["identity"]))
+
+
+class FrameLogDensity:
+    """log p̃ pulled back to the frame's coordinates u (identity while the frame is)."""
+
+    def __init__(self, frame: Frame, log_density):
+        self.frame, self.log_density = frame, log_density
+
+    def __call__(self, u: Tensor) -> Tensor:
+        if self.frame.identity:
+            return self.log_density(u)
+        return self.log_density(self.frame.to_x(u)) + self.frame.log_det
 
 
 class _Counter:

@@ -20,36 +20,24 @@ from typing import Callable, Iterable
 
 import torch
 
-from .drift import DataFreeDrift
-from .logvar import LogVarianceDrift
-from ..density.flow import FlowDensity
-from ..generators.flow import ExactFlowDensity, FlowGenerator
-from ..generators.exact import ExactDensity
-from ..generators.mixture import MixtureGenerator, ProductMixtureGenerator, default_components
-from .reaction import MixtureReaction
-from ..reliability import TAIL_WIDEN, Reliability, ReliabilityWarning, assess, gibbs_shift
-from .autostop import AutoStop
-from .schedule import CoverageSchedule
 from .. import importance as _iw
-from ..density import DensityEstimator
-from ..density.kde import KDE
-from ..divergences import Divergence, get_divergence
-from ..generators.mlp import ResidualMLP
-from ..io import atomic_torch_save, load_checkpoint
-from ..train import History, TrainConfig, Trainer, standard_callbacks
-from ..validation import check_choice, check_log_density, check_positive_int, check_seed
-from .defaults import AUTO_ROUND_STEPS, GENERATORS, check_settings, default_generator, default_settings, default_steps
 from ..bayes.posterior import Posterior
+from ..density import DensityEstimator
+from ..io import atomic_torch_save, load_checkpoint
+from ..reliability import TAIL_WIDEN, Reliability, ReliabilityWarning, assess, gibbs_shift
+from ..train import History, Trainer, standard_callbacks
+from ..validation import check_choice, check_log_density, check_positive_int, check_seed
+from .autostop import AutoStop
+from .build import (CountedLogDensity, is_target, make_density, make_drift, resolve_divergence,
+                    resolve_generator, resolve_target, train_config)
+from .defaults import AUTO_ROUND_STEPS, check_settings, default_generator, default_settings, default_steps
+from .gaussian_stage import Frame, fit_gaussian
 
 Tensor = torch.Tensor
 
 __all__ = ["OneStepSampler", "default_settings", "default_steps", "default_generator"]
 
 FORMAT = "freeflow.OneStepSampler/1"
-
-
-def _is_target(obj) -> bool:
-    return hasattr(obj, "log_prob") and hasattr(obj, "dim") and callable(getattr(obj, "log_prob"))
 
 
 def _fingerprint(log_density: Callable[[Tensor], Tensor], dim: int) -> list[float]:
@@ -74,18 +62,22 @@ class OneStepSampler:
             (:mod:`freeflow.datafree.schedule`, docs/divergences.md). ``"kl_pq"`` (forward KL, mass-covering)
             is the default: it recovers mode weights, which ``"kl_qp"`` does not. For a
             unimodal target ``"kl_qp"`` corrects over-dispersed tails faster (docs/benchmarks.md).
-        density: estimator of the generator's density q: ``"kde"`` (default for the MLP
-            generator), ``"flow"`` (auxiliary normalizing flow, for d ≳ 10), ``"exact"``
-            (default and only choice for ``generator="flow"``) or a
+        density: estimator of the generator's density q: ``"exact"`` (the generator's own,
+            default for generators with exact log q), ``"kde"`` or ``"flow"`` (an auxiliary
+            normalizing flow; both for ``generator="mlp"``) or a
             :class:`~freeflow.density.DensityEstimator` instance.
         seed: seeds initialisation, training noise and default sampling noise.
-        generator: default :func:`default_generator` (MLP in d ≤ 3, flow above);
-            ``"mlp"`` (ResidualMLP) or ``"flow"`` (a normalizing flow with exact log q,
-            enabling :meth:`importance_weights` and :meth:`log_normalizer` without estimation).
+        generator: a name of the registry (:func:`freeflow.generators.available_generators`):
+            ``"mixture"`` (default in d ≤ 3), ``"product_mixture"`` (default in d > 3),
+            ``"flow"`` or ``"mlp"``; :func:`default_generator` gives the default. All but
+            ``"mlp"`` have an exact log q (importance weights, log Ẑ, the full verdict).
             ``divergence="lv"`` selects the log-variance flow (settings ``lv_*``).
         **settings: override any key of :func:`default_settings`; among them ``step``
             (``"explicit"``, default, or ``"jko"``: the implicit proximal step with ``jko_tau``
-            (None: = ``step_size``) and ``jko_inner`` inner steps, default 5; docs/jko.md).
+            (None: = ``step_size``) and ``jko_inner`` inner steps, default 5; docs/jko.md);
+            ``gaussian_stage`` (``"auto"``: on for exact generators in d > 3; ``"on"``, ``"off"``):
+            a full-covariance Gaussian fitted before training, whose frame the generator
+            trains in (:mod:`freeflow.datafree.gaussian_stage`).
     """
 
     def __init__(
@@ -99,132 +91,64 @@ class OneStepSampler:
         generator: str | None = None,
         **settings,
     ):
-        self.target_config = None
         # a freeflow.Posterior: sample() returns its named constrained parameters
         self.posterior = log_density if isinstance(log_density, Posterior) else None
-        if _is_target(log_density):
-            target = log_density
-            if dim is not None and dim != target.dim:
-                raise ValueError(f"dim={dim} does not match the target's dimension {target.dim}")
-            dim = target.dim
-            self.target_config = target.config() if hasattr(target, "config") else None
-            log_density = target.log_prob
-        if dim is None:
-            raise ValueError("dim is required when log_density is a plain function")
+        log_density, dim, self.target_config = resolve_target(log_density, dim)
         check_positive_int(dim, "dim")
         check_seed(seed)
         check_settings(settings, dim)
         check_log_density(log_density, dim)
-        self.log_density, self.dim, self.seed = log_density, dim, seed
-        # "lv" is not an f-divergence: it has its own drift (freeflow.datafree.logvar);
-        # "auto" switches from kl_pq to kl_qp on the measured missing mass (datafree.schedule)
-        if not isinstance(divergence, (str, Divergence)):
-            raise TypeError(f"divergence must be a name or a Divergence, got {type(divergence).__name__}")
-        self.divergence_name = divergence if isinstance(divergence, str) else divergence.name
-        schedule = CoverageSchedule() if self.divergence_name == "auto" else None
-        self.divergence = schedule.current if schedule is not None else get_divergence(
-            "kl_qp" if self.divergence_name == "lv" else divergence)
-        if isinstance(density, str):
-            check_choice(density, ("kde", "flow", "exact"), "density")
-        elif density is not None and not isinstance(density, DensityEstimator):
-            raise TypeError(f"density must be 'kde', 'flow', 'exact' or a DensityEstimator, got {type(density).__name__}")
-        if generator is None:
-            generator = default_generator(dim, density)
-        check_choice(generator, GENERATORS, "generator")
-        self.generator_name = generator
-        exact = generator in ("flow", "mixture", "product_mixture")
-        if density is None:
-            density = "exact" if exact else "kde"
-        if (density == "exact") != exact:
-            raise ValueError("density='exact' goes with generator='flow' or 'mixture' (and only with "
-                             f"them), got density={density!r}, generator={generator!r}")
-        if exact:
-            # a flow maps R^d to R^d; a mixture's last noise coordinate picks the component
-            need = {"flow": dim, "mixture": dim + 1, "product_mixture": 2 * dim}[generator]
-            if settings.get("noise_dim", need) != need:
-                raise ValueError(f"noise_dim must be {need} for generator={generator!r} in d = {dim} "
-                                 f"(it is fixed by the generator), got {settings['noise_dim']!r}")
-            settings = {**settings, "noise_dim": need}
-        s = {**default_settings(dim), **settings}
-        if s["noise_dim"] < dim:
-            raise ValueError(f"noise_dim ({s['noise_dim']}) must be >= dim ({dim})")
-        if s["reference"] == "loo" and s["batch_size"] < 2:
-            raise ValueError("batch_size must be >= 2 for the leave-one-out reference")
-        if isinstance(s["bandwidth_factor"], list):
-            s["bandwidth_factor"] = tuple(s["bandwidth_factor"])
-        self.settings = s
+        self.counted = CountedLogDensity(log_density)
+        self.log_density, self.dim, self.seed = self.counted, dim, seed
+        self.divergence_name, self.divergence, schedule = resolve_divergence(divergence)
+        self.spec, density, self.settings = resolve_generator(generator, density, dim, settings)
+        self.generator_name = self.spec.name
         self.density_name = density if isinstance(density, str) else type(density).__name__
-        if density != "exact":
-            self.density = self._make_density(density, s, dim, seed)
+        if density != "exact":  # (built before the network's initialisation, which it must not shift)
+            self.density = make_density(density, self.settings, dim, seed, None)
         torch.manual_seed(seed)  # network initialisation
-        reaction = None
-        if generator == "flow":
-            self.generator = FlowGenerator(dim, layers=s["flow_layers"], hidden=s["flow_hidden"],
-                                           kind=s["flow_kind"], init_scale=s["init_scale"])
-            self.density = ExactFlowDensity(self.generator)
-        elif generator in ("mixture", "product_mixture"):
-            product = generator == "product_mixture"
-            k = s["components"] if s["components"] is not None else (
-                4 if product else default_components(dim, s["batch_size"]))
-            check_positive_int(k, "components")
-            if k * 2 > s["batch_size"]:
-                raise ValueError(f"components={k} cannot be fitted with batch_size={s['batch_size']}: "
-                                 f"the Fisher-Rao step needs at least 2 samples per component")
-            s["components"] = k
-            layers = s["mixture_flow_layers"]
-            if layers is None:
-                layers = 4 if product else 0
-            cls = ProductMixtureGenerator if product else MixtureGenerator
-            self.generator = cls(
-                dim, k, init_scale=s["init_scale"], component_scale=s["component_scale"],
-                flow_layers=layers, flow_hidden=s["flow_hidden"], flow_kind=s["flow_kind"],
-                lr_scale=s["mixture_lr_scale"])
-            self.density = ExactDensity(self.generator)
-            reaction = MixtureReaction(self.divergence, step_size=float(s["reaction_step"]),
-                                       birth_every=s["birth_every"], birth_mass=float(s["birth_mass"]),
-                                       birth_fraction=float(s["birth_fraction"]))
-        else:
-            self.generator = ResidualMLP(s["noise_dim"], dim, hidden=s["hidden"], depth=s["depth"],
-                                         init_scale=s["init_scale"], affine_lr_scale=s["affine_lr_scale"])
-        drift_kwargs = dict(
-            log_density=log_density, divergence=self.divergence, density=self.density,
-            noise_dim=s["noise_dim"], batch_size=s["batch_size"], reference=s["reference"],
-            reference_size=s["reference_size"], beta0=s["beta0"],
-            anneal_fraction=s["anneal_fraction"], max_ratio=s["max_ratio"], temper=s["temper"],
-            bandwidth_factor=s["bandwidth_factor"], anneal_path=s["anneal_path"],
-            base_scale=float(s["init_scale"]),
-        )
-        if reaction is not None:
-            drift_kwargs["reaction"] = reaction
-        if schedule is not None:
-            drift_kwargs["schedule"] = schedule
-        if self.divergence_name == "lv":
-            self.drift = LogVarianceDrift(**drift_kwargs, lv_reference=s["lv_reference"],
-                                          lv_mode=s["lv_mode"], lv_clip=s["lv_clip"],
-                                          lv_options=dict(s["lv_options"]))
-        else:
-            self.drift = DataFreeDrift(**drift_kwargs)
-        cfg = TrainConfig(lr=s["lr"], lr_schedule=s["lr_schedule"], step_size=s["step_size"],
-                          grad_clip=s["grad_clip"], ema_decay=s["ema_decay"], step=s["step"],
-                          jko_tau=s["jko_tau"], jko_inner=s["jko_inner"])
-        self.trainer = Trainer(self.generator, self.drift, cfg, seed=seed)
+        self.generator = self.spec.build(dim, self.settings)
+        if density == "exact":
+            self.density = make_density(density, self.settings, dim, seed, self.generator)
+        # the generator trains in the frame of the Gaussian stage: x = loc + chol u (gaussian_stage.py)
+        self.frame = Frame(dim)
+        self.gaussian_fit: dict | None = None
+        self.drift = make_drift(self.frame.pull_back(self.counted), self.divergence_name, self.divergence,
+                                schedule, self.density, self.spec, self.settings)
+        self.trainer = Trainer(self.generator, self.drift, train_config(self.settings), seed=seed)
         self.state = self.trainer.init()
         self.history = History()
         self._sample_rng = torch.Generator().manual_seed(seed + 1)
         self.last_reliability: Reliability | None = None
-        self.auto: dict | None = None  # the state of a fit() without steps (freeflow.autostop)
+        self.auto: dict | None = None  # the state of a fit() without steps (freeflow.datafree.autostop)
 
-    @staticmethod
-    def _make_density(density, s, dim: int, seed: int) -> DensityEstimator:
-        if isinstance(density, DensityEstimator):
-            return density
-        if density == "kde":
-            factor = s["bandwidth_factor"][0] if s["bandwidth_factor"] else 1.0
-            return KDE(s["bandwidth"], factor=factor, covariance=s["covariance"])
-        if density == "flow":
-            return FlowDensity(dim, kind=s["flow_kind"], layers=s["flow_layers"], hidden=s["flow_hidden"],
-                               fit_steps=s["flow_fit_steps"], lr=s["flow_lr"], seed=seed)
-        raise ValueError(f"density must be 'kde', 'flow', 'exact' or a DensityEstimator, got {density!r}")
+    @property
+    def exact_log_q(self) -> bool:
+        """Whether the generator knows its own density (importance weights without estimation)."""
+        return self.spec.exact
+
+    def cost(self) -> dict:
+        """Log-density evaluations (rows) and seconds per stage of this sampler's life:
+        ``gaussian_stage``, ``training``, ``checks``, ``other`` (sampling, importance weights)."""
+        return self.counted.cost()
+
+    def _gaussian_stage(self) -> None:
+        """Fit the Gaussian frame before the first training step (when the setting asks)."""
+        mode = self.settings["gaussian_stage"]
+        if self.gaussian_fit is not None or self.state.step > 0 or mode == "off" or (
+                mode == "auto" and not (self.spec.exact and self.dim > 3)):
+            return
+        with self.counted.stage("gaussian_stage"):
+            try:
+                fit = fit_gaussian(self.counted, self.dim, seed=self.seed)
+            except FloatingPointError as e:
+                if mode == "on":
+                    raise FloatingPointError(f"gaussian_stage='on': {e}") from e
+                self.gaussian_fit = {"used": False, "reason": str(e)}
+                return
+        self.frame.set(fit.loc, fit.chol)
+        self.gaussian_fit = {"used": True, "elbo": fit.elbo, "evaluations": fit.evaluations,
+                             "seconds": fit.seconds, "path_length": fit.path_length, "note": fit.note}
 
     # -- training ------------------------------------------------------------------------------
     def fit(
@@ -242,7 +166,7 @@ class OneStepSampler:
 
         Without ``steps``, train in rounds of 1000 steps until the reliability check passes
         (the mixture weights settled, raw and importance-weighted estimates agree, k̂ and ESS
-        fine), at most :func:`default_steps` steps; see :mod:`freeflow.autostop`. Such a run
+        fine), at most :func:`default_steps` steps; see :mod:`freeflow.datafree.autostop`. Such a run
         resumes with ``fit()`` again.
 
         ``steps`` is the length of the whole schedule (annealing, learning-rate decay): to
@@ -257,8 +181,8 @@ class OneStepSampler:
         extra = list(callbacks)
         auto_run = steps is None
         if auto_run:
-            # rounds until the reliability check passes (freeflow.autostop), at most default_steps
-            exact = hasattr(self.generator, "forward_and_log_prob")
+            # rounds until the reliability check passes (freeflow.datafree.autostop), at most default_steps
+            exact = self.spec.exact
             if self.auto is None:
                 self.auto = {"max_steps": default_steps(self.dim), "stopped_at": None,
                              "round_steps": AUTO_ROUND_STEPS if exact else default_steps(self.dim),
@@ -267,18 +191,26 @@ class OneStepSampler:
             done = self.auto["stopped_at"] is not None
             steps = self.state.total_steps if (done or self.state.step) else self.auto["round_steps"]
         check_positive_int(steps, "steps")
-        keys = ("beta", "ess", "weight_entropy", "outside_support") if isinstance(
-            self.generator, MixtureGenerator) else ("beta", "ess", "outside_support")
+        keys = ("beta", "ess", "weight_entropy", "outside_support") if self.spec.has_weights else (
+            "beta", "ess", "outside_support")
+        self._gaussian_stage()
         cbs = standard_callbacks(progress=progress, log=log, checkpoint=checkpoint, save=self.save,
                                  checkpoint_every=checkpoint_every, extra=extra, progress_keys=keys)
         if auto_run:
             # first, so that a checkpoint written at a step already holds that step's decision
             cbs.insert(0, AutoStop(self, self.auto))
-        hist = self.trainer.fit(self.state, steps, callbacks=cbs)
+        with self.counted.stage("training"):
+            hist = self.trainer.fit(self.state, steps, callbacks=cbs)
         self.history.extend(hist)
         if check:
             rep = self.last_reliability
-            if not (auto_run and self.auto.get("stopped_at") == self.steps_done and rep is not None):
+            if self.state.failure is not None:  # training stopped early (train.recovery): never trusted
+                try:
+                    rep = self.reliability()
+                except (ValueError, FloatingPointError, RuntimeError) as e:
+                    rep = Reliability(None, [f"the reliability check could not run ({e})"])
+                rep.trusted, rep.reasons = False, [self.state.failure, *rep.reasons]
+            elif not (auto_run and self.auto.get("stopped_at") == self.steps_done and rep is not None):
                 rep = self.reliability()  # (an auto run's last round already checked this state)
             self.last_reliability = rep
             if rep.trusted is False:
@@ -291,25 +223,45 @@ class OneStepSampler:
         estimates and (mixture) whether the weights settled, from n fresh samples; see
         :mod:`freeflow.reliability`. "unverified" where log q is not exact."""
         check_positive_int(n, "n")
+        with self.counted.stage("checks"):
+            return self._reliability(n, seed)
+
+    def _reliability(self, n: int, seed: int) -> Reliability:
         net = self.state.ema.module
-        if not hasattr(net, "forward_and_log_prob"):
+        if not self.spec.exact:
             x = self.sample_unconstrained(n, seed=seed)
             return assess(x, None, None, gibbs=gibbs_shift(self.log_density, x, seed=seed), unverified_reason=(
                 f"density={self.density_name!r} gives no exact log q, so importance checks are "
                 "unavailable; compare with a reference (freeflow.compare) instead"))
-        x, log_q = self.sample_and_log_prob(n, seed=seed)
+        u, log_q = self._draw(net, n, seed, self.settings["noise_dim"])
+        x = self.frame.to_x(u)
         with torch.no_grad():
             log_p = self._log_density_chunked(x).to(log_q.dtype)
-            log_resp = net.log_responsibilities(x) if isinstance(net, MixtureGenerator) else None
+            log_resp = net.log_responsibilities(u)
             # defensive proposal ρ = ½ q + ½ q_f: draws from q_f, and both densities everywhere
+            # (all in the generator's frame u; log p̃_u = log p̃ + log|det|, the same shift for all)
             with net.widened(TAIL_WIDEN):
-                xw, log_qf_w = self.sample_and_log_prob(n, seed=seed + 1)
-                log_qf_x = torch.cat([net.log_prob(c) for c in x.split(16384)])
-            log_q_w = torch.cat([net.log_prob(c) for c in xw.split(16384)])
-            log_rho = torch.logaddexp(torch.cat([log_q, log_q_w]), torch.cat([log_qf_x, log_qf_w])) - math.log(2)
-            log_w_def = torch.cat([log_p, self._log_density_chunked(xw).to(log_q.dtype)]) - log_rho
-        return assess(x, log_p, log_q, log_resp, log_w_defensive=log_w_def,
+                uw, log_qf_w = self._draw(net, n, seed + 1, self.settings["noise_dim"])
+                log_qf_u = torch.cat([net.log_prob(c) for c in u.split(_iw.LOG_DENSITY_CHUNK)])
+            log_q_w = torch.cat([net.log_prob(c) for c in uw.split(_iw.LOG_DENSITY_CHUNK)])
+            log_rho = torch.logaddexp(torch.cat([log_q, log_q_w]), torch.cat([log_qf_u, log_qf_w])) - math.log(2)
+            log_p_w = self._log_density_chunked(self.frame.to_x(uw)).to(log_q.dtype)
+            log_w_def = torch.cat([log_p, log_p_w]) + self.frame.log_det - log_rho
+        return assess(x, log_p, log_q - self.frame.log_det, log_resp, log_w_defensive=log_w_def,
                       gibbs=gibbs_shift(self.log_density, x, seed=seed))
+
+    @staticmethod
+    @torch.no_grad()
+    def _draw(net, n: int, seed: int | None, noise_dim: int, rng=None, chunk_size: int = 16384):
+        """n draws u of an exact generator in its own frame and log q_u(u)."""
+        rng = torch.Generator().manual_seed(seed) if seed is not None else rng
+        us, lqs = [], []
+        for start in range(0, n, chunk_size):
+            z = torch.randn(min(chunk_size, n - start), noise_dim, generator=rng)
+            u, lq = net.forward_and_log_prob(z)
+            us.append(u)
+            lqs.append(lq)
+        return torch.cat(us), torch.cat(lqs)
 
     def _log_density_chunked(self, x: Tensor) -> Tensor:
         """log p̃ at x in chunks, NaN (outside the support) as −inf."""
@@ -342,7 +294,7 @@ class OneStepSampler:
         out = []
         for start in range(0, n, chunk_size):
             m = min(chunk_size, n - start)
-            out.append(net(torch.randn(m, self.settings["noise_dim"], generator=rng)))
+            out.append(self.frame.to_x(net(torch.randn(m, self.settings["noise_dim"], generator=rng))))
         return torch.cat(out)
 
     def to_inference_data(self, draws: int | None = None, chains: int = 4, var_names=None, *,
@@ -381,6 +333,9 @@ class OneStepSampler:
             "trainer": self.trainer.state_dict(self.state),
             "history": list(self.history),
             "auto": dict(self.auto) if self.auto is not None else None,
+            "frame": self.frame.state_dict(),
+            "gaussian_fit": self.gaussian_fit,
+            "cost": self.counted.state_dict(),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -398,7 +353,7 @@ class OneStepSampler:
         if not isinstance(ck, dict) or ck.get("format") != FORMAT:
             raise ValueError(f"{str(path)!r} is not a freeflow OneStepSampler checkpoint")
         dim = ck["dim"]
-        if _is_target(log_density):
+        if is_target(log_density):
             if log_density.dim != dim:
                 raise ValueError(
                     f"log_density: checkpoint {str(path)!r} is for dimension {dim}, "
@@ -425,6 +380,10 @@ class OneStepSampler:
         self.trainer.load_state_dict(self.state, ck["trainer"])
         self.history = History(ck.get("history", []))
         self.auto = ck.get("auto")
+        if "frame" in ck:
+            self.frame.load_state_dict(ck["frame"])
+        self.gaussian_fit = ck.get("gaussian_fit")
+        self.counted.load_state_dict(ck.get("cost", {}))
         if self.auto is not None:
             self.drift.anneal_steps = self.auto["anneal_steps"]
         return self
@@ -438,22 +397,17 @@ class OneStepSampler:
         log q̂ is too biased to weight with)."""
         check_positive_int(n, "n")
         net = self.state.ema.module if ema else self.generator
-        if isinstance(net, (FlowGenerator, MixtureGenerator)):
-            rng = torch.Generator().manual_seed(seed) if seed is not None else self._sample_rng
-            xs, lqs = [], []
-            for start in range(0, n, chunk_size):
-                z = torch.randn(min(chunk_size, n - start), self.settings["noise_dim"], generator=rng)
-                x, lq = net.forward_and_log_prob(z)
-                xs.append(x)
-                lqs.append(lq)
-            return torch.cat(xs), torch.cat(lqs)
-        if isinstance(self.density, FlowDensity):
-            x = self.sample_unconstrained(n, seed=seed, ema=ema)
-            return x, torch.cat([self.density.log_prob(c) for c in x.split(chunk_size)])
-        raise ValueError(
-            f"importance weights need log q: use generator='flow' (exact) or density='flow' "
-            f"(approximate), not density={self.density_name!r}"
-        )
+        if self.spec.exact:
+            u, log_q = self._draw(net, n, seed, self.settings["noise_dim"], self._sample_rng, chunk_size)
+        elif isinstance(self.density, DensityEstimator) and getattr(self.density, "normalized", False):
+            u = self.frame.to_u(self.sample_unconstrained(n, seed=seed, ema=ema))
+            log_q = torch.cat([self.density.log_prob(c) for c in u.split(chunk_size)])
+        else:
+            raise ValueError(
+                f"importance weights need log q: use a generator with exact log q (e.g. generator='flow') "
+                f"or density='flow' (approximate), not density={self.density_name!r}"
+            )
+        return self.frame.to_x(u), log_q - self.frame.log_det
 
     @torch.no_grad()
     def importance_weights(self, n: int, *, seed: int | None = None, ema: bool = True,

@@ -16,6 +16,9 @@ class DensityEstimator(ABC):
 
     #: True when log_prob is the generator's exact density (a flow generator), not an estimate.
     exact: bool = False
+    #: True when log_prob is a normalised density usable for importance weights (an auxiliary
+    #: flow), False for estimates too biased to weight with (a KDE's log q̂).
+    normalized: bool = False
 
     @abstractmethod
     def fit(self, samples: torch.Tensor) -> "DensityEstimator":

@@ -151,6 +151,8 @@ class FlowDensity(DensityEstimator):
     seed: seeds the flow's initialisation (random permutations and weights).
     """
 
+    normalized = True
+
     exact = False
 
     def __init__(
