@@ -253,26 +253,37 @@ def test_dataflow_critic_bad_input():
         Critic(2, "js", inner_steps=0)
 
 
-def test_diverging_critic_raises_naming_critic_and_step(tmp_path, monkeypatch):
-    """A critic whose output turns NaN in its 4th update (generator step 3) stops the fit with a
-    NonFiniteError (a FloatingPointError) naming the critic, the step and the inner step, and
-    the last good checkpoint; the stand-alone Critic names its update count instead."""
+def test_diverging_critic_stops_the_fit_naming_critic_and_step(tmp_path, monkeypatch):
+    """A critic whose output turns NaN from generator step 3 on: the step is undone (the critic
+    with it) and retried until the limit, then training stops cleanly at step 3 with a failure
+    naming the critic, the step and the inner step (no exception); the checkpoint written at
+    the end holds that state and its critic is finite. The stand-alone Critic raises
+    NonFiniteError (a FloatingPointError) naming its update count instead."""
     data = _gauss(500, 2)
     flow = ff.DataFlow(2, "critic:kl_dv", seed=0, batch_size=32)
     critic = flow.drift.critic
     forward = type(critic.net).forward
+    armed = {"on": False}
 
     def bad_forward(self, x):
         out = forward(self, x)
-        # from the 4th update on, on the critic's training inputs (the velocity's inputs require grad)
-        return out * float("nan") if critic.updates >= 3 and not x.requires_grad else out
+        # from step 3 on, on the critic's training inputs (the velocity's inputs require grad)
+        return out * float("nan") if armed["on"] and not x.requires_grad else out
+
+    class Arm(ff.train.Callback):
+        def on_step_end(self, trainer, state, info):
+            armed["on"] = armed["on"] or state.step == 3
 
     monkeypatch.setattr(type(critic.net), "forward", bad_forward)
-    with pytest.raises(NonFiniteError, match=r"critic 'critic:kl_dv' diverged.*at step 3, inner step 1 of 5"
-                                             r".*last good checkpoint.*step 2") as info:
-        flow.fit(data, steps=10, checkpoint=tmp_path / "ck.pt", checkpoint_every=2)
-    assert isinstance(info.value, FloatingPointError)
-    assert ff.DataFlow.load(tmp_path / "ck.pt").steps_done == 2
+    with pytest.warns(ff.train.TrainingStoppedWarning,
+                      match=r"21 failed attempt.*critic 'critic:kl_dv' diverged.*at step 3, inner step 1 of 5"):
+        flow.fit(data, steps=10, checkpoint=tmp_path / "ck.pt", checkpoint_every=2, callbacks=[Arm()])
+    assert flow.steps_done == 3 and "critic 'critic:kl_dv' diverged" in flow.state.failure
+    assert all(torch.isfinite(p).all() for p in critic.net.parameters())
+    back = ff.DataFlow.load(tmp_path / "ck.pt")
+    assert back.steps_done == 3
+    assert all(torch.isfinite(p).all() for p in back.drift.critic.net.parameters())
     with pytest.raises(NonFiniteError, match=r"critic 'critic:kl_dv' diverged: non-finite critic output on data "
-                                             r"at update 4, inner step 1 of 5"):
+                                             r"at update \d+, inner step 1 of 5") as info:
         critic.update(torch.randn(8, 2), torch.randn(8, 2))
+    assert isinstance(info.value, FloatingPointError)

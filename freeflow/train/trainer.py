@@ -17,11 +17,17 @@ re-evaluated at each inner iterate on the same noise (:mod:`freeflow.train.jko`)
 
 Style follows blackjax: ``init() -> TrainState``; ``step(state) -> (state, info)``; the loop
 (``fit``) and its progress bar, logging and checkpoints are callbacks around it.
+
+``step`` raises on a NaN/inf (:class:`NonFiniteError`, a FloatingPointError); ``fit`` never
+aborts on one: it returns to the state before the failed step, halves the learning rate and
+tries again with new noise, and after ``max_recoveries`` failures in a row stops cleanly with
+``state.failure`` set (:mod:`freeflow.train.recovery`).
 """
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
@@ -31,10 +37,12 @@ from torch import nn
 from ..generators.mlp import EMA
 from ..validation import check_choice, check_float, check_int, check_positive_int
 from .jko import STEPS, jko_update
+from .recovery import Snapshot, TrainingStoppedWarning
 
 Tensor = torch.Tensor
 
-__all__ = ["TrainConfig", "TrainState", "Trainer", "Drift", "History", "lr_at", "NonFiniteError", "unwrap"]
+__all__ = ["TrainConfig", "TrainState", "Trainer", "Drift", "History", "lr_at", "NonFiniteError", "unwrap",
+           "TrainingStoppedWarning"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -67,6 +75,17 @@ class TrainConfig:
             drift); None: τ = ``step_size``.
         jko_inner: M, inner optimiser steps per JKO step (the proximal problem is solved
             warm-started from θ_k, so a few suffice; 1 reproduces the explicit step).
+        max_recoveries: failed attempts of one step (NaN/inf anywhere in it) that ``fit``
+            restores and retries; one more failure in a row stops training cleanly
+            (``TrainState.failure``). 0: stop at the first failure (:mod:`.recovery`).
+        recovery_lr_factor: learning-rate multiplier applied per failed attempt, in (0, 1],
+            down to ``min_lr_factor`` (where batches fail whatever the rate, e.g. a log-density
+            that is NaN on much of the generator's mass, a smaller rate does not help).
+        recovery_lr_steps: after a failure, the multiplier doubles back toward 1 over this
+            many good steps; None: it stays reduced for the rest of the run.
+        drift_snapshot_every: the drift's carried state (estimator of q, critic, memory bank)
+            is copied for recovery every this many steps (generator, EMA and optimizer: every
+            step); a failed step restores the latest copy.
     """
 
     lr: float = 1e-3
@@ -81,6 +100,11 @@ class TrainConfig:
     step: str = "explicit"
     jko_tau: float | None = None
     jko_inner: int = 5
+    max_recoveries: int = 20
+    recovery_lr_factor: float = 0.5
+    min_lr_factor: float = 1e-3
+    recovery_lr_steps: int | None = 100
+    drift_snapshot_every: int = 10
 
     def __post_init__(self):
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -96,6 +120,11 @@ class TrainConfig:
         check_choice(self.step, STEPS, "step")
         check_float(self.jko_tau, "jko_tau", low=0.0, low_open=True, allow_none=True)
         check_int(self.jko_inner, "jko_inner", minimum=1)
+        check_int(self.max_recoveries, "max_recoveries", minimum=0)
+        check_float(self.recovery_lr_factor, "recovery_lr_factor", low=0.0, high=1.0, low_open=True)
+        check_float(self.min_lr_factor, "min_lr_factor", low=0.0, high=1.0, low_open=True)
+        check_int(self.recovery_lr_steps, "recovery_lr_steps", minimum=1, allow_none=True)
+        check_int(self.drift_snapshot_every, "drift_snapshot_every", minimum=1)
 
 
 def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
@@ -111,7 +140,12 @@ def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
 
 @dataclass
 class TrainState:
-    """Everything the next step needs; ``step`` counts completed steps."""
+    """Everything the next step needs; ``step`` counts completed steps.
+
+    ``lr_factor`` multiplies the scheduled learning rate (< 1 after failed steps),
+    ``recoveries`` counts failed attempts that were restored and retried, ``failure`` says why
+    ``fit`` stopped early (None: it did not), ``failed_attempts`` counts the failures in a row
+    at the current step (:mod:`freeflow.train.recovery`)."""
 
     generator: nn.Module
     ema: EMA
@@ -120,6 +154,11 @@ class TrainState:
     step: int = 0
     total_steps: int = 0
     elapsed: float = 0.0  # seconds spent in completed steps (carried across resumes)
+    lr_factor: float = 1.0
+    recoveries: int = 0
+    failure: str | None = None
+    failed_attempts: int = 0
+    last_error: str | None = None  # the last failure recovered from (reported once in info)
 
 
 class History(list):
@@ -182,6 +221,9 @@ class Trainer:
             "step": state.step,
             "total_steps": state.total_steps,
             "elapsed": state.elapsed,
+            "lr_factor": state.lr_factor,
+            "recoveries": state.recoveries,
+            "failure": state.failure,
         }
         if hasattr(self.drift, "state_dict"):
             out["drift"] = self.drift.state_dict()
@@ -194,6 +236,9 @@ class Trainer:
         state.rng.set_state(sd["rng"])
         state.step, state.total_steps = int(sd["step"]), int(sd["total_steps"])
         state.elapsed = float(sd.get("elapsed", 0.0))
+        state.lr_factor = float(sd.get("lr_factor", 1.0))
+        state.recoveries = int(sd.get("recoveries", 0))
+        state.failure = sd.get("failure")
         if "drift" in sd and hasattr(self.drift, "load_state_dict"):
             self.drift.load_state_dict(sd["drift"])
         return state
@@ -202,7 +247,7 @@ class Trainer:
     def step(self, state: TrainState) -> tuple[TrainState, dict]:
         cfg, k = self.config, state.step
         t0 = time.perf_counter()
-        lr = lr_at(k, state.total_steps, cfg)
+        lr = lr_at(k, state.total_steps, cfg) * state.lr_factor
         for group in state.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         state.generator.train()
@@ -217,10 +262,15 @@ class Trainer:
             loss = float(loss.detach())
         state.ema.update(unwrap(state.generator))
         state.step = k + 1
+        if state.lr_factor < 1.0 and cfg.recovery_lr_steps is not None:
+            state.lr_factor = min(1.0, state.lr_factor * 2.0 ** (1.0 / cfg.recovery_lr_steps))
+        state.failed_attempts = 0
         dt = time.perf_counter() - t0
         state.elapsed += dt
         info = {"step": state.step, "lr": lr, "loss": loss, "grad_norm": grad_norm,
-                "seconds": dt, **info}
+                "seconds": dt, "recoveries": state.recoveries, **info}
+        if state.last_error is not None:  # the first good step after a recovery says from what
+            info["recovered_from"], state.last_error = state.last_error, None
         return state, info
 
     @staticmethod
@@ -261,6 +311,12 @@ class Trainer:
         ``total_steps`` is the length of the whole schedule (learning-rate decay, annealing), so
         a run interrupted at step k resumes from a checkpoint by calling ``fit`` with the same
         ``total_steps`` and reproduces the uninterrupted run.
+
+        A step that fails on a NaN/inf is undone and retried (:mod:`freeflow.train.recovery`);
+        after ``max_recoveries`` failures in a row the loop stops at the last good state with
+        ``state.failure`` set and a :class:`TrainingStoppedWarning` (the callbacks' ``on_fit_end``
+        still runs, so a checkpoint then holds that state). Under torch.distributed with
+        several processes a failure raises instead (the ranks cannot retry in step).
         """
         total_steps = check_positive_int(total_steps, "steps")
         if state.step > total_steps:
@@ -268,8 +324,10 @@ class Trainer:
                 f"steps={total_steps} is smaller than the {state.step} steps already trained"
             )
         state.total_steps = total_steps
+        state.failure, state.failed_attempts = None, 0
         cbs = [*self.callbacks, *callbacks]
         history = History()
+        snapshot = None if _distributed() else Snapshot(self.config.drift_snapshot_every)
         # Flush float32 subnormals to zero while training: exp() of very negative exponents
         # (KDE kernels, log-sum-exp over mixture components) otherwise hits the CPU's slow
         # subnormal path, measured 5-50x slower. Values below 1e-38 change no result here.
@@ -278,7 +336,21 @@ class Trainer:
             for cb in cbs:
                 cb.on_fit_start(self, state)
             while state.step < state.total_steps:  # a callback may shorten the run (AutoStop)
-                state, info = self.step(state)
+                t0 = time.perf_counter()
+                if snapshot is not None:
+                    snapshot.take(self, state)  # (its time counts as training time, as a failed step's)
+                    state.elapsed += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                try:
+                    state, info = self.step(state)
+                except FloatingPointError as e:
+                    if snapshot is None:
+                        raise
+                    recovered = self._recover(state, snapshot, e)
+                    state.elapsed += time.perf_counter() - t0
+                    if recovered:
+                        continue
+                    break
                 history.append(info)
                 for cb in cbs:
                     cb.on_step_end(self, state, info)
@@ -293,4 +365,32 @@ class Trainer:
                           f"(step {cb.last_saved})") from e
         finally:
             torch.set_flush_denormal(False)
+        if state.failure is not None:
+            saved = [cb for cb in cbs if getattr(cb, "last_saved", None) == state.step]
+            if saved:
+                state.failure += f"; checkpoint {str(saved[-1].path)!r} holds it"
+            warnings.warn(state.failure, TrainingStoppedWarning, stacklevel=2)
         return history
+
+    def _recover(self, state: TrainState, snapshot: Snapshot, error: FloatingPointError) -> bool:
+        """Undo a failed step (exactly: the snapshot taken before it) and shrink the learning
+        rate; False (and ``state.failure`` set) once the failures in a row exceed the limit."""
+        cfg = self.config
+        snapshot.restore(self, state)
+        state.failed_attempts += 1
+        if state.failed_attempts > cfg.max_recoveries:
+            state.failure = (f"training stopped at step {state.step} of {state.total_steps} after "
+                             f"{state.failed_attempts} failed attempt(s) in a row; the last: {error}; "
+                             f"the state is the last good one (step {state.step})")
+            return False
+        state.recoveries += 1
+        state.lr_factor = max(state.lr_factor * cfg.recovery_lr_factor, cfg.min_lr_factor)
+        state.last_error = str(error)
+        return True
+
+
+def _distributed() -> bool:
+    """Whether this process is one of several (torch.distributed): no recovery there."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
