@@ -11,14 +11,17 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ..importance import LOG_DENSITY_CHUNK
+from ..importance import LOG_DENSITY_CHUNK, log_density_at
 from ..validation import check_float, check_int, check_points, check_seed
-from .kernel import LogDensity, run_chains, value_and_grad
+from .kernel import LogDensity, run_chains
 
-__all__ = ["MCMCShift", "mcmc_shift", "shift_threshold", "MCMC_ALPHA"]
+__all__ = ["MCMCShift", "mcmc_shift", "shift_threshold", "MCMC_ALPHA", "MIN_SHIFT"]
 
 #: family-wise false-alarm rate of mcmc_shift on exact draws (Bonferroni over its 2(d+1) tests)
 MCMC_ALPHA = 0.05
+#: the least movement (sd units: |Δmean|/sd or |log sd ratio|) that fires: a significant but
+#: smaller move is a q too close to p to matter
+MIN_SHIFT = 0.05
 
 
 @dataclass
@@ -41,7 +44,7 @@ class MCMCShift:
     d: int
     steps: int
     seconds: float
-    dropped: int = 0      # rows of x outside the support (log p̃ not finite), not started
+    dropped: int = 0      # rows of x not finite or outside the support (log p̃ not finite), not started
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,23 +72,29 @@ def shift_threshold(d: int, alpha: float = MCMC_ALPHA) -> float:
 
 
 def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, num_integration_steps: int = 1,
-               local_step_size: bool = True, coordinates_per_step: int | None = None, warmup: int | None = None, alpha: float = MCMC_ALPHA, seed: int = 0,
+               local_step_size: bool = True, coordinates_per_step: int | None = None, warmup: int | None = None,
+               alpha: float = MCMC_ALPHA, min_shift: float = MIN_SHIFT, seed: int = 0,
                chunk_size: int = LOG_DENSITY_CHUNK) -> MCMCShift:
     """Run the kernel ``steps`` steps (the first ``warmup``, default steps // 2, adapt ε) from ``n``
     of q's draws ``x`` and test whether the draws' distribution moved (module docstring)."""
     t0 = time.perf_counter()
+    nonfinite = 0
+    if isinstance(x, torch.Tensor) and x.ndim == 2:
+        finite = torch.isfinite(x).all(1)                # a generator's overflowed draws: not started
+        nonfinite, x = int((~finite).sum()), x[finite]
     x = check_points(x, "x", min_rows=2)
     steps = check_int(steps, "steps", minimum=1)
     n = check_int(n, "n", minimum=8)
     warmup = steps // 2 if warmup is None else check_int(warmup, "warmup", minimum=0, maximum=steps)
     alpha = check_float(alpha, "alpha", low=0.0, high=1.0, low_open=True, high_open=True)
+    min_shift = check_float(min_shift, "min_shift", low=0.0)
     seed = check_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     if x.shape[0] > n:
         x = x[torch.randperm(x.shape[0], generator=gen)[:n]]
-    lp0, _ = value_and_grad(log_density, x, chunk_size=chunk_size)
+    lp0 = log_density_at(log_density, x, chunk_size)
     inside = torch.isfinite(lp0)
-    dropped = int((~inside).sum())
+    dropped = nonfinite + int((~inside).sum())
     x = x[inside]
     nn, d = x.shape
     if nn < 8:
@@ -103,13 +112,15 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
     mean_eff = sb.mean(0) - sa.mean(0)
     sd_eff = np.log(sb.std(0, ddof=1) / sa.std(0, ddof=1))
     tt = np.abs(np.stack([t_mean, t_sd]))                                            # (2, d + 1)
-    kind, col = np.unravel_index(int(np.argmax(tt)), tt.shape)
+    eff = np.abs(np.stack([mean_eff, sd_eff]))
     threshold = shift_threshold(d, alpha)
+    fires = (tt > threshold) & (eff >= min_shift)
+    kind, col = np.unravel_index(int(np.argmax(np.where(fires, tt, -1.0) if fires.any() else tt)), tt.shape)
     stat = float(tt[kind, col])
     return MCMCShift(
-        fired=bool(stat > threshold), statistic=stat, threshold=threshold,
-        shift=float(abs((mean_eff, sd_eff)[kind][col])), kind=("mean", "sd")[kind],
+        fired=bool(fires.any()), statistic=stat, threshold=threshold, shift=float(eff[kind, col]),
+        kind=("mean", "sd")[kind],
         coordinate=int(col) if col < d else -1, mean_shift=float(np.abs(mean_eff[:d]).max()),
         sd_shift=float(np.abs(sd_eff[:d]).max()), logp_shift=float(mean_eff[d]), acceptance=res.acceptance,
-        step_size=res.step_size, grad_evals=res.grad_evals + len(lp0), density_evals=res.density_evals, n=nn, d=d, steps=steps,
-        seconds=time.perf_counter() - t0, dropped=dropped)
+        step_size=res.step_size, grad_evals=res.grad_evals, density_evals=res.density_evals + len(lp0), n=nn, d=d,
+        steps=steps, seconds=time.perf_counter() - t0, dropped=dropped)

@@ -266,7 +266,11 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
     A step is one HMC/MALA transition, then (``coordinates_per_step`` = k > 0) Metropolis-within-
     Gibbs updates of k coordinates drawn at random without replacement (independently of the
     state), with per-coordinate steps δ_j adapted in the warm-up towards acceptance 0.44 (from
-    2.4 × the conditional sd 1/√(Σ⁻¹)_jj of the preconditioner's covariance)."""
+    2.4 × the conditional sd 1/√(Σ⁻¹)_jj of the preconditioner's covariance).
+
+    Without ``precond``, the preconditioner is the draws' (:func:`preconditioner`), estimated
+    again from the chains half-way through a warm-up of 10 steps or more (the adaptation of ε
+    and δ restarts there)."""
     t0 = time.perf_counter()
     steps = check_int(steps, "steps", minimum=0)
     warmup = check_int(warmup, "warmup", minimum=0)
@@ -276,6 +280,7 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
     gen = torch.Generator(device=x0.device).manual_seed(check_seed(seed))
     n, d = x0.shape
     k = check_int(coordinates_per_step, "coordinates_per_step", minimum=0, maximum=d)
+    refit_at = warmup // 2 if precond is None and warmup >= 10 else -1
     if precond is None:
         precond = preconditioner(x0)
     kernel = build_kernel(logdensity_fn, num_integration_steps, precond, local_step_size=local_step_size,
@@ -288,8 +293,15 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
     log_delta = torch.log(2.4 * _conditional_sd(precond))                              # (d,)
     history, delta_history, acc = [], [], []
     draws, lps, kept_acc = [], [], []
+    t_adapt = 0
     for t in range(warmup + steps):
         adapting = t < warmup
+        if t == refit_at:                                        # the covariance of the warmed-up chains
+            precond = preconditioner(state.position)
+            kernel = build_kernel(logdensity_fn, num_integration_steps, precond, local_step_size=local_step_size,
+                                  chunk_size=chunk_size)
+            history, delta_history, t_adapt = [], [], 0
+            log_delta = torch.log(2.4 * _conditional_sd(precond))
         state, info = kernel(gen, state, math.exp(log_eps))
         evals += info.num_grad_evals
         a = float(info.acceptance_rate.mean())
@@ -300,7 +312,8 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
             evals += cinfo.num_grad_evals
             density_evals += cinfo.num_density_evals
         if adapting:
-            gain = 2.0 / math.sqrt(t + 1)
+            t_adapt += 1
+            gain = 2.0 / math.sqrt(t_adapt)
             log_eps += gain * (a - target)
             history.append(log_eps)
             if k:
