@@ -141,20 +141,27 @@ class CountedLogDensity:
         self.rows: dict[str, int] = defaultdict(int)
         self.seconds: dict[str, float] = defaultdict(float)
         self.current = "other"
+        self._since = time.perf_counter()
 
     def __call__(self, x):
         self.rows[self.current] += int(x.shape[0])
         return self.log_density(x)
 
+    def _switch(self, name: str) -> None:
+        """Close the running stage's clock (stages nest; each second counts for one stage)."""
+        now = time.perf_counter()
+        if self.current != "other":  # time outside the fit's stages is the user's, not ours
+            self.seconds[self.current] += now - self._since
+        self.current, self._since = name, now
+
     @contextlib.contextmanager
     def stage(self, name: str):
-        old, self.current = self.current, name
-        t0 = time.perf_counter()
+        old = self.current
+        self._switch(name)
         try:
             yield self
         finally:
-            self.seconds[name] += time.perf_counter() - t0
-            self.current = old
+            self._switch(old)
 
     def cost(self) -> dict:
         """{stage: {"evaluations": rows of log p̃ (values and gradients), "seconds": wall time}}."""

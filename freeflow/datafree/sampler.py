@@ -129,7 +129,8 @@ class OneStepSampler:
 
     def cost(self) -> dict:
         """Log-density evaluations (rows) and seconds per stage of this sampler's life:
-        ``gaussian_stage``, ``training``, ``checks``, ``other`` (sampling, importance weights)."""
+        ``gaussian_stage``, ``training``, ``checks`` (the verdict, also between rounds) and
+        ``other`` (sampling and importance weights on request: evaluations only)."""
         return self.counted.cost()
 
     def _gaussian_stage(self) -> None:
