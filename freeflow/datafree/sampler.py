@@ -4,14 +4,14 @@
     history = sampler.fit(steps=3000)
     x = sampler.sample(100_000)
 
-Over 400 lines on purpose: this is the one user-facing class (construction, fit in rounds,
-sampling, importance weights, save/load), whose methods share its state; its defaults and
+The one user-facing class (fit in rounds, sampling, importance weights, the verdict). It is
+assembled in ``build.py`` (generator by the registry, density, drift), trains in the frame of
+the Gaussian stage (``gaussian_stage.py``), saves through ``persistence.py``; its defaults and
 setting rules live in ``defaults.py``, the drifts in ``drift.py``/``logvar.py``, the stopping
 rule in ``autostop.py``.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -23,30 +23,21 @@ import torch
 from .. import importance as _iw
 from ..bayes.posterior import Posterior
 from ..density import DensityEstimator
-from ..io import atomic_torch_save, load_checkpoint
+from ..io import atomic_torch_save
+from ..mcmc import mcmc_shift, refine as run_refine
 from ..reliability import TAIL_WIDEN, Reliability, ReliabilityWarning, assess, gibbs_shift
 from ..train import History, Trainer, standard_callbacks
-from ..validation import check_choice, check_log_density, check_positive_int, check_seed
+from ..validation import check_int, check_log_density, check_positive_int, check_seed
 from .autostop import AutoStop
-from .build import (CountedLogDensity, is_target, make_density, make_drift, resolve_divergence,
+from .build import (CountedLogDensity, make_density, make_drift, resolve_divergence,
                     resolve_generator, resolve_target, train_config)
 from .defaults import AUTO_ROUND_STEPS, check_settings, default_generator, default_settings, default_steps
 from .gaussian_stage import Frame, fit_gaussian
+from .persistence import load_sampler, sampler_state_dict
 
 Tensor = torch.Tensor
 
 __all__ = ["OneStepSampler", "default_settings", "default_steps", "default_generator"]
-
-FORMAT = "freeflow.OneStepSampler/1"
-
-
-def _fingerprint(log_density: Callable[[Tensor], Tensor], dim: int) -> list[float]:
-    """log p̃ at fixed probe points, relative to the first: identifies a target up to log Z."""
-    x = torch.randn(16, dim, generator=torch.Generator().manual_seed(20261122))
-    with torch.no_grad():
-        v = log_density(x).double()
-    return (v - v[0]).tolist()
-
 
 class OneStepSampler:
     """A generator trained to sample from exp(log_density) in one forward pass.
@@ -121,6 +112,7 @@ class OneStepSampler:
         self._sample_rng = torch.Generator().manual_seed(seed + 1)
         self.last_reliability: Reliability | None = None
         self.auto: dict | None = None  # the state of a fit() without steps (freeflow.datafree.autostop)
+        self.last_refine = None  # diagnostics of the last sample(..., refine=k)
 
     @property
     def exact_log_q(self) -> bool:
@@ -231,7 +223,8 @@ class OneStepSampler:
         net = self.state.ema.module
         if not self.spec.exact:
             x = self.sample_unconstrained(n, seed=seed)
-            return assess(x, None, None, gibbs=gibbs_shift(self.log_density, x, seed=seed), unverified_reason=(
+            return assess(x, None, None, gibbs=gibbs_shift(self.log_density, x, seed=seed),
+                          mcmc=self._mcmc_check(x, seed), unverified_reason=(
                 f"density={self.density_name!r} gives no exact log q, so importance checks are "
                 "unavailable; compare with a reference (freeflow.compare) instead"))
         u, log_q = self._draw(net, n, seed, self.settings["noise_dim"])
@@ -249,7 +242,12 @@ class OneStepSampler:
             log_p_w = self._log_density_chunked(self.frame.to_x(uw)).to(log_q.dtype)
             log_w_def = torch.cat([log_p, log_p_w]) + self.frame.log_det - log_rho
         return assess(x, log_p, log_q - self.frame.log_det, log_resp, log_w_defensive=log_w_def,
-                      gibbs=gibbs_shift(self.log_density, x, seed=seed))
+                      gibbs=gibbs_shift(self.log_density, x, seed=seed), mcmc=self._mcmc_check(x, seed))
+
+    def _mcmc_check(self, x: Tensor, seed: int):
+        """Does a p-invariant kernel move q's draws (:func:`freeflow.mcmc.mcmc_shift`)? The check
+        that a q too narrow or misplaced in a direction importance weights cannot see fails."""
+        return mcmc_shift(self.log_density, x, seed=seed)
 
     @staticmethod
     @torch.no_grad()
@@ -277,12 +275,25 @@ class OneStepSampler:
         return self.state.elapsed
 
     # -- sampling ------------------------------------------------------------------------------
-    def sample(self, n: int, *, seed: int | None = None, ema: bool = True, chunk_size: int = 65536):
+    def sample(self, n: int, *, seed: int | None = None, ema: bool = True, chunk_size: int = 65536,
+               refine: int = 0):
         """n samples (n, dim) in one forward pass per chunk (EMA weights unless ``ema=False``).
+
+        ``refine=k`` (k ≥ 1): then k steps of p-invariant HMC (after 50 warm-up steps) from each
+        draw, one chain per draw, preconditioned by the draws' covariance
+        (:func:`freeflow.mcmc.refine`): right even where the one-step draws are not, at the cost
+        of (50 + k)·4 log-density gradients per draw; R-hat and ESS over the chains are in
+        ``self.last_refine`` (docs/refine.md).
 
         For a :class:`~freeflow.Posterior`: a dict {name: constrained values (n, *shape)}
         (:meth:`sample_unconstrained` gives the (n, dim) tensor the generator produces)."""
+        refine = check_int(refine, "refine", minimum=0)
         x = self.sample_unconstrained(n, seed=seed, ema=ema, chunk_size=chunk_size)
+        if refine:
+            with self.counted.stage("refine"):
+                res = run_refine(self.log_density, x, refine, seed=self.seed if seed is None else seed)
+            self.last_refine = res._replace(draws=None, all_draws=None)
+            x = res.draws.to(x.dtype)
         return self.posterior.constrain(x) if self.posterior is not None else x
 
     @torch.no_grad()
@@ -319,25 +330,9 @@ class OneStepSampler:
         return sampler_to_inference_data(self, draws, chains, var_names, seed=seed, n=n, log_likelihood=log_likelihood,
                                          posterior_predictive=posterior_predictive)
 
-    # -- persistence ---------------------------------------------------------------------------
+    # -- persistence (datafree/persistence.py) --------------------------------------------------
     def state_dict(self) -> dict:
-        return {
-            "format": FORMAT,
-            "dim": self.dim,
-            "seed": self.seed,
-            "divergence": self.divergence_name,
-            "density": self.density_name,
-            "generator": self.generator_name,
-            "settings": json.loads(json.dumps(self.settings)),
-            "target": self.target_config,
-            "fingerprint": _fingerprint(self.log_density, self.dim),
-            "trainer": self.trainer.state_dict(self.state),
-            "history": list(self.history),
-            "auto": dict(self.auto) if self.auto is not None else None,
-            "frame": self.frame.state_dict(),
-            "gaussian_fit": self.gaussian_fit,
-            "cost": self.counted.state_dict(),
-        }
+        return sampler_state_dict(self)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write a checkpoint atomically (a failed write leaves an earlier file intact)."""
@@ -350,44 +345,7 @@ class OneStepSampler:
         The checkpoint is checked against ``log_density`` (same dimension, same target config
         for a target object, same log-density up to a constant at fixed probe points).
         """
-        ck = load_checkpoint(path)
-        if not isinstance(ck, dict) or ck.get("format") != FORMAT:
-            raise ValueError(f"{str(path)!r} is not a freeflow OneStepSampler checkpoint")
-        dim = ck["dim"]
-        if is_target(log_density):
-            if log_density.dim != dim:
-                raise ValueError(
-                    f"log_density: checkpoint {str(path)!r} is for dimension {dim}, "
-                    f"the target has dimension {log_density.dim}"
-                )
-            cfg = log_density.config() if hasattr(log_density, "config") else None
-            if check_target and ck["target"] is not None and cfg is not None and cfg != ck["target"]:
-                raise ValueError(
-                    f"log_density: checkpoint {str(path)!r} was trained on target {ck['target']}, "
-                    f"not {cfg}"
-                )
-        settings = dict(ck["settings"])
-        density = ck["density"] if ck["density"] in ("kde", "flow", "exact") else "kde"
-        self = cls(log_density, dim, divergence=ck["divergence"], density=density,
-                   generator=ck.get("generator", "mlp"), seed=ck["seed"], **settings)
-        if check_target:
-            fp = _fingerprint(self.log_density, dim)
-            if not torch.allclose(torch.tensor(fp), torch.tensor(ck["fingerprint"]), rtol=1e-4, atol=1e-3):
-                raise ValueError(
-                    f"log_density: checkpoint {str(path)!r} was trained on a different "
-                    "log-density (its values at the probe points differ); pass check_target=False "
-                    "to load anyway"
-                )
-        self.trainer.load_state_dict(self.state, ck["trainer"])
-        self.history = History(ck.get("history", []))
-        self.auto = ck.get("auto")
-        if "frame" in ck:
-            self.frame.load_state_dict(ck["frame"])
-        self.gaussian_fit = ck.get("gaussian_fit")
-        self.counted.load_state_dict(ck.get("cost", {}))
-        if self.auto is not None:
-            self.drift.anneal_steps = self.auto["anneal_steps"]
-        return self
+        return load_sampler(cls, path, log_density, check_target)
 
     # -- importance weights (flow route; docs/flow-route.md) ------------------------------------
     @torch.no_grad()

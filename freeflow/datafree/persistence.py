@@ -1,0 +1,91 @@
+"""Checkpoints of a :class:`~freeflow.datafree.sampler.OneStepSampler`: what is saved, and how a
+sampler is rebuilt from it (checked against the log-density it is loaded with)."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+import torch
+
+from ..io import load_checkpoint
+from ..train import History
+from .build import is_target
+
+Tensor = torch.Tensor
+
+__all__ = ["FORMAT", "fingerprint", "sampler_state_dict", "load_sampler"]
+
+FORMAT = "freeflow.OneStepSampler/1"
+
+
+def fingerprint(log_density: Callable[[Tensor], Tensor], dim: int) -> list[float]:
+    """log p̃ at fixed probe points, relative to the first: identifies a target up to log Z."""
+    x = torch.randn(16, dim, generator=torch.Generator().manual_seed(20261122))
+    with torch.no_grad():
+        v = log_density(x).double()
+    return (v - v[0]).tolist()
+
+
+def sampler_state_dict(sampler) -> dict:
+    return {
+        "format": FORMAT,
+        "dim": sampler.dim,
+        "seed": sampler.seed,
+        "divergence": sampler.divergence_name,
+        "density": sampler.density_name,
+        "generator": sampler.generator_name,
+        "settings": json.loads(json.dumps(sampler.settings)),
+        "target": sampler.target_config,
+        "fingerprint": fingerprint(sampler.log_density, sampler.dim),
+        "trainer": sampler.trainer.state_dict(sampler.state),
+        "history": list(sampler.history),
+        "auto": dict(sampler.auto) if sampler.auto is not None else None,
+        "frame": sampler.frame.state_dict(),
+        "gaussian_fit": sampler.gaussian_fit,
+        "cost": sampler.counted.state_dict(),
+    }
+
+
+
+def load_sampler(cls, path: str | os.PathLike, log_density, check_target: bool = True):
+    """Rebuild a ``cls`` sampler from a checkpoint (see ``OneStepSampler.load``)."""
+    ck = load_checkpoint(path)
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise ValueError(f"{str(path)!r} is not a freeflow OneStepSampler checkpoint")
+    dim = ck["dim"]
+    if is_target(log_density):
+        if log_density.dim != dim:
+            raise ValueError(
+                f"log_density: checkpoint {str(path)!r} is for dimension {dim}, "
+                f"the target has dimension {log_density.dim}"
+            )
+        cfg = log_density.config() if hasattr(log_density, "config") else None
+        if check_target and ck["target"] is not None and cfg is not None and cfg != ck["target"]:
+            raise ValueError(
+                f"log_density: checkpoint {str(path)!r} was trained on target {ck['target']}, "
+                f"not {cfg}"
+            )
+    settings = dict(ck["settings"])
+    density = ck["density"] if ck["density"] in ("kde", "flow", "exact") else "kde"
+    sampler = cls(log_density, dim, divergence=ck["divergence"], density=density,
+               generator=ck.get("generator", "mlp"), seed=ck["seed"], **settings)
+    if check_target:
+        fp = fingerprint(sampler.log_density, dim)
+        if not torch.allclose(torch.tensor(fp), torch.tensor(ck["fingerprint"]), rtol=1e-4, atol=1e-3):
+            raise ValueError(
+                f"log_density: checkpoint {str(path)!r} was trained on a different "
+                "log-density (its values at the probe points differ); pass check_target=False "
+                "to load anyway"
+            )
+    sampler.trainer.load_state_dict(sampler.state, ck["trainer"])
+    sampler.history = History(ck.get("history", []))
+    sampler.auto = ck.get("auto")
+    if "frame" in ck:
+        sampler.frame.load_state_dict(ck["frame"])
+    sampler.gaussian_fit = ck.get("gaussian_fit")
+    sampler.counted.load_state_dict(ck.get("cost", {}))
+    if sampler.auto is not None:
+        sampler.drift.anneal_steps = sampler.auto["anneal_steps"]
+    return sampler
+
