@@ -4,7 +4,10 @@
 
     log p(x) = log N(x_0; 0, scale²) + Σ_{i≥1} [ -½ x_i² e^{-x_0} - ½ x_0 - ½ log 2π ].
 
-Default dim = 10, scale = 3 (MATH.md §4).  Closed forms: E x = 0, Var x_0 = scale²,
+Default dim = 10, scale = 3 (MATH.md §4): Neal's (2003) original funnel.  The diffusion-sampler
+code of Sendera et al. 2024 (gfn-diffusion) has two 10-D funnels, ``hard_funnel`` (scale 3: this
+target) and ``easy_funnel`` (x_0 ~ N(0, 1): ``get_target("funnel10", scale=1.0)``); check which
+one a published number used before comparing.  Closed forms: E x = 0, Var x_0 = scale²,
 Var x_i = E e^{x_0} = e^{scale²/2} (= 90.0 for scale 3), and x_i e^{-x_0/2} ~ N(0, 1).
 No mode centres.
 """
