@@ -249,5 +249,35 @@ def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int 
     note = "full-rank VI"
     if not (math.isfinite(final) and final >= start - 1.0):  # VI made it worse: keep the diagonal winner
         loc, chol, final, note = mu0, torch.diag(sd0), start, "diagonal path point (VI did not improve the ELBO)"
-    return GaussianFit(loc.detach(), inflate * chol.detach(), final, f.rows, time.perf_counter() - t0,
-                       len(path) - 1, note)
+    loc, chol, widened = _scan_widen(f, loc.detach(), chol.detach())
+    if widened:
+        note += f"; widened along {widened} coordinate(s) whose conditional is broader than the Gaussian's"
+    return GaussianFit(loc, inflate * chol, final, f.rows, time.perf_counter() - t0, len(path) - 1, note)
+
+
+def _scan_widen(f: _Counter, loc: Tensor, chol: Tensor, *, width: float = 20.0, grid: int = 128,
+                ratio: float = 1.5) -> tuple[Tensor, Tensor, int]:
+    """Widen the frame where p̃ is not locally Gaussian: along each coordinate j, p̃'s
+    conditional at the Gaussian's mean is tabulated over ±``width`` conditional sds
+    (σ_j = (Σ⁻¹)_jj^{-1/2}; d·``grid`` rows, no gradients). Where its sd s_j exceeds ``ratio``·σ_j
+    — a second well, a heavy tail the Gaussian (mode-seeking VI) does not see — row j of the
+    Cholesky factor is scaled by s_j/σ_j and loc_j moves to the conditional mean, so that the
+    frame spans all of it (Σ' = DΣD stays positive definite). Returns (loc, chol, widened)."""
+    d = loc.shape[0]
+    prec_diag = torch.cholesky_inverse(chol).diagonal()
+    sig = prec_diag.rsqrt()                                                     # (d,)
+    t = torch.linspace(-width, width, grid, dtype=torch.float64)
+    pts = loc.expand(d, grid, d).clone()                                       # (d, grid, d)
+    idx = torch.arange(d)
+    pts[idx, :, idx] = loc[:, None] + t[None, :] * sig[:, None]
+    lp = log_density_at(f, pts.reshape(d * grid, d)).reshape(d, grid)
+    ok = torch.isfinite(lp).any(1)
+    pmf = torch.softmax(torch.where(torch.isfinite(lp), lp, torch.full_like(lp, -torch.inf)), 1)
+    pmf = torch.where(ok[:, None], pmf, torch.zeros_like(pmf))
+    m = (pmf * t).sum(1)
+    s = ((pmf * t.pow(2)).sum(1) - m.pow(2)).clamp_min(0).sqrt()             # in σ_j units
+    wide = ok & (s > ratio)
+    if not bool(wide.any()):
+        return loc, chol, 0
+    scale = torch.where(wide, s, torch.ones_like(s))
+    return loc + torch.where(wide, m * sig, torch.zeros_like(m)), scale[:, None] * chol, int(wide.sum())
