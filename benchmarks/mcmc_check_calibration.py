@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import write_result  # noqa: E402
 import mcmc_targets as mt  # noqa: E402
 
-from freeflow.mcmc import mcmc_shift  # noqa: E402
+from freeflow.mcmc import MCMC_ALPHA, MIN_SHIFT, mcmc_shift  # noqa: E402
 
 
 def clopper_pearson(k: int, n: int) -> tuple[float, float]:
@@ -112,7 +112,7 @@ def main() -> None:
     ]
     runs = sum(r["seeds"] for r in null)
     alarms = sum(r["fired"] for r in null)
-    summary = {"false_alarms": alarms, "null_runs": runs, "false_alarm_rate": alarms / runs,
+    summary = {"alpha": MCMC_ALPHA, "min_shift": MIN_SHIFT, "false_alarms": alarms, "null_runs": runs, "false_alarm_rate": alarms / runs,
                "false_alarm_ci95": clopper_pearson(alarms, runs),
                "worst_target_rate": max(r["rate"] for r in null), "seconds": time.perf_counter() - t0}
     print(summary)

@@ -34,7 +34,7 @@ w = p̃/q, and four checks, each with a threshold a user can read:
   with Metropolis-within-Gibbs coordinate updates from ~1000 of q's draws and tests, per
   coordinate and for log p̃, whether the mean or the spread moved (paired tests on
   rank-normalised values, Bonferroni over the 2(d + 1) tests: family-wise false-alarm rate
-  ≤ 5% on exact draws, measured ≤ 5% over seven targets, benchmarks/mcmc_check_calibration.py),
+  ≤ 2% on exact draws; the calibration over seven targets is in :mod:`freeflow.mcmc.check`),
   and whether the move is at least 0.05 sd. Importance weights cannot see a q too narrow in a
   direction where p̃/q stays flat over q's support (a posterior's scale parameter), nor a
   region that q never samples and a one-step Gibbs move cannot reach (a funnel's neck): the

@@ -151,15 +151,15 @@ def test_refine_repairs_a_biased_gaussian_q():
 # -- the verdict check ----------------------------------------------------------------------------
 
 def test_mcmc_shift_quiet_on_exact_draws():
-    # 3 targets × 6 seeds at n = 512: the benchmark measured 10/360 false alarms at n = 1024
-    # (2.8%, 95% CI 1.3-5.0%), so 4 or more of 18 here would be a 1-in-200 event at 5%
+    # 3 targets × 6 seeds at n = 512: the benchmark measured 3/360 false alarms (0.8%; the
+    # Bonferroni bound is 2%); 3 or more of 18 here would be a 1-in-180 event even at 2%
     fired = []
     for case in (mt.correlated_gaussian(30), mt.mixture(4), mt.funnel()):
         for seed in range(6):
             r = mcmc_shift(case.log_density, case.sample(512, 400 + seed), n=512, seed=seed)
             fired.append(r.fired)
             assert r.acceptance > 0.4 and r.threshold == shift_threshold(case.dim)
-    assert sum(fired) <= 3, fired
+    assert sum(fired) <= 2, fired
 
 
 def _shrunk(x: torch.Tensor, j: int, factor: float, shift_sd: float = 0.0) -> torch.Tensor:
