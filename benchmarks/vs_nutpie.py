@@ -66,10 +66,15 @@ BENCH_HINT = "this benchmark needs nutpie: pip install -e .[bench]  (or pip inst
 
 
 def import_nutpie():
+    """nutpie (and PyMC, whose models it compiles), or exit with the install command."""
     try:
         import nutpie
     except ImportError as e:
         raise SystemExit(f"{BENCH_HINT} ({e})") from e
+    try:
+        import pymc  # noqa: F401
+    except ImportError as e:
+        raise SystemExit(f"this benchmark needs PyMC: pip install -e .[ppl,bench] ({e})") from e
     return nutpie
 
 
