@@ -131,7 +131,7 @@ def test_eight_schools_loo_agrees_with_nuts():
 
     post = ff.Posterior(log_joint, {"mu": (), "tau": "positive", "eta": (8,)}, log_likelihood=log_lik,
                         observed_data={"y": Y8})
-    idata = ff.sample(post, draws=1000, chains=4, seed=0, steps=100, batch_size=256, progress=False)
+    idata = ff.sample(post, draws=1000, chains=4, seed=0, steps=100, batch_size=256, progress=False, check=False)
     assert idata.log_likelihood["y"].shape == (4, 1000, 8)
 
     def eight_schools(sigma, y=None):
@@ -170,7 +170,8 @@ def test_logistic_regression_loo_agrees_with_nuts(seed):
 
     post = ff.Posterior(lambda v: torch.distributions.Normal(0.0, 2.0).log_prob(v["w"]).sum(-1) + log_lik(v).sum(-1),
                         {"w": (3,)}, log_likelihood=log_lik, observed_data={"y": y})
-    idata = ff.sample(post, draws=1000, chains=4, seed=seed, steps=100, batch_size=256, progress=False)
+    idata = ff.sample(post, draws=1000, chains=4, seed=seed, steps=100, batch_size=256, progress=False,
+                      check=False)
     assert idata.log_likelihood["y"].shape == (4, 1000, 100)
 
     def logreg(X, y=None):

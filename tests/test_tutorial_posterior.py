@@ -1,8 +1,13 @@
-"""docs/tutorial-posterior.md section 1: freeflow and NUTS in one arviz layout (plot_forest of
-both, ff.bayes.side_by_side), on a short eight-schools fit and a short NUTS run."""
+"""docs/tutorial-posterior.md runs end to end: every Python block, in order, in one namespace,
+with short fits (benchmarks/tutorial_posterior.py --quick); then the objects it made are
+checked (freeflow and NUTS in one arviz layout, side_by_side, save/load)."""
 from __future__ import annotations
 
+import importlib.util
 import math
+import re
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,109 +17,88 @@ import freeflow as ff
 
 pytest.importorskip("numpyro")
 pytest.importorskip("blackjax")
+pytest.importorskip("pymc")
+pytest.importorskip("sklearn")
 az = pytest.importorskip("arviz")
 pd = pytest.importorskip("pandas")
 
-Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
-SIGMA = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "tutorial-posterior.md"
+
+
+def _runner():
+    spec = importlib.util.spec_from_file_location("tutorial_posterior", ROOT / "benchmarks" / "tutorial_posterior.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("tutorial_posterior", module)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
-def both():
-    import numpyro
-    import numpyro.distributions as dist
-
-    def eight_schools(sigma, y=None):
-        mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
-        tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
-        with numpyro.plate("J", len(sigma)):
-            eta = numpyro.sample("eta", dist.Normal(0.0, 1.0))
-            numpyro.sample("y", dist.Normal(mu + tau * eta, sigma), obs=y)
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        posterior = ff.from_numpyro(eight_schools, SIGMA, y=Y)
-        sampler = ff.OneStepSampler(posterior, seed=0)
-        sampler.fit(200, progress=False, check=False)
-        idata_ff = sampler.to_inference_data(100)
-        idata_nuts = ff.bayes.nuts_inference_data(posterior, chains=2, warmup=100, draws=100, seed=0,
-                                                  progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    return posterior, sampler, idata_ff, idata_nuts
+def tutorial(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tutorial")
+    records, namespace = _runner().main(["--quick", "--out", str(out / "t.json"), "--figures", str(out / "figs")])
+    return records, namespace, out
 
 
-def test_same_layout(both):
-    _, _, a, b = both
-    assert set(a.posterior.data_vars) == set(b.posterior.data_vars) == {"mu", "tau", "eta"}
-    for v in ("mu", "tau", "eta"):
+def test_every_block_ran_and_made_its_figures(tutorial):
+    records, _, out = tutorial
+    runner = _runner()
+    text = DOC.read_text()
+    assert len(records) == len(runner.code_blocks(text)) >= 10
+    named = re.findall(r"#\s*figure:\s*(\S+)", text)
+    assert named and sorted(sum((r["figures"] for r in records), [])) == sorted(named)
+    for name in named:
+        png = out / "figs" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+        assert f"figures/{name}" in text  # the doc shows it
+    outputs = "\n".join(r["stdout"] for r in records)
+    for marker in ("freeflow verdict:", "log_likelihood", "posterior_predictive", "elpd_loo", "P(tau < 1)",
+                   "more steps;", "x[0]", "Number of divergences"):
+        assert marker in outputs
+
+
+def test_doc_outputs_are_filled_in():
+    """Every block that prints is followed by its output (written by --update-doc)."""
+    text = DOC.read_text()
+    assert "(filled in by the script)" not in text
+    for match in _runner().code_blocks(text):
+        if "print" in match.group(1):
+            assert match.group(2) is not None, match.group(1)[:80]
+
+
+def test_same_layout_and_side_by_side(tutorial):
+    _, ns, _ = tutorial
+    a, b = ns["idata"], ns["idata_nuts"]
+    assert {"mu", "tau", "eta", "theta"} <= set(a.posterior.data_vars) == set(b.posterior.data_vars)
+    for v in ("mu", "tau", "eta", "theta"):
         assert a.posterior[v].dims == b.posterior[v].dims
-        inner = [d for d in a.posterior[v].dims if d not in ("chain", "draw")]
-        assert [a.posterior.sizes[d] for d in inner] == [b.posterior.sizes[d] for d in inner]
-    assert a.posterior["eta"].shape[2:] == (8,)
-    assert b.posterior.sizes["chain"] == 2 and b.posterior.sizes["draw"] == 100
-    assert a.posterior.sizes["chain"] == 4 and a.posterior.sizes["draw"] == 100
-
-
-def test_plot_forest_of_both(both):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    _, _, a, b = both
-    axes = az.plot_forest([a, b], model_names=["freeflow", "NUTS"], var_names=["mu", "tau", "eta"],
-                          combined=True)
-    axes = np.ravel(axes)
-    assert len(axes) >= 1 and all(isinstance(ax, matplotlib.axes.Axes) for ax in axes)
-    labels = " ".join(t.get_text() for t in axes[0].get_yticklabels())
-    assert "mu" in labels and "tau" in labels and "eta" in labels
-    plt.close("all")
-    pair = az.plot_pair(a, var_names=["mu", "tau"])
-    assert isinstance(np.ravel(pair)[0], matplotlib.axes.Axes)
-    plt.close("all")
-
-
-def test_side_by_side_table(both):
-    _, _, a, b = both
+    assert a.posterior.sizes["chain"] == 4 and a.posterior.sizes["draw"] == 1000
+    assert {"log_likelihood", "posterior_predictive"} <= set(a.groups()) and "log_likelihood" in b.groups()
     table = ff.bayes.side_by_side(a, b)
-    assert isinstance(table, pd.DataFrame)
     assert list(table.columns) == ["freeflow mean", "freeflow sd", "NUTS mean", "NUTS sd", "mean diff", "sd diff"]
-    assert len(table) == 1 + 1 + 8
     assert table.index[0] == "mu" and table.index[1] == "tau" and table.index[2].startswith("eta[")
-    assert np.isfinite(table.to_numpy()).all()
-    assert (table[["freeflow sd", "NUTS sd"]] > 0).all().all()
-    # the definitions: differences in units of the second posterior's sd
-    mu_a = a.posterior["mu"].values.ravel()
-    mu_b = b.posterior["mu"].values.ravel()
+    mu_a, mu_b = a.posterior["mu"].values.ravel(), b.posterior["mu"].values.ravel()
     row = table.loc["mu"]
-    assert math.isclose(row["freeflow mean"], mu_a.mean(), rel_tol=1e-12)
-    assert math.isclose(row["NUTS sd"], mu_b.std(ddof=1), rel_tol=1e-12)
     assert math.isclose(row["mean diff"], (mu_a.mean() - mu_b.mean()) / mu_b.std(ddof=1), rel_tol=1e-9)
     assert math.isclose(row["sd diff"], (mu_a.std(ddof=1) - mu_b.std(ddof=1)) / mu_b.std(ddof=1), rel_tol=1e-9)
-    # a subset, custom labels
-    sub = ff.bayes.side_by_side(a, b, names=("A", "B"), var_names="tau")
-    assert list(sub.index) == ["tau"] and "A mean" in sub.columns
-    # an InferenceData against itself: no difference
     same = ff.bayes.side_by_side(a, a)
     assert np.allclose(same[["mean diff", "sd diff"]].to_numpy(), 0.0)
-
-
-def test_side_by_side_refuses_mismatched_layouts(both):
-    _, _, a, b = both
     with pytest.raises(ValueError, match="not in the"):
         ff.bayes.side_by_side(a, b, var_names=["nope"])
     (dim,) = [d for d in b.posterior["eta"].dims if d not in ("chain", "draw")]
     with pytest.raises(ValueError, match="dims"):
         ff.bayes.side_by_side(a, b.isel(**{dim: slice(0, 4)}), var_names=["eta"])
+    # the PyMC model's dims reach both InferenceData (the NUTS draws came from the NumPyro twin)
+    assert ns["idata_lr"].posterior["w"].dims == ns["idata_lr_nuts"].posterior["w"].dims == ("chain", "draw", "coef")
 
 
-def test_save_load_round_trip(both, tmp_path):
-    posterior, sampler, _, _ = both
+def test_save_load_round_trip(tutorial, tmp_path):
+    _, ns, _ = tutorial
+    sampler = ns["sampler"]
     path = sampler.save(tmp_path / "eight_schools.pt")
-    loaded = ff.OneStepSampler.load(path, posterior)
+    loaded = ff.OneStepSampler.load(path, sampler.posterior)
     assert torch.equal(sampler.sample_unconstrained(50, seed=3), loaded.sample_unconstrained(50, seed=3))
     draws = loaded.sample(100)
-    assert set(draws) == {"mu", "tau", "eta"} and tuple(draws["eta"].shape) == (100, 8)
+    assert set(draws) == {"mu", "tau", "eta", "theta"} and tuple(draws["theta"].shape) == (100, 8)
     assert (draws["tau"] > 0).all()

@@ -21,6 +21,7 @@ from .constraints import CONSTRAINTS, parse_spec
 from .inference_data import draws_inference_data, nuts_inference_data, sampler_inference_data, side_by_side
 from .loo import loo
 from .posterior import Posterior
+from .warm import warm_fit, warm_start, with_data
 
 
 def from_numpyro(model, *args, **kwargs):
@@ -40,4 +41,4 @@ from_pymc.__doc__ = "A Posterior from a PyMC model (see :func:`freeflow.bayes.pp
 
 __all__ = ["CONSTRAINTS", "Posterior", "build_sampler", "draws_inference_data", "from_numpyro", "from_pymc",
            "loo", "nuts_inference_data", "parse_spec", "predictive", "print_summary", "sample",
-           "sampler_inference_data", "side_by_side"]
+           "sampler_inference_data", "side_by_side", "warm_fit", "warm_start", "with_data"]

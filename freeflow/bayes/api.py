@@ -32,11 +32,11 @@ def _is_pymc_model(obj: Any) -> bool:
     return type(obj).__module__.startswith("pymc") and type(obj).__name__ == "Model"
 
 
-def _split_options(options: dict) -> tuple[dict, dict]:
+def _split_options(options: dict, extra_fit: tuple = ()) -> tuple[dict, dict]:
     """(constructor options, fit options): a key is fit's when ``OneStepSampler.fit`` takes it."""
     from ..datafree.sampler import OneStepSampler
 
-    fit_keys = set(inspect.signature(OneStepSampler.fit).parameters) - {"self"}
+    fit_keys = (set(inspect.signature(OneStepSampler.fit).parameters) - {"self"}) | set(extra_fit)
     return ({k: v for k, v in options.items() if k not in fit_keys},
             {k: v for k, v in options.items() if k in fit_keys})
 
@@ -91,7 +91,8 @@ def sample(model: Any, draws: int = 1000, chains: int = 4, seed: int = 0, *, mod
         draws, chains: draws per chain and number of (pseudo-)chains: draws·chains i.i.d. draws.
         seed: seeds the sampler (initialisation, training) and the exported draws.
         init: a fitted OneStepSampler of the same model on other data: warm start from its
-            generator (:func:`freeflow.bayes.warm_start`).
+            generator, then check and train only while the check fails (:mod:`freeflow.bayes.warm`;
+            fit options ``round_steps``, ``max_steps``, ``steps``, ``progress``).
         log_likelihood, posterior_predictive: the InferenceData groups (see
             ``OneStepSampler.to_inference_data``).
         return_sampler: also return the fitted sampler: ``(idata, sampler)``.
@@ -104,7 +105,7 @@ def sample(model: Any, draws: int = 1000, chains: int = 4, seed: int = 0, *, mod
 
     draws, chains = draw_counts(draws, chains)  # before the fit: bad counts fail fast
     check_seed(seed)
-    ctor, fit_options = _split_options(options)
+    ctor, fit_options = _split_options(options, ("round_steps", "max_steps") if init is not None else ())
     if isinstance(model, OneStepSampler):
         if ctor or model_args or model_kwargs or dim is not None or init is not None:
             raise TypeError("model is an already built OneStepSampler: sampler options, model_args, "
@@ -113,10 +114,11 @@ def sample(model: Any, draws: int = 1000, chains: int = 4, seed: int = 0, *, mod
         if sampler.steps_done == 0 or fit_options:
             sampler.fit(**fit_options)
     elif init is not None:
-        from .warm import warm_start
+        from .warm import warm_fit, warm_start
 
-        sampler = warm_start(init, model, model_args=model_args, model_kwargs=model_kwargs, seed=seed, **ctor)
-        sampler.fit(**fit_options)
+        if ctor:
+            raise TypeError(f"init= warm-starts with the previous sampler's settings; {sorted(ctor)} do not apply")
+        sampler = warm_fit(warm_start(init, model, model_args=model_args, model_kwargs=model_kwargs), **fit_options)
     else:
         sampler = build_sampler(model, seed=seed, model_args=model_args, model_kwargs=model_kwargs, dim=dim, **ctor)
         sampler.fit(**fit_options)
@@ -158,8 +160,6 @@ def _verdict_lines(idata: Any) -> list[str]:
     attrs = {**dict(getattr(idata, "attrs", {}) or {}), **dict(idata.posterior.attrs)}
     if "reliability" in attrs:
         lines.append(f"freeflow verdict: {attrs['reliability']}")
-    elif attrs.get("inference_library") == "freeflow":
-        lines.append("freeflow verdict: not checked (fit(check=False))")
     if "sample_stats" in idata.groups():
         st = idata.sample_stats
         khat, ess = st.attrs.get("pareto_khat"), st.attrs.get("ess")
@@ -195,7 +195,10 @@ def print_summary(idata_or_sampler: Any, *, var_names: Sequence[str] | None = No
     table = az.summary(idata, var_names=var_names, kind="all", stat_funcs=funcs, extend=True)
     table = table[["mean", "sd", "median", lo_name, hi_name, "ess_bulk", "r_hat"]].rename(
         columns={"ess_bulk": "n_eff"})
-    text = table.to_string(float_format=lambda v: f"{v:.2f}" if math.isfinite(v) else "nan")
+    def fmt(digits):
+        return lambda v: f"{v:.{digits}f}" if math.isfinite(v) else "nan"
+
+    text = table.to_string(formatters={c: fmt(0 if c == "n_eff" else 2) for c in table.columns})
     out = "\n".join([text, "", *_verdict_lines(idata)]) + "\n"
     print(out, file=file if file is not None else None, end="")
     return out

@@ -182,13 +182,13 @@ def sampler_inference_data(sampler: Any, draws: int | None = None, chains: int =
 
 def fit_attrs(sampler: Any) -> dict[str, Any]:
     """What a fit leaves in the InferenceData attrs: library, generator, steps, seconds and the
-    reliability verdict (``trusted``: 1, 0, or -1 for unverified / not checked)."""
+    reliability verdict (``reliability``: the verdict's text, or "not checked"; ``trusted``: 1,
+    0, or -1 for unverified / not checked)."""
     attrs = {"inference_library": "freeflow", "generator": sampler.generator_name,
              "steps": int(sampler.steps_done), "training_seconds": float(sampler.training_seconds)}
     rel = getattr(sampler, "last_reliability", None)
-    if rel is not None:
-        attrs["reliability"] = str(rel.verdict)
-        attrs["trusted"] = {True: 1, False: 0}.get(rel.trusted, -1)
+    attrs["reliability"] = "not checked (fit(check=False))" if rel is None else str(rel.verdict)
+    attrs["trusted"] = -1 if rel is None else {True: 1, False: 0}.get(rel.trusted, -1)
     return attrs
 
 
