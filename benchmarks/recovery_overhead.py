@@ -56,18 +56,19 @@ def main():
         s = ff.OneStepSampler(log_density, dim=DIM, seed=0, **kw)
         s.fit(WARMUP, progress=False, check=False)  # Adam state and drift state exist now
         every = TrainConfig().drift_snapshot_every
+        args = (s.state, s.trainer.drift, s.generator)
         snap = Snapshot(drift_every=10**9)
-        snap.take(s.trainer, s.state)  # allocates the buffers (and copies the drift once)
-        take_fast = _median_time(lambda: snap.take(s.trainer, s.state), TAKES)
-        take_full = _median_time(lambda: snap._full(s.trainer, s.state), 20)
+        snap.take(*args)  # allocates the buffers (and copies the drift once)
+        take_fast = _median_time(lambda: snap.take(*args), TAKES)
+        take_full = _median_time(lambda: snap._full(*args), 20)
         drift = _median_time(lambda: copy_into(snap.drift, s.trainer.drift.state_dict()), 20)
-        restore = _median_time(lambda: snap.restore(s.trainer, s.state), 20)
+        restore = _median_time(lambda: snap.restore(*args), 20)
         snap, step0 = Snapshot(drift_every=every), s.state.step
         calls = []
         for i in range(TAKES):  # as in a run: the step advances between snapshots
             s.state.step = step0 + i
             t0 = time.perf_counter()
-            snap.take(s.trainer, s.state)
+            snap.take(*args)
             calls.append(time.perf_counter() - t0)
         s.state.step = step0
         # per step: (every − 1) fast calls and one full pass; the mean of the calls also

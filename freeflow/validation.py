@@ -21,8 +21,12 @@ import torch
 Tensor = torch.Tensor
 LogDensity = Callable[[Tensor], Tensor]
 
+#: errors freeflow raises for bad input or a failed run: the command line prints them as one
+#: line and exits with status 2 (``freeflow.cli.main``, ``freeflow.images.train``)
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError, ImportError)
+
 __all__ = [
-    "check_choice", "check_int", "check_positive_int", "check_seed", "check_float", "check_positive_float",
+    "USER_ERRORS", "check_choice", "check_int", "check_positive_int", "check_seed", "check_float", "check_positive_float",
     "check_points", "check_setting_names", "check_log_density", "log_density_and_score", "suggest",
 ]
 

@@ -5,7 +5,9 @@ import argparse
 import os
 import sys
 
-__all__ = ["main", "build_parser"]
+from ..validation import USER_ERRORS  # (re-exported: errors printed as one line, exit status 2)
+
+__all__ = ["main", "build_parser", "USER_ERRORS"]
 
 
 def _add_targets(sub) -> None:
@@ -39,10 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_images_subcommand(sub)
     return parser
-
-
-#: errors freeflow raises for bad input or a failed run: printed as one line, exit status 2
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError, ImportError)
 
 
 def main(argv: list[str] | None = None) -> int:

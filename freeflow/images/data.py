@@ -17,11 +17,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..validation import check_choice, check_int, check_positive_int
+from ..validation import check_choice, check_float, check_int, check_positive_int, check_seed
 
 Tensor = torch.Tensor
 
-__all__ = ["ImageFolderDataset", "load_digits_images", "LatentShards", "ClassMemoryBank", "IMAGE_EXTENSIONS",
+__all__ = ["ImageFolderDataset", "digits_data", "load_digits_images", "LatentShards", "ClassMemoryBank", "IMAGE_EXTENSIONS",
            "center_crop_arr", "sha256_file", "INDEX_NAME", "LATENT_FORMAT"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -147,6 +147,26 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
 # -- digits ------------------------------------------------------------------------------------------
 
+def digits_data(seed: int = 0, test_fraction: float = 0.25) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """scikit-learn's 8×8 digits as (train_x, train_y, test_x, test_y).
+
+    Images float32 (N, 1, 8, 8) scaled 0..16 → [-1, 1] (x/8 - 1), labels int64. The split is
+    ``train_test_split(images, labels, test_size=test_fraction, stratify=labels,
+    random_state=seed)`` on the arrays in scikit-learn's order (1347 train / 450 test at the
+    defaults) — the same definition as :func:`load_digits_images`."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    seed = check_seed(seed)
+    test_fraction = check_float(test_fraction, "test_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
+    d = load_digits()
+    x = (d.images.astype(np.float32) / 8.0 - 1.0)[:, None]
+    y = d.target.astype(np.int64)
+    tx, vx, ty, vy = train_test_split(x, y, test_size=test_fraction, stratify=y, random_state=seed)
+    return (torch.from_numpy(np.ascontiguousarray(tx)), torch.from_numpy(ty),
+            torch.from_numpy(np.ascontiguousarray(vx)), torch.from_numpy(vy))
+
+
 def load_digits_images(split: str = "train", *, seed: int = 0, test_fraction: float = 0.25) -> tuple[Tensor, Tensor]:
     """scikit-learn's 8×8 digits as ``(images, labels)``.
 
@@ -157,10 +177,8 @@ def load_digits_images(split: str = "train", *, seed: int = 0, test_fraction: fl
     test_size=test_fraction, stratify=labels, random_state=seed)`` on the arrays in scikit-learn's
     order (1347 train / 450 test at the defaults), so train and test are disjoint and every class
     is in both in the same proportions (the same split as
-    :func:`freeflow.images.metrics.digits_data`) — or "all" (train then test, 1797 images).
+    :func:`digits_data`) — or "all" (train then test, 1797 images).
     """
-    from .metrics import digits_data
-
     check_choice(split, ("train", "test", "all"), "split")
     tx, ty, vx, vy = digits_data(seed=seed, test_fraction=test_fraction)
     if split == "train":

@@ -45,6 +45,7 @@ from torch import nn
 
 from ..io import atomic_torch_save, load_checkpoint
 from ..validation import check_choice, check_float, check_int, check_positive_float, check_positive_int, check_seed
+from .data import digits_data, to_uint8  # (digits_data re-exported: it was defined here)
 
 Tensor = torch.Tensor
 
@@ -196,26 +197,6 @@ def kernel_inception_distance(f1, f2, *, subsets: int = 10, subset_size: int | N
 
 
 # -- digits data and networks ---------------------------------------------------------------------
-
-def digits_data(seed: int = 0, test_fraction: float = 0.25) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """scikit-learn's 8×8 digits as (train_x, train_y, test_x, test_y).
-
-    Images float32 (N, 1, 8, 8) scaled 0..16 → [-1, 1] (x/8 - 1), labels int64. The split is
-    ``train_test_split(images, labels, test_size=test_fraction, stratify=labels,
-    random_state=seed)`` on the arrays in scikit-learn's order (1347 train / 450 test at the
-    defaults) — the same definition as :func:`freeflow.images.data.load_digits_images`."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    seed = check_seed(seed)
-    test_fraction = check_float(test_fraction, "test_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
-    d = load_digits()
-    x = (d.images.astype(np.float32) / 8.0 - 1.0)[:, None]
-    y = d.target.astype(np.int64)
-    tx, vx, ty, vy = train_test_split(x, y, test_size=test_fraction, stratify=y, random_state=seed)
-    return (torch.from_numpy(np.ascontiguousarray(tx)), torch.from_numpy(ty),
-            torch.from_numpy(np.ascontiguousarray(vx)), torch.from_numpy(vy))
-
 
 def _as_images(images, name: str = "images") -> Tensor:
     """(N, 1, 8, 8) float32 CPU tensor clamped to [-1, 1] from (N, 1, 8, 8), (N, 8, 8) or (N, 64).
@@ -521,8 +502,6 @@ def _as_uint8_dataset(x, name: str):
             raise TypeError(f"{name}: integer images must be uint8, got {t.dtype}")
         if not torch.isfinite(t).all():
             raise ValueError(f"{name} has NaN or inf entries")
-        from .data import to_uint8
-
         t = to_uint8(t)
     if t.shape[1] == 1:
         t = t.expand(-1, 3, -1, -1)

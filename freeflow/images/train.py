@@ -28,6 +28,7 @@ import torch
 from ..io import atomic_torch_save, atomic_write_text, load_checkpoint
 from ..train import TrainConfig, Trainer, standard_callbacks
 from ..train.trainer import Callback
+from ..validation import USER_ERRORS
 from .config import ImageConfig, config_from_dict, config_to_dict, load_config
 
 __all__ = ["ImageRun", "TrainedRun", "load_run", "build_generator", "load_data", "main", "FORMAT"]
@@ -263,8 +264,6 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    from ..cli.main import USER_ERRORS
-
     args = build_parser().parse_args(argv)
     try:
         return run(args)

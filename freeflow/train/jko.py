@@ -44,12 +44,8 @@ Mechanics (all inside :func:`jko_update`):
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING
 
 import torch
-
-if TYPE_CHECKING:
-    from .trainer import Trainer, TrainState
 
 __all__ = ["STEPS", "jko_update", "accepts_update"]
 
@@ -66,9 +62,11 @@ def accepts_update(drift) -> bool:
     return "update" in params
 
 
-def jko_update(trainer: "Trainer", state: "TrainState", k: int) -> tuple[float, float, dict]:
-    """The M inner optimiser steps of outer step ``k``; returns (loss at the first inner
-    iterate, gradient norm of the last inner step, the last drift call's info + diagnostics).
+def jko_update(trainer, state, k: int) -> tuple[float, float, dict]:
+    """The M inner optimiser steps of outer step ``k`` of ``trainer`` (a
+    :class:`~freeflow.train.Trainer`; this module does not import it, which imports this one)
+    on ``state`` (its TrainState); returns (loss at the first inner iterate, gradient norm of
+    the last inner step, the last drift call's info + diagnostics).
 
     Diagnostics: ``jko_loss`` (L at the last inner iterate, before its step) and
     ``jko_move`` = RMS‖x_θ − a‖ / τ at the last inner iterate (≈ RMS‖V‖ = √d when the

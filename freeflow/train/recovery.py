@@ -40,12 +40,9 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:
-    from .trainer import Trainer, TrainState
 
 __all__ = ["Snapshot", "TrainingStoppedWarning", "copy_into", "clone_tree"]
 
@@ -93,8 +90,10 @@ class Snapshot:
     carried state (every ``drift_every`` steps: its ``state_dict`` may be a deep copy, e.g. an
     auxiliary flow's, and a few steps' staleness of an estimator of q or a critic is harmless).
 
-    ``take`` before a step, ``restore`` after a failed one. The trainer's random stream and
-    its counters (step, elapsed time, learning-rate factor) are not part of it.
+    ``take(state, drift, generator)`` before a step, ``restore`` (same arguments) after a failed
+    one: ``state`` a :class:`~freeflow.train.TrainState`, ``generator`` the plain module inside
+    ``state.generator`` (unwrapped from DistributedDataParallel). The trainer's random stream
+    and its counters (step, elapsed time, learning-rate factor) are not part of it.
 
     Cost: every ``drift_every`` steps (and whenever the optimizer's state appears) a full pass
     finds the tensors to copy (each parameter and buffer, each Adam moment) and copies them; in
@@ -116,11 +115,11 @@ class Snapshot:
         self._opt_len = -1
 
     @torch.no_grad()
-    def take(self, trainer: "Trainer", state: "TrainState") -> None:
+    def take(self, state, drift, generator: torch.nn.Module) -> None:
         due = (self._plan is None or len(state.optimizer.state) != self._opt_len
                or not 0 <= state.step - self._plan_step < self.drift_every)
         if due:
-            self._full(trainer, state)
+            self._full(state, drift, generator)
         else:
             dst, src, extra = self._plan
             _foreach_copy(dst, src)
@@ -130,10 +129,8 @@ class Snapshot:
         self._groups = [{k: v for k, v in g.items() if k != "params"} for g in state.optimizer.param_groups]
         self.step = state.step
 
-    def _full(self, trainer: "Trainer", state: "TrainState") -> None:
-        from .trainer import unwrap
-
-        gen = [d[k] for d, k in _slots(unwrap(state.generator))]
+    def _full(self, state, drift, generator: torch.nn.Module) -> None:
+        gen = [d[k] for d, k in _slots(generator)]
         ema = [d[k] for d, k in _slots(state.ema.module)]
         self._gen, self._ema = _copy_all(self._gen, gen), _copy_all(self._ema, ema)
         self._opt = _copy_optimizer_state(self._opt, state.optimizer)
@@ -146,16 +143,14 @@ class Snapshot:
                 else:
                     extra.append((entry, k, state.optimizer.state[p]))
         self._plan, self._plan_step, self._opt_len = (dst, src, extra), state.step, len(state.optimizer.state)
-        if _has_state(trainer.drift):
-            self.drift = copy_into(self.drift, trainer.drift.state_dict())
+        if _has_state(drift):
+            self.drift = copy_into(self.drift, drift.state_dict())
 
     @torch.no_grad()
-    def restore(self, trainer: "Trainer", state: "TrainState") -> None:
-        from .trainer import unwrap
-
+    def restore(self, state, drift, generator: torch.nn.Module) -> None:
         if self.step is None:
             raise RuntimeError("no snapshot to restore")
-        for name, module, saved in (("generator", unwrap(state.generator), self._gen),
+        for name, module, saved in (("generator", generator, self._gen),
                                     ("ema", state.ema.module, self._ema)):
             now = [d[k] for d, k in _slots(module)]
             if len(now) != len(saved) or any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(now, saved)):
@@ -165,8 +160,8 @@ class Snapshot:
         _load_optimizer_state(state.optimizer, self._opt)
         for group, saved in zip(state.optimizer.param_groups, self._groups):
             group.update(saved)  # (the learning rate and the other settings of each group)
-        if self.drift is not None and _has_state(trainer.drift):
-            trainer.drift.load_state_dict(clone_tree(self.drift))
+        if self.drift is not None and _has_state(drift):
+            drift.load_state_dict(clone_tree(self.drift))
         state.step = self.step
         self._plan = None  # look the tensors up afresh at the next snapshot
 

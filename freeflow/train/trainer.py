@@ -338,7 +338,8 @@ class Trainer:
             while state.step < state.total_steps:  # a callback may shorten the run (AutoStop)
                 t0 = time.perf_counter()
                 if snapshot is not None:
-                    snapshot.take(self, state)  # (its time counts as training time, as a failed step's)
+                    # (the snapshot's time counts as training time, as a failed attempt's does)
+                    snapshot.take(state, self.drift, unwrap(state.generator))
                     state.elapsed += time.perf_counter() - t0
                     t0 = time.perf_counter()
                 try:
@@ -376,7 +377,7 @@ class Trainer:
         """Undo a failed step (exactly: the snapshot taken before it) and shrink the learning
         rate; False (and ``state.failure`` set) once the failures in a row exceed the limit."""
         cfg = self.config
-        snapshot.restore(self, state)
+        snapshot.restore(state, self.drift, unwrap(state.generator))
         state.failed_attempts += 1
         if state.failed_attempts > cfg.max_recoveries:
             state.failure = (f"training stopped at step {state.step} of {state.total_steps} after "
