@@ -8,6 +8,7 @@ import pytest
 import scipy.linalg
 import torch
 
+from freeflow.images import digits_eval
 from freeflow.images import metrics as M
 
 torch.set_num_threads(1)
@@ -201,7 +202,7 @@ def test_feature_net_save_load_and_cache(tmp_path, data, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("trained although the cache had the nets")
 
-    monkeypatch.setattr(M, "train_digits_feature_net", no_training)
+    monkeypatch.setattr(digits_eval, "train_digits_feature_net", no_training)  # (where build looks it up)
     ev2 = M.DigitsEvaluator.build(cache_dir=cache, seed=3, epochs=1)
     for p, q in zip(ev1.feature_net.parameters(), ev2.feature_net.parameters()):
         assert torch.equal(p, q)

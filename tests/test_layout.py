@@ -22,12 +22,17 @@ LOWER = ("velocities", "divergences", "density", "generators", "train", "importa
          "validation", "io", "mcmc")
 #: ... never import the front ends built on them
 HIGHER = ("datafree", "data", "bayes", "compare", "cli", "images")
+#: cycles that are known and owned elsewhere, each with its reason; the test fails when one is
+#: gone (delete its entry then) as well as for any new cycle
+KNOWN_CYCLES = {
+    ("freeflow.bayes.api", "freeflow.bayes.warm"):
+        "api imports .warm (warm_fit, warm_start), warm imports .api (_target), both lazily; "
+        "freeflow/bayes is being changed by its owner",
+}
 MAX_LINES = 400
 #: files allowed over MAX_LINES, each with its reason
 LONG_FILES = {
     "freeflow/datafree/sampler.py": "the one user-facing class; being shrunk (datafree/build.py)",
-    "freeflow/images/metrics.py": "to be split into readable pieces",
-    "freeflow/compare/divergences.py": "to be split into readable pieces",
 }
 
 
@@ -154,8 +159,11 @@ def test_the_graph_sees_lazy_and_type_checking_imports(tmp_path):
 
 
 def test_no_import_cycles():
-    found = cycles(import_graph())
-    assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+    found = {tuple(c) for c in cycles(import_graph())}
+    new = sorted(found - set(KNOWN_CYCLES))
+    assert not new, "import cycles: " + "; ".join(" <-> ".join(c) for c in new)
+    gone = sorted(set(KNOWN_CYCLES) - found)
+    assert not gone, f"these cycles are broken now: delete them from KNOWN_CYCLES: {gone}"
 
 
 def test_lower_layers_import_no_front_end():
