@@ -28,13 +28,15 @@ from torch import nn
 from ..density.base import DensityEstimator
 from ..divergences import Divergence
 from ..train.trainer import NonFiniteError
-from ..validation import LogDensity, log_density_and_score, outside_support
+from ..validation import LogDensity, check_choice, check_float, log_density_and_score, outside_support
 from ..velocities.common import rms_normalize
 from ..velocities.fdiv import effective_sample_fraction, fdiv_velocity, log_ratio_snis, regularize_log_ratio
 
 __all__ = ["ramp", "annealed", "DataFreeDrift"]
 
 ANNEAL_PATHS = ("tempered", "geometric")
+#: where q̂ is estimated from: a second, no-grad batch, or the training batch leaving one out
+REFERENCES = ("independent", "loo")
 #: the largest fraction of a batch that may fall outside the support (non-finite log p̃ or
 #: gradient) before a step is refused; such samples get log p̃ = −inf (r = 0) and are pulled
 #: back into the batch's bulk along ∇log q (see :func:`outside_support_velocity`)
@@ -49,8 +51,7 @@ def annealed(log_p: torch.Tensor, score_p: torch.Tensor, x: torch.Tensor, beta: 
     """
     if path == "tempered" or beta == 1.0:
         return beta * log_p, beta * score_p
-    if path != "geometric":
-        raise ValueError(f"anneal_path must be one of {ANNEAL_PATHS}, got {path!r}")
+    check_choice(path, ANNEAL_PATHS, "anneal_path")
     xs = x.to(score_p.dtype) / base_scale
     log_base = -0.5 * xs.pow(2).sum(-1)
     score_base = -xs / base_scale
@@ -123,14 +124,10 @@ class DataFreeDrift:
     schedule: Any = None
 
     def __post_init__(self):
-        if self.anneal_path not in ANNEAL_PATHS:
-            raise ValueError(f"anneal_path must be one of {ANNEAL_PATHS}, got {self.anneal_path!r}")
-        if not self.base_scale > 0:
-            raise ValueError(f"base_scale must be > 0, got {self.base_scale}")
-        if self.reference not in ("independent", "loo"):
-            raise ValueError(f"reference must be 'independent' or 'loo', got {self.reference!r}")
-        if not 0 < self.beta0 <= 1:
-            raise ValueError(f"beta0 must lie in (0, 1], got {self.beta0}")
+        check_choice(self.anneal_path, ANNEAL_PATHS, "anneal_path")
+        check_float(self.base_scale, "base_scale", low=0.0, low_open=True)
+        check_choice(self.reference, REFERENCES, "reference")
+        check_float(self.beta0, "beta0", low=0.0, high=1.0, low_open=True)
 
     def anneal_horizon(self, total_steps: int) -> float:
         """The run length the annealing fraction refers to: ``total_steps``, or for a run of

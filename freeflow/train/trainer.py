@@ -45,6 +45,10 @@ __all__ = ["TrainConfig", "TrainState", "Trainer", "Drift", "History", "lr_at", 
            "TrainingStoppedWarning"]
 
 
+#: the learning-rate schedules of ``TrainConfig.lr_schedule``
+LR_SCHEDULES = ("cosine", "constant")
+
+
 class NonFiniteError(FloatingPointError):
     """A NaN/inf appeared during training; the message names the step and the statistic."""
 
@@ -107,16 +111,11 @@ class TrainConfig:
     drift_snapshot_every: int = 10
 
     def __post_init__(self):
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if not self.step_size > 0:
-            raise ValueError(f"step_size must be positive, got {self.step_size}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+        check_float(self.lr, "lr", low=0.0, low_open=True)
+        check_choice(self.lr_schedule, LR_SCHEDULES, "lr_schedule")
+        check_int(self.warmup_steps, "warmup_steps", minimum=0)
+        check_float(self.step_size, "step_size", low=0.0, low_open=True)
+        check_float(self.grad_clip, "grad_clip", low=0.0, low_open=True, allow_none=True)
         check_choice(self.step, STEPS, "step")
         check_float(self.jko_tau, "jko_tau", low=0.0, low_open=True, allow_none=True)
         check_int(self.jko_inner, "jko_inner", minimum=1)

@@ -24,8 +24,9 @@ from collections.abc import Sequence
 
 import torch
 
+from ..validation import check_positive_int
 from .common import rms_normalize
-from .sinkhorn import _as_list, _check_points, _check_positive_int, barycentric_map, relative_epsilon, sinkhorn_velocity
+from .sinkhorn import _as_list, _check_points, barycentric_map, relative_epsilon, sinkhorn_velocity
 
 __all__ = ["velocity_guidance", "distribution_guidance_log_weights", "distribution_guidance", "guided_field"]
 
@@ -58,7 +59,7 @@ def velocity_guidance(
     """
     for name, t in (("x", x), ("data_cond", data_cond), ("data_uncond", data_uncond), ("x_prime", x_prime)):
         _check_points(name, t)
-    _check_positive_int("num_iters", num_iters)
+    check_positive_int(num_iters, "num_iters")
     s = _scale_tensor("scale", scale, x)
     w = (s - 1).reshape(s.shape + (1, 1))
     out = torch.zeros_like(x)
@@ -80,8 +81,8 @@ def distribution_guidance_log_weights(
     unconditional real.  Shape ``(..., n_neg + n_unc)`` with ``(...)`` the shape of ``alpha``.
     At α = 1 the reals get log-weight −inf (they drop out).
     """
-    _check_positive_int("n_neg", n_neg)
-    _check_positive_int("n_unc", n_unc)
+    check_positive_int(n_neg, "n_neg")
+    check_positive_int(n_unc, "n_unc")
     a = torch.as_tensor(alpha, dtype=dtype, device=device)
     if not torch.isfinite(a).all() or (a < 1).any():
         raise ValueError(f"alpha must be finite and >= 1, got {alpha}")

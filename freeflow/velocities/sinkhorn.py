@@ -42,6 +42,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..validation import check_positive_int
 from .common import rms_normalize
 
 __all__ = [
@@ -56,13 +57,6 @@ __all__ = [
 #: Exponents below ``max − EXP_FLOOR`` are clamped before ``exp``: their weight (< e^-80) is far
 #: below float32 resolution, and clamping avoids slow denormal arithmetic on CPU.
 EXP_FLOOR = 80.0
-
-
-def _check_positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 def _check_eps(name: str, eps: float | torch.Tensor) -> None:
@@ -141,7 +135,7 @@ def _validate(x, y, eps, num_iters, log_a, log_b):
     if x.shape[-1] != y.shape[-1]:
         raise ValueError(f"x and y must have the same dimension, got {x.shape[-1]} and {y.shape[-1]}")
     _check_eps("eps", eps)
-    _check_positive_int("num_iters", num_iters)
+    check_positive_int(num_iters, "num_iters")
     if log_a is not None and log_a.shape != x.shape[:-1]:
         raise ValueError(f"log_a must have shape {tuple(x.shape[:-1])}, got {tuple(log_a.shape)}")
     if log_b is not None and log_b.shape != y.shape[:-1]:
@@ -255,7 +249,7 @@ def sinkhorn_velocity(
             f"x, data and x_prime must share the last dimension, got "
             f"{x.shape[-1]}, {data.shape[-1]}, {x_prime.shape[-1]}"
         )
-    _check_positive_int("num_iters", num_iters)
+    check_positive_int(num_iters, "num_iters")
     rels = _as_list("rel_eps", rel_eps)
     out = torch.zeros_like(x)
     for r in rels:
@@ -284,7 +278,7 @@ def sinkhorn_first_variation(
     _check_points("x", x)
     _check_points("data", data)
     _check_points("x_prime", x_prime)
-    _check_positive_int("num_iters", num_iters)
+    check_positive_int(num_iters, "num_iters")
     rels = _as_list("rel_eps", rel_eps)
     out = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
     for r in rels:
