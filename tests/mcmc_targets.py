@@ -1,4 +1,4 @@
-"""Targets with exact (or long-MCMC) draws for the MCMC check's tests and calibration
+"""Targets with exact draws for the MCMC check's tests and calibration
 (tests/test_mcmc.py, benchmarks/mcmc_check_calibration.py). Each builder returns a
 :class:`Case`: ``log_density`` (float32 or float64 in, same dtype out) and ``sample(n, seed)``."""
 from __future__ import annotations
@@ -7,8 +7,6 @@ import math
 from typing import Callable, NamedTuple
 
 import torch
-
-from freeflow.mcmc import run_chains
 
 
 class Case(NamedTuple):
@@ -141,13 +139,3 @@ def _random_walk_exact(y, n: int, seed: int, grid: int = 500) -> torch.Tensor:
         mean, var = ms[t] + j * (x[-1] - ms[t]), ps[t] * (1 - j)
         x.append(mean + var.sqrt() * torch.randn(n, generator=gg, dtype=torch.float64))
     return torch.cat([ls[:, None], lt[:, None], torch.stack(x[::-1], 1)], 1).float()
-
-
-def reference_draws(log_density, d: int, n: int, seed: int, *, warmup: int = 300, steps: int = 300) -> torch.Tensor:
-    """Final positions of n HMC chains (L = 8), started from a N(0, 0.5²) box, run
-    ``warmup`` + ``steps`` steps with the preconditioner re-estimated after half of the warm-up."""
-    gg = torch.Generator().manual_seed(seed)
-    x = 0.5 * torch.randn(n, d, generator=gg, dtype=torch.float64)
-    x = run_chains(log_density, x, 0, warmup=warmup // 2, num_integration_steps=8, seed=seed).state.position
-    x = run_chains(log_density, x, steps, warmup=warmup // 2, num_integration_steps=8, seed=seed + 1).state.position
-    return x.float()

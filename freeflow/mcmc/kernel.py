@@ -1,27 +1,32 @@
-"""Preconditioned HMC (MALA when L = 1) on n chains at once, blackjax style.
+"""Preconditioned HMC (MALA with one leapfrog step) on n chains at once, blackjax style.
 
 One kernel moves n chains at once (rows of an (n, d) tensor). With a preconditioner
-x = m + L u (L the Cholesky factor of a covariance Σ = L Lᵀ, or a diagonal), the chain is
-HMC on u with an identity mass matrix, i.e. HMC on x with inverse mass matrix Σ:
+x = m + S u (S the Cholesky factor of a covariance Σ = S Sᵀ, or a diagonal), the chain is HMC
+on u with an identity mass matrix, i.e. HMC on x with inverse mass matrix Σ:
 
     r ~ N(0, I_d),   H(x, r) = −log p̃(x) + ½|r|²,
-    leapfrog (step ε, L steps):  r ← r + ½ε Lᵀ∇log p̃(x);  x ← x + ε L r;  r ← r + ½ε Lᵀ∇log p̃(x)
+    leapfrog (step ε, L = num_integration_steps):  r ← r + ½ε Sᵀ∇log p̃(x);  x ← x + ε S r;
+                                                    r ← r + ½ε Sᵀ∇log p̃(x)
     accept with probability min(1, exp(H(x, r) − H(x′, r′))).
 
-L = 1 is MALA (x′ = x + ½ε² Σ∇log p̃ + ε L ξ). A proposal whose log p̃ or gradient is not finite
-anywhere on its trajectory (NaN, ±inf: outside the support) is rejected; no NaN comes out.
-One global step size is adapted during a warm-up part (Robbins–Monro on log ε towards a
-target mean acceptance over the chains, the gain decaying as 1/√t) and then frozen at the
-mean log ε of the warm-up's second half. Every kernel with a fixed ε is p-invariant; the
-warm-up's ε and the preconditioner depend on all chains only through averages over them.
+L = 1 is MALA (x′ = x + ½ε² Σ∇log p̃ + ε S ξ); it may take a local step ε·s(x)
+(:func:`local_scale`), accepted with the full Metropolis–Hastings ratio. A proposal whose
+log p̃ or gradient is not finite anywhere on its trajectory (NaN, ±inf: outside the support)
+is rejected; no NaN comes out. :func:`build_coordinate_kernel` adds Metropolis-within-Gibbs
+moves of single coordinates.
+
+One global step size is adapted during a warm-up (Robbins–Monro on log ε towards a target mean
+acceptance over the chains, gain 2/√t), then frozen at the mean log ε of the warm-up's second
+half; the preconditioner is the starting draws' covariance, estimated again half-way through
+the warm-up. Every kernel with fixed ε and S is p-invariant; the warm-up's ε and S depend on
+all chains only through averages over them.
 
 Pieces, as in blackjax: :class:`HMCState` (position, log p̃, gradient), :func:`init`,
 :func:`build_kernel` → ``kernel(generator, state, step_size) -> (state, HMCInfo)``, and the
-loop :func:`run_chains` apart.
-
-log p̃ and its gradient are evaluated in chunks of :data:`freeflow.importance.LOG_DENSITY_CHUNK`
-rows (:func:`freeflow.validation.log_density_and_score` per chunk); ``grad_evals`` counts the
-rows passed to log p̃.
+loop :func:`run_chains` apart. log p̃ and its gradient are evaluated in chunks of
+:data:`freeflow.importance.LOG_DENSITY_CHUNK` rows (:func:`freeflow.validation.log_density_and_score`
+per chunk); ``grad_evals`` counts the rows passed to log p̃ with a gradient, ``density_evals``
+those without.
 """
 from __future__ import annotations
 
@@ -59,16 +64,16 @@ class HMCInfo(NamedTuple):
 
 
 class Preconditioner(NamedTuple):
-    """x = mean + L u; ``scale`` is L: lower-triangular (d, d) or a diagonal (d,)."""
+    """x = mean + S u; ``scale`` is S: lower-triangular (d, d) or a diagonal (d,)."""
     mean: Tensor
     scale: Tensor
 
     def apply(self, u: Tensor) -> Tensor:
-        """L u for rows u (n, d)."""
+        """S u for rows u (n, d)."""
         return u @ self.scale.T if self.scale.ndim == 2 else u * self.scale
 
     def apply_transpose(self, g: Tensor) -> Tensor:
-        """Lᵀ g for rows g (n, d)."""
+        """Sᵀ g for rows g (n, d)."""
         return g @ self.scale if self.scale.ndim == 2 else g * self.scale
 
 
@@ -118,8 +123,8 @@ def init(position: Tensor, logdensity_fn: LogDensity, *, chunk_size: int = LOG_D
 
 
 def local_scale(grad_u: Tensor) -> Tensor:
-    """s(x) = √(2 / (1 + |Lᵀ∇log p̃(x)|²/d)) (n,): ≈ 1 where the whitened target is locally
-    standard (|Lᵀ∇|² ≈ d), ≈ √(2d)/|Lᵀ∇| where it is locally much narrower (a funnel's neck),
+    """s(x) = √(2 / (1 + |Sᵀ∇log p̃(x)|²/d)) (n,): ≈ 1 where the whitened target is locally
+    standard (|Sᵀ∇|² ≈ d), ≈ √(2d)/|Sᵀ∇| where it is locally much narrower (a funnel's neck),
     at most √2 (near a mode)."""
     d = grad_u.shape[1]
     return torch.sqrt(2.0 / (1.0 + grad_u.double().pow(2).sum(1) / d)).clamp_min(1e-8)
@@ -181,7 +186,7 @@ def _leapfrog(logdensity_fn, pre, x, lp, grad, r, eps, num_steps, chunk_size):
 
 
 def _local_mala(logdensity_fn, pre, x, lp, grad, xi, eps, chunk_size):
-    """MALA with the step ε·s(x) (whitened coordinates u: u′ = u + ½h g_u + √h ξ, g_u = Lᵀ∇log p̃);
+    """MALA with the step ε·s(x) (whitened coordinates u: u′ = u + ½h g_u + √h ξ, g_u = Sᵀ∇log p̃);
     log ratio = log p̃(x′) − log p̃(x) + log q(x | x′) − log q(x′ | x)."""
     d = x.shape[1]
     gu = pre.apply_transpose(grad).double()
@@ -333,7 +338,7 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
 
 
 def _conditional_sd(precond: Preconditioner) -> Tensor:
-    """1/√(Σ⁻¹)_jj for Σ = L Lᵀ: the sd of x_j given the other coordinates under N(·, Σ)."""
+    """1/√(Σ⁻¹)_jj for Σ = S Sᵀ: the sd of x_j given the other coordinates under N(·, Σ)."""
     scale = precond.scale.double()
     if scale.ndim == 1:
         return scale.abs()
