@@ -79,6 +79,30 @@ def test_grid_resumes_after_a_kill(tmp_path, monkeypatch):
         assert col in header
 
 
+def test_a_cell_whose_training_stops_records_the_reason():
+    """ring8's log-density turns NaN for good after its 8th call (the probe, one per step and the
+    evaluation at step 4: between steps 4 and 8): the fit stops there without an exception (the
+    failing step is retried, then given up); the cell keeps its checkpoint at step 4 and ends
+    with a row naming the step and the failure."""
+    t = get_target("ring8")
+    calls, real = {"n": 0}, t.log_prob
+
+    def flaky(x):
+        calls["n"] += 1
+        return real(x) * math.nan if calls["n"] > 8 else real(x)
+
+    t.log_prob = flaky
+    cell = {"target": "ring8", "generator": "transport", "divergence": "kl_qp", "seed": 0, "steps": 12,
+            "batch_size": 64, "checkpoints": 3, "eval_samples": 300}
+    with torch.no_grad():
+        ref = get_target("ring8").sample(300, torch.Generator().manual_seed(0))
+    out = cd.run_cell(cell, t, ref, 0.1, [4, 8, 12])
+    rows = out["rows"]
+    assert [r.get("step") for r in rows[:-1]] == [4] and "error" not in rows[0]
+    assert rows[-1]["error"].startswith("TrainingStopped: training stopped at step ")
+    assert "log_density returned NaN" in rows[-1]["error"] and rows[-1]["step"] < 8
+
+
 def test_grid_rows_along_training(tmp_path):
     """Every cell is evaluated at its checkpoints; transport = the flow generator (log Ẑ error
     available, finite)."""

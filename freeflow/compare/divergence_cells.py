@@ -120,9 +120,13 @@ def mode_floor(target, n: int, seeds=(0, 1, 2)) -> float | None:
 
 
 def run_cell(cell: dict, target, reference, floor: float, checkpoint_steps: Sequence[int]) -> dict:
-    """Train one cell and evaluate it along training; failures are recorded, not raised."""
+    """Train one cell and evaluate it along training; failures are recorded, not raised: an
+    exception as the cell's only row, a fit that stopped early (a step kept failing,
+    ``sampler.state.failure``) as a last row with the step and the reason after the checkpoints
+    it reached."""
     from ..datafree.sampler import OneStepSampler
     from ..reliability import ReliabilityWarning
+    from ..train import TrainingStoppedWarning
 
     base = {"target": cell["target"], "dim": target.dim, "generator": cell["generator"],
             "divergence": cell["divergence"], "seed": cell["seed"]}
@@ -130,6 +134,7 @@ def run_cell(cell: dict, target, reference, floor: float, checkpoint_steps: Sequ
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ReliabilityWarning)
+            warnings.simplefilter("ignore", TrainingStoppedWarning)  # (recorded in the rows instead)
             sampler = OneStepSampler(target, **cell_settings(cell))
             rec = _Recorder(sampler, target, reference, checkpoint_steps, cell["eval_samples"], cell["batch_size"])
             sampler.fit(cell["steps"], progress=False, check=False, callbacks=[rec])
@@ -137,6 +142,8 @@ def run_cell(cell: dict, target, reference, floor: float, checkpoint_steps: Sequ
         return {"config": cell, "rows": [{**base, "error": f"{type(e).__name__}: {e}"[:300]}],
                 "seconds": time.perf_counter() - t0, "samples": None}
     rows = [{**base, **r, "energy_floor": floor} for r in rec.rows]
+    if sampler.state.failure is not None:
+        rows.append({**base, "step": sampler.steps_done, "error": f"TrainingStopped: {sampler.state.failure}"[:300]})
     sched = getattr(sampler.drift, "schedule", None)
     if sched is not None:
         for r in rows:
