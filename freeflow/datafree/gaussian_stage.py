@@ -197,7 +197,7 @@ def _elbo(f: _Counter, loc: Tensor, chol: Tensor, eps: Tensor) -> float:
 
 
 def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int = 8, draws: int = 32,
-                 vi_steps: int = 300, lr: float = 0.03, inflate: float = 1.2, seed: int = 0) -> GaussianFit:
+                 vi_steps: int = 500, lr: float = 0.1, inflate: float = 1.2, seed: int = 0) -> GaussianFit:
     """The Gaussian stage (see the module docstring). Raises FloatingPointError when the MAP
     search cannot start (log p̃ not finite at the origin)."""
     for name, v in (("max_iter", max_iter), ("candidates", candidates), ("draws", draws), ("vi_steps", vi_steps)):
@@ -215,19 +215,42 @@ def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int 
         if best is None or e > best[0]:
             best = (e, path[i], sd)
     _, mu0, sd0 = best
-    m = torch.zeros(dim, dtype=torch.float64, requires_grad=True)
+    # two VI runs: from the best path point, and from the origin at unit scale (ADVI's start);
+    # the path can end in a funnel's neck, where a Gaussian is a poor local optimum
+    eps_cmp = torch.randn(draws * 8, dim, generator=g, dtype=torch.float64)
+    runs = []
+    for start_loc, start_sd, label in ((mu0, sd0, "from the best L-BFGS path point"),
+                                       (torch.zeros(dim, dtype=torch.float64),
+                                        torch.ones(dim, dtype=torch.float64), "from the origin")):
+        loc, chol = _vi(f, start_loc, start_sd, vi_steps, draws, lr, g)
+        runs.append((_elbo(f, loc, chol, eps_cmp), loc, chol, f"full-rank VI {label}"))
+    runs.append((_elbo(f, mu0, torch.diag(sd0), eps_cmp), mu0, torch.diag(sd0), "diagonal path point"))
+    final, loc, chol, note = max(runs, key=lambda r: r[0] if math.isfinite(r[0]) else -math.inf)
+    loc, chol, widened = _scan_widen(f, loc.detach(), chol.detach())
+    if widened:
+        note += f"; widened along {widened} coordinate(s) whose conditional is broader than the Gaussian's"
+    return GaussianFit(loc, inflate * chol, final, f.rows, time.perf_counter() - t0, len(path) - 1, note)
+
+
+def _vi(f: _Counter, mu0: Tensor, sd0: Tensor, steps: int, draws: int, lr: float,
+        g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Full-rank Gaussian VI in the diagonal frame x = μ₀ + σ₀ ⊙ (m + L ε): Adam on L, natural-
+    gradient steps on m (m += η C_u E[∇_u log p̃], Newton's step on a Gaussian, at most one frame
+    unit per coordinate); draws with a non-finite log p̃ are left out. Returns (loc, chol)."""
+    dim = mu0.shape[0]
+    m = torch.zeros(dim, dtype=torch.float64)
     low = torch.zeros(dim, dim, dtype=torch.float64, requires_grad=True)
     log_diag = torch.zeros(dim, dtype=torch.float64, requires_grad=True)
     tril = torch.tril(torch.ones(dim, dim, dtype=torch.float64), -1)
     opt = torch.optim.Adam([low, log_diag], lr=lr)
-    for k in range(vi_steps):
+    for k in range(steps):
+        decay = 0.5 * (1 + math.cos(math.pi * k / steps))
         for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * k / vi_steps))
+            group["lr"] = lr * decay
         e = torch.randn(draws, dim, generator=g, dtype=torch.float64)
         chol_u = low * tril + torch.diag(log_diag.exp())
         u = m + e @ chol_u.T
-        x = mu0 + sd0 * u
-        lp, grad = f.value_and_grad(x.detach())
+        lp, grad = f.value_and_grad((mu0 + sd0 * u).detach())
         ok = torch.isfinite(lp) & torch.isfinite(grad).all(1)
         if int(ok.sum()) < max(2, draws // 4):
             break
@@ -236,23 +259,12 @@ def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int 
         surrogate = (g_u * u[ok]).sum(1).mean() + log_diag.sum()
         opt.zero_grad()
         (-surrogate).backward()
-        m.grad = None                            # the mean takes a natural-gradient step instead:
-        with torch.no_grad():                    # m += η C_u E[∇_u log p̃] (Newton's step on a Gaussian)
-            m += 0.5 * (1 + math.cos(math.pi * k / vi_steps)) * 0.5 * (chol_u @ (chol_u.T @ g_u.mean(0)))
+        with torch.no_grad():
+            m += (0.5 * decay * (chol_u @ (chol_u.T @ g_u.mean(0)))).clamp(-1.0, 1.0)
         opt.step()
     with torch.no_grad():
         chol_u = low * tril + torch.diag(log_diag.exp())
-        loc = mu0 + sd0 * m
-        chol = sd0[:, None] * chol_u
-    final = _elbo(f, loc, chol, torch.randn(draws * 8, dim, generator=g, dtype=torch.float64))
-    start = _elbo(f, mu0, torch.diag(sd0), torch.randn(draws * 8, dim, generator=g, dtype=torch.float64))
-    note = "full-rank VI"
-    if not (math.isfinite(final) and final >= start - 1.0):  # VI made it worse: keep the diagonal winner
-        loc, chol, final, note = mu0, torch.diag(sd0), start, "diagonal path point (VI did not improve the ELBO)"
-    loc, chol, widened = _scan_widen(f, loc.detach(), chol.detach())
-    if widened:
-        note += f"; widened along {widened} coordinate(s) whose conditional is broader than the Gaussian's"
-    return GaussianFit(loc, inflate * chol, final, f.rows, time.perf_counter() - t0, len(path) - 1, note)
+        return mu0 + sd0 * m, sd0[:, None] * chol_u
 
 
 def _scan_widen(f: _Counter, loc: Tensor, chol: Tensor, *, width: float = 20.0, grid: int = 128,
