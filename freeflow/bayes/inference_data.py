@@ -114,7 +114,8 @@ def draws_inference_data(
         pred = posterior.predict(flat, seed=seed)
         groups["posterior_predictive"] = {k: _as_numpy(v).reshape((chains, per) + tuple(v.shape[1:]))
                                           for k, v in pred.items()}
-    observed = set(groups.get("log_likelihood", {})) | set(groups.get("posterior_predictive", {}))
+    observed = (set(posterior.observed_data) | set(groups.get("log_likelihood", {}))
+                | set(groups.get("posterior_predictive", {})))
     dims = {k: posterior.dims[k] for k in list(keep) + sorted(observed) if k in posterior.dims}
     coords = {k: v for k, v in posterior.coords.items()}
     if posterior.observed_data:

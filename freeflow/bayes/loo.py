@@ -51,15 +51,26 @@ def _log_likelihood(idata: Any, var_name: str | None) -> tuple[str, np.ndarray]:
     return var_name, arr.reshape(arr.shape[0] * arr.shape[1], -1)
 
 
-def _log_weights(idata: Any, n_samples: int) -> np.ndarray:
+def _relative_efficiency(idata: Any, n_samples: int) -> float:
+    """arviz's r_eff for MCMC draws: the mean ESS of the posterior variables over the draws."""
+    import arviz as az
+
+    if "posterior" not in idata.groups() or idata.posterior.sizes.get("chain", 1) == 1:
+        return 1.0
+    ess = az.ess(idata.posterior, method="mean")
+    return float(np.hstack([ess[v].values.ravel() for v in ess.data_vars]).mean() / n_samples)
+
+
+def _log_weights(idata: Any, n_samples: int) -> tuple[np.ndarray, float]:
+    """(log importance weights (S,), relative efficiency): freeflow's ``log_weight`` and 1
+    (independent draws); for draws without it (MCMC), equal weights and arviz's r_eff."""
     stats = idata.sample_stats if "sample_stats" in idata.groups() else None
     if stats is None or "log_weight" not in stats:
-        raise ValueError("loo needs sample_stats.log_weight (freeflow's log importance weights, present "
-                         "where the generator's log q is exact); for MCMC draws use az.loo")
+        return np.zeros(n_samples), _relative_efficiency(idata, n_samples)
     lw = np.asarray(stats["log_weight"].transpose("chain", "draw").values, dtype=np.float64).reshape(-1)
     if lw.shape[0] != n_samples:
         raise ValueError(f"sample_stats.log_weight has {lw.shape[0]} draws, log_likelihood {n_samples}")
-    return np.where(np.isnan(lw), -np.inf, lw)  # NaN: outside the support, weight 0
+    return np.where(np.isnan(lw), -np.inf, lw), 1.0  # NaN: outside the support, weight 0
 
 
 def _logsumexp(a: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -68,20 +79,41 @@ def _logsumexp(a: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.squeeze(m, axis) + np.log(np.sum(np.exp(a - m), axis=axis))
 
 
+def _psis(log_ratios: np.ndarray, reff: float) -> tuple[np.ndarray, np.ndarray]:
+    """az.psislw row by row (normalised log weights, k̂), and where arviz's smoothing returns
+    non-finite weights (a degenerate tail: log-ratios that differ by ~1e-11, as for an
+    observation every draw predicts almost surely) the unsmoothed normalised weights."""
+    import arviz as az
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # arviz's k̂ warnings: reported by loo instead
+        smoothed, khat = az.psislw(log_ratios, reff=reff)
+    smoothed, khat = np.array(smoothed, dtype=np.float64, ndmin=2), np.array(khat, dtype=np.float64, ndmin=1)
+    bad = ~np.isfinite(smoothed).all(axis=1)
+    if bad.any():
+        raw = log_ratios[bad]
+        smoothed[bad] = raw - _logsumexp(raw, axis=-1)[:, None]
+    return smoothed, khat
+
+
 def loo(idata: Any, *, var_name: str | None = None, pointwise: bool | None = None, scale: str | None = None):
     """Importance-weighted PSIS-LOO of a freeflow InferenceData (see module docstring).
+
+    Draws without ``sample_stats.log_weight`` (MCMC) get equal weights and arviz's relative
+    efficiency: then it is ``az.loo``, except where arviz's smoothing returns NaN for an
+    observation (see :func:`_psis`).
 
     ``var_name``: the log_likelihood variable (needed when there are several); ``pointwise``
     and ``scale`` as in ``az.loo`` ("log" by default: elpd).  Returns ``az.ELPDData`` with
     ``elpd_loo``, ``se``, ``p_loo``, ``n_samples``, ``n_data_points``, ``warning``, ``scale``,
     ``good_k`` (and ``loo_i``, ``pareto_k`` when pointwise).  A ValueError names what is
-    missing: the log_likelihood group (the model's likelihood term) or the log weights."""
+    missing: the log_likelihood group (the model's likelihood term)."""
     import arviz as az
     import xarray as xr
     from arviz.stats.stats_utils import ELPDData
 
     name, ll = _log_likelihood(idata, var_name)             # (S, N)
-    lw = _log_weights(idata, ll.shape[0])                   # (S,)
+    lw, reff = _log_weights(idata, ll.shape[0])             # (S,)
     keep = np.isfinite(lw)
     if keep.sum() < 10:
         raise ValueError(f"only {int(keep.sum())} draws have finite importance weights; LOO needs more")
@@ -94,10 +126,9 @@ def loo(idata: Any, *, var_name: str | None = None, pointwise: bool | None = Non
     pointwise = az.rcParams["stats.ic_pointwise"] if pointwise is None else pointwise
 
     log_ratios = lw[None, :] - ll.T                         # (N, S): r_s − ℓ_is
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # arviz's k̂ warnings: reported below instead
-        smoothed, khat = az.psislw(log_ratios, reff=1.0)    # normalised over S
-        post_w, _ = az.psislw(lw, reff=1.0)
+    smoothed, khat = _psis(log_ratios, reff)                # normalised over S
+    post_w, _ = _psis(lw[None, :], reff)
+    post_w = post_w[0]
     elpd_i = _logsumexp(smoothed + ll.T, axis=-1)           # (N,)
     lppd = float(np.sum(_logsumexp(post_w[None, :] + ll.T, axis=-1)))
     elpd = float(np.sum(elpd_i))
