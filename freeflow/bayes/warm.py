@@ -75,6 +75,7 @@ def warm_fit(sampler: Any, *, round_steps: int = 200, max_steps: int | None = No
     from ..validation import check_positive_int
 
     start = sampler.steps_done
+    fit_options.pop("check", None)  # the check is this loop's stopping rule: always run
     if steps is not None:
         sampler.fit(start + check_positive_int(steps, "steps"), progress=progress, **fit_options)
         return sampler
