@@ -174,7 +174,7 @@ def assess(x: torch.Tensor, log_p: torch.Tensor | None, log_q: torch.Tensor | No
         gibbs_reason = [f"resampling coordinate {gibbs[1]} from p's conditional moves q's marginal by "
                         f"{gibbs[0]:.2f} sd (> {THRESHOLDS['gibbs_shift']}): q misses part of p there (e.g. a mode)"]
     if mcmc is not None and mcmc.fired:
-        gibbs_reason.append(_mcmc_reason(mcmc))
+        gibbs_reason.append(mcmc_reason(mcmc))
     g_val, g_at = (gibbs if gibbs is not None else (None, None))
     m_fields = {} if mcmc is None else {
         "mcmc_shift": mcmc.shift, "mcmc_statistic": mcmc.statistic, "mcmc_threshold": mcmc.threshold,
@@ -227,7 +227,8 @@ def assess(x: torch.Tensor, log_p: torch.Tensor | None, log_q: torch.Tensor | No
                        g_val, g_at, **m_fields)
 
 
-def _mcmc_reason(m: MCMCShift) -> str:
+def mcmc_reason(m: MCMCShift) -> str:
+    """The verdict's reason when the MCMC check fired."""
     where = "log p̃" if m.coordinate < 0 else f"coordinate {m.coordinate}"
     what = "the mean of" if m.kind == "mean" else "the log sd of"
     return (f"a p-invariant MCMC kernel started from q's draws moves {what} {where} by {m.shift:.2f} sd in "

@@ -225,7 +225,11 @@ def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int 
         loc, chol = _vi(f, start_loc, start_sd, vi_steps, draws, lr, g)
         runs.append((_elbo(f, loc, chol, eps_cmp), loc, chol, f"full-rank VI {label}"))
     runs.append((_elbo(f, mu0, torch.diag(sd0), eps_cmp), mu0, torch.diag(sd0), "diagonal path point"))
-    final, loc, chol, note = max(runs, key=lambda r: r[0] if math.isfinite(r[0]) else -math.inf)
+    # the path run is the more precise where both found the same bulk (a well-conditioned
+    # start): another run replaces it only when its ELBO is higher by more than a nat
+    elbo = [r[0] if math.isfinite(r[0]) else -math.inf for r in runs]
+    best_i = 0 if elbo[0] >= max(elbo[1:]) - 1.0 else max((1, 2), key=lambda i: elbo[i])
+    final, loc, chol, note = runs[best_i]
     loc, chol, widened = _scan_widen(f, loc.detach(), chol.detach())
     if widened:
         note += f"; widened along {widened} coordinate(s) whose conditional is broader than the Gaussian's"

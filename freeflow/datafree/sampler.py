@@ -12,7 +12,6 @@ rule in ``autostop.py``.
 """
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from pathlib import Path
@@ -24,8 +23,8 @@ from .. import importance as _iw
 from ..bayes.posterior import Posterior
 from ..density import DensityEstimator
 from ..io import atomic_torch_save
-from ..mcmc import mcmc_shift, refine as run_refine
-from ..reliability import TAIL_WIDEN, Reliability, ReliabilityWarning, assess, gibbs_shift
+from ..mcmc import refine as run_refine
+from ..reliability import Reliability, ReliabilityWarning
 from ..train import History, Trainer, standard_callbacks
 from ..validation import check_int, check_log_density, check_positive_int, check_seed
 from .autostop import AutoStop
@@ -34,6 +33,7 @@ from .build import (CountedLogDensity, make_density, make_drift, resolve_diverge
 from .defaults import AUTO_ROUND_STEPS, check_settings, default_generator, default_settings, default_steps
 from .gaussian_stage import Frame, fit_gaussian
 from .persistence import load_sampler, sampler_state_dict
+from . import verdict as _verdict
 
 Tensor = torch.Tensor
 
@@ -203,8 +203,10 @@ class OneStepSampler:
                 except (ValueError, FloatingPointError, RuntimeError) as e:
                     rep = Reliability(None, [f"the reliability check could not run ({e})"])
                 rep.trusted, rep.reasons = False, [self.state.failure, *rep.reasons]
-            elif not (auto_run and self.auto.get("stopped_at") == self.steps_done and rep is not None):
-                rep = self.reliability()  # (an auto run's last round already checked this state)
+            else:
+                if not (auto_run and self.auto.get("stopped_at") == self.steps_done and rep is not None):
+                    rep = self.reliability()  # (an auto run's last round already checked this state)
+                rep = _verdict.confirm(self, rep)
             self.last_reliability = rep
             if rep.trusted is False:
                 warnings.warn(f"freeflow fit after {self.steps_done} steps: {rep.verdict}",
@@ -217,50 +219,7 @@ class OneStepSampler:
         :mod:`freeflow.reliability`. "unverified" where log q is not exact."""
         check_positive_int(n, "n")
         with self.counted.stage("checks"):
-            return self._reliability(n, seed)
-
-    def _reliability(self, n: int, seed: int) -> Reliability:
-        net = self.state.ema.module
-        if not self.spec.exact:
-            x = self.sample_unconstrained(n, seed=seed)
-            return assess(x, None, None, gibbs=gibbs_shift(self.log_density, x, seed=seed),
-                          mcmc=self._mcmc_check(x, seed), unverified_reason=(
-                f"density={self.density_name!r} gives no exact log q, so importance checks are "
-                "unavailable; compare with a reference (freeflow.compare) instead"))
-        u, log_q = self._draw(net, n, seed, self.settings["noise_dim"])
-        x = self.frame.to_x(u)
-        with torch.no_grad():
-            log_p = self._log_density_chunked(x).to(log_q.dtype)
-            log_resp = net.log_responsibilities(u)
-            # defensive proposal ρ = ½ q + ½ q_f: draws from q_f, and both densities everywhere
-            # (all in the generator's frame u; log p̃_u = log p̃ + log|det|, the same shift for all)
-            with net.widened(TAIL_WIDEN):
-                uw, log_qf_w = self._draw(net, n, seed + 1, self.settings["noise_dim"])
-                log_qf_u = torch.cat([net.log_prob(c) for c in u.split(_iw.LOG_DENSITY_CHUNK)])
-            log_q_w = torch.cat([net.log_prob(c) for c in uw.split(_iw.LOG_DENSITY_CHUNK)])
-            log_rho = torch.logaddexp(torch.cat([log_q, log_q_w]), torch.cat([log_qf_u, log_qf_w])) - math.log(2)
-            log_p_w = self._log_density_chunked(self.frame.to_x(uw)).to(log_q.dtype)
-            log_w_def = torch.cat([log_p, log_p_w]) + self.frame.log_det - log_rho
-        return assess(x, log_p, log_q - self.frame.log_det, log_resp, log_w_defensive=log_w_def,
-                      gibbs=gibbs_shift(self.log_density, x, seed=seed), mcmc=self._mcmc_check(x, seed))
-
-    def _mcmc_check(self, x: Tensor, seed: int):
-        """Does a p-invariant kernel move q's draws (:func:`freeflow.mcmc.mcmc_shift`)? The check
-        that a q too narrow or misplaced in a direction importance weights cannot see fails."""
-        return mcmc_shift(self.log_density, x, seed=seed)
-
-    @staticmethod
-    @torch.no_grad()
-    def _draw(net, n: int, seed: int | None, noise_dim: int, rng=None, chunk_size: int = 16384):
-        """n draws u of an exact generator in its own frame and log q_u(u)."""
-        rng = torch.Generator().manual_seed(seed) if seed is not None else rng
-        us, lqs = [], []
-        for start in range(0, n, chunk_size):
-            z = torch.randn(min(chunk_size, n - start), noise_dim, generator=rng)
-            u, lq = net.forward_and_log_prob(z)
-            us.append(u)
-            lqs.append(lq)
-        return torch.cat(us), torch.cat(lqs)
+            return _verdict.reliability(self, n, seed)
 
     def _log_density_chunked(self, x: Tensor) -> Tensor:
         """log p̃ at x in chunks, NaN (outside the support) as −inf."""
@@ -357,7 +316,7 @@ class OneStepSampler:
         check_positive_int(n, "n")
         net = self.state.ema.module if ema else self.generator
         if self.spec.exact:
-            u, log_q = self._draw(net, n, seed, self.settings["noise_dim"], self._sample_rng, chunk_size)
+            u, log_q = _verdict.draw(net, n, seed, self.settings["noise_dim"], self._sample_rng, chunk_size)
         elif isinstance(self.density, DensityEstimator) and getattr(self.density, "normalized", False):
             u = self.frame.to_u(self.sample_unconstrained(n, seed=seed, ema=ema))
             log_q = torch.cat([self.density.log_prob(c) for c in u.split(chunk_size)])

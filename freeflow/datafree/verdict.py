@@ -1,0 +1,91 @@
+"""The verdict of a :class:`~freeflow.datafree.sampler.OneStepSampler`: its draws, log q and
+log p̃ handed to :func:`freeflow.reliability.assess` (importance checks, the defensive tail
+check, the Gibbs check, the MCMC check), and the final verdict's longer MCMC check."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import importance as _iw
+from ..mcmc import mcmc_shift
+from ..reliability import TAIL_WIDEN, Reliability, assess, gibbs_shift, mcmc_reason
+
+Tensor = torch.Tensor
+
+__all__ = ["reliability", "confirm", "mcmc_check", "draw", "ROUND_MCMC_STEPS", "FINAL_MCMC_STEPS"]
+
+#: MCMC-check lengths: every round's verdict, and the final one (docs/refine.md)
+ROUND_MCMC_STEPS, FINAL_MCMC_STEPS = 40, 200
+
+
+def reliability(sampler, n: int, seed: int) -> Reliability:
+    """The round verdict from n draws of the sampler (see :mod:`freeflow.reliability`)."""
+    net = sampler.state.ema.module
+    if not sampler.spec.exact:
+        x = sampler.sample_unconstrained(n, seed=seed)
+        return assess(x, None, None, gibbs=gibbs_shift(sampler.log_density, x, seed=seed),
+                      mcmc=mcmc_check(sampler, x, seed), unverified_reason=(
+            f"density={sampler.density_name!r} gives no exact log q, so importance checks are "
+            "unavailable; compare with a reference (freeflow.compare) instead"))
+    u, log_q = draw(net, n, seed, sampler.settings["noise_dim"])
+    x = sampler.frame.to_x(u)
+    with torch.no_grad():
+        log_p = sampler._log_density_chunked(x).to(log_q.dtype)
+        log_resp = net.log_responsibilities(u)
+        # defensive proposal ρ = ½ q + ½ q_f: draws from q_f, and both densities everywhere
+        # (all in the generator's frame u; log p̃_u = log p̃ + log|det|, the same shift for all)
+        with net.widened(TAIL_WIDEN):
+            uw, log_qf_w = draw(net, n, seed + 1, sampler.settings["noise_dim"])
+            log_qf_u = torch.cat([net.log_prob(c) for c in u.split(_iw.LOG_DENSITY_CHUNK)])
+        log_q_w = torch.cat([net.log_prob(c) for c in uw.split(_iw.LOG_DENSITY_CHUNK)])
+        log_rho = torch.logaddexp(torch.cat([log_q, log_q_w]), torch.cat([log_qf_u, log_qf_w])) - math.log(2)
+        log_p_w = sampler._log_density_chunked(sampler.frame.to_x(uw)).to(log_q.dtype)
+        log_w_def = torch.cat([log_p, log_p_w]) + sampler.frame.log_det - log_rho
+    return assess(x, log_p, log_q - sampler.frame.log_det, log_resp, log_w_defensive=log_w_def,
+                  gibbs=gibbs_shift(sampler.log_density, x, seed=seed), mcmc=mcmc_check(sampler, x, seed))
+
+
+def mcmc_check(sampler, x: Tensor, seed: int, steps: int = ROUND_MCMC_STEPS):
+    """Does a p-invariant kernel move q's draws (:func:`freeflow.mcmc.mcmc_shift`)? The check
+    that a q too narrow or misplaced in a direction importance weights cannot see fails."""
+    m = mcmc_shift(sampler.log_density, x, steps=steps, seed=seed)
+    sampler._mcmc_seconds_per_step = m.seconds / steps
+    return m
+
+
+def confirm(sampler, rep: Reliability, seed: int = 12345) -> Reliability:
+    """The final verdict: a trusted verdict (whose MCMC check ran ``ROUND_MCMC_STEPS``
+    steps) is confirmed by a longer MCMC check on the same draws, up to
+    ``FINAL_MCMC_STEPS`` steps and at most a quarter of the training time: a kernel that
+    mixes slowly along a funnel's neck moves q's draws measurably only after ~200 steps
+    (the 32-D random walk with unknown scales, docs/refine.md)."""
+    per_step = getattr(sampler, "_mcmc_seconds_per_step", None)
+    if rep.trusted is not True or per_step is None:
+        return rep
+    budget = 0.25 * sampler.counted.seconds.get("training", 0.0)
+    steps = int(min(FINAL_MCMC_STEPS, budget / max(per_step, 1e-9)))
+    if steps <= ROUND_MCMC_STEPS:
+        return rep
+    x = sampler.sample_unconstrained(4000, seed=seed)   # the draws reliability() checked
+    with sampler.counted.stage("checks"):
+        m = mcmc_check(sampler, x, seed, steps)
+    rep.mcmc_shift, rep.mcmc_statistic, rep.mcmc_threshold = m.shift, m.statistic, m.threshold
+    rep.mcmc_coordinate, rep.mcmc_grad_evals = m.coordinate, m.grad_evals
+    if m.fired:
+        rep.trusted, rep.reasons = False, [*rep.reasons, mcmc_reason(m)]
+    return rep
+
+
+@torch.no_grad()
+def draw(net, n: int, seed: int | None, noise_dim: int, rng=None, chunk_size: int = 16384):
+    """n draws u of an exact generator in its own frame and log q_u(u)."""
+    rng = torch.Generator().manual_seed(seed) if seed is not None else rng
+    us, lqs = [], []
+    for start in range(0, n, chunk_size):
+        z = torch.randn(min(chunk_size, n - start), noise_dim, generator=rng)
+        u, lq = net.forward_and_log_prob(z)
+        us.append(u)
+        lqs.append(lq)
+    return torch.cat(us), torch.cat(lqs)
+
