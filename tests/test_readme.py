@@ -23,3 +23,24 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert abs(ns["log_z"] - (12.3 + ns["math"].log(2 * ns["math"].pi))) < 5 * ns["se"] + 1e-3
     torch = ns["torch"]
     torch.testing.assert_close(ns["again"].sample(10, seed=0), ns["sampler"].sample(10, seed=0))
+
+
+def test_readme_posterior_example_runs(tmp_path, monkeypatch):
+    """The README's ff.sample example: posterior means of the regression within 0.1 posterior sd
+    of the least-squares fit (flat-enough priors: N(0, 5²) against 50 points with noise 0.3),
+    and 4 chains × 1000 draws."""
+    import numpy as np
+
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(blocks[1], "README.md", "exec"), ns)
+    post = ns["idata"].posterior
+    assert post["a"].shape == (4, 1000)
+    x, y = ns["x"], ns["y"]
+    design = np.stack([np.ones_like(x), x], 1)
+    coef, res, *_ = np.linalg.lstsq(design, y, rcond=None)
+    sigma2 = res[0] / (len(y) - 2)
+    sd = np.sqrt(np.diag(sigma2 * np.linalg.inv(design.T @ design)))
+    for name, c, s in zip(("a", "b"), coef, sd):
+        assert abs(float(post[name].mean()) - c) < 0.1 * s + 0.02 * abs(c), (name, float(post[name].mean()), c, s)
