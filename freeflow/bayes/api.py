@@ -15,67 +15,16 @@ attrs; log importance weights and Pareto k̂ in ``sample_stats``.  An untrusted 
 """
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..interop import draw_counts
+from .build import build_sampler, split_options
 from .inference_data import fit_attrs, sampler_inference_data
-from .posterior import Posterior
 
 __all__ = ["sample", "predictive", "print_summary", "build_sampler"]
-
-
-def _is_pymc_model(obj: Any) -> bool:
-    return type(obj).__module__.startswith("pymc") and type(obj).__name__ == "Model"
-
-
-def _split_options(options: dict, extra_fit: tuple = ()) -> tuple[dict, dict]:
-    """(constructor options, fit options): a key is fit's when ``OneStepSampler.fit`` takes it."""
-    from ..datafree.sampler import OneStepSampler
-
-    fit_keys = (set(inspect.signature(OneStepSampler.fit).parameters) - {"self"}) | set(extra_fit)
-    return ({k: v for k, v in options.items() if k not in fit_keys},
-            {k: v for k, v in options.items() if k in fit_keys})
-
-
-def _target(model: Any, model_args: Sequence, model_kwargs: dict | None, dim: int | None):
-    """(the first argument of OneStepSampler, its dim): a Posterior, a PyMC or NumPyro model
-    made into one, or a plain log-density with ``dim``."""
-    if not isinstance(model_args, (tuple, list)):
-        raise TypeError(f"model_args must be a tuple of the model's positional arguments, got "
-                        f"{type(model_args).__name__}")
-    if model_kwargs is not None and not isinstance(model_kwargs, dict):
-        raise TypeError(f"model_kwargs must be a dict, got {type(model_kwargs).__name__}")
-    numpyro_like = callable(model) and dim is None and not isinstance(model, Posterior) and not _is_pymc_model(model)
-    if (model_args or model_kwargs) and not numpyro_like:
-        raise TypeError("model_args / model_kwargs are the arguments of a NumPyro model function; "
-                        f"got them with a {type(model).__name__} (and dim={dim!r})")
-    if isinstance(model, Posterior):
-        return model, None
-    if _is_pymc_model(model):
-        from .ppl_pymc import PyMCPosterior
-
-        return PyMCPosterior(model), None
-    if not callable(model):
-        raise TypeError(f"model must be a NumPyro model function, a PyMC model, an ff.Posterior, a "
-                        f"fitted OneStepSampler or a log-density with dim=, got {type(model).__name__}")
-    if dim is not None:
-        return model, dim
-    from .ppl_numpyro import NumPyroPosterior
-
-    return NumPyroPosterior(model, tuple(model_args), dict(model_kwargs or {})), None
-
-
-def build_sampler(model: Any, *, seed: int = 0, model_args: Sequence = (), model_kwargs: dict | None = None,
-                  dim: int | None = None, **sampler_options):
-    """The unfitted :class:`~freeflow.OneStepSampler` that :func:`sample` trains."""
-    from ..datafree.sampler import OneStepSampler
-
-    target, dim = _target(model, model_args, model_kwargs, dim)
-    return OneStepSampler(target, dim, seed=seed, **sampler_options)
 
 
 def sample(model: Any, draws: int = 1000, chains: int = 4, seed: int = 0, *, model_args: Sequence = (),
@@ -105,7 +54,7 @@ def sample(model: Any, draws: int = 1000, chains: int = 4, seed: int = 0, *, mod
 
     draws, chains = draw_counts(draws, chains)  # before the fit: bad counts fail fast
     check_seed(seed)
-    ctor, fit_options = _split_options(options, ("round_steps", "max_steps") if init is not None else ())
+    ctor, fit_options = split_options(options, ("round_steps", "max_steps") if init is not None else ())
     if isinstance(model, OneStepSampler):
         if ctor or model_args or model_kwargs or dim is not None or init is not None:
             raise TypeError("model is an already built OneStepSampler: sampler options, model_args, "

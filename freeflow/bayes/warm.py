@@ -41,7 +41,7 @@ def warm_start(previous: Any, model: Any = None, *, model_args: Sequence = (), m
     new data: run :func:`warm_fit`).  ``model``: a Posterior, a PyMC model, a NumPyro model
     function, or None for ``previous``'s NumPyro model called with the new arguments."""
     from ..datafree.sampler import OneStepSampler
-    from .api import _target
+    from .build import make_target
 
     if not isinstance(previous, OneStepSampler) or not isinstance(previous.posterior, Posterior):
         raise TypeError(f"init must be a fitted OneStepSampler of a model (ff.Posterior, NumPyro, PyMC), "
@@ -53,7 +53,7 @@ def warm_start(previous: Any, model: Any = None, *, model_args: Sequence = (), m
         if model is None or not callable(model):
             raise ValueError("init: pass the model (or an ff.Posterior) for the new data; only a NumPyro "
                              "model can be re-called with new arguments")
-    target, _ = _target(model, model_args, model_kwargs, None)
+    target, _ = make_target(model, model_args, model_kwargs, None)
     _same_layout(previous.posterior, target)
     state = previous.state_dict()
     # the continued run: no annealing (the old run's is over; a longer run must not restart it)
