@@ -346,11 +346,11 @@ class OneStepSampler:
 
     def log_normalizer(self, n: int, *, seed: int | None = None, ema: bool = True) -> tuple[float, float]:
         """(log Ẑ, standard error) from n importance samples (see :mod:`freeflow.importance`)."""
-        return _iw.log_normalizer(self.importance_weights(n, seed=seed, ema=ema)[1])
+        return _iw.log_normalizer(self.importance_weights(n, seed=seed, ema=ema, constrained=False)[1])
 
     def importance_summary(self, n: int, *, seed: int | None = None, ema: bool = True) -> "_iw.ImportanceSummary":
         """log Ẑ ± se, reverse ESS fraction, ELBO and Pareto k̂ from n importance samples."""
-        x, lw = self.importance_weights(n, seed=seed, ema=ema)
+        x, lw = self.importance_weights(n, seed=seed, ema=ema, constrained=False)
         log_z, se = _iw.log_normalizer(lw)
         return _iw.ImportanceSummary(log_z, se, _iw.reverse_ess(lw), _iw.elbo(lw), _iw.pareto_khat(lw), n)
 
