@@ -155,9 +155,7 @@ def sampler_inference_data(sampler: Any, draws: int | None = None, chains: int =
 
         check_seed(seed)
     total = per * chains
-    exact = getattr(sampler, "exact_log_q", None)
-    if exact is None:  # (samplers without the property: a generator with exact log q has this method)
-        exact = hasattr(sampler.state.ema.module, "forward_and_log_prob")
+    exact = sampler.exact_log_q  # declared by the generator registry
     stats, stats_attrs = {}, {}
     if exact:
         x, log_q = sampler.sample_and_log_prob(total, seed=seed)
