@@ -1,5 +1,6 @@
 """The mixture generator (exact log q) and the Fisher–Rao reaction on its weights."""
 import math
+import warnings
 
 import pytest
 import torch
@@ -222,8 +223,12 @@ def test_reliability_verdict_fires_on_wrong_mass_quiet_on_good_fit(seed):
     assert rep.trusted is True, rep.verdict
     assert abs(rep.log_normalizer - (3.0 + math.log(2 * math.pi) + 0.5 * math.log(0.36))) < 0.02
     kde = ff.OneStepSampler(lambda x: -0.5 * (x ** 2).sum(-1), dim=2, seed=seed, density="kde")
-    kde.fit(5, progress=False)
-    assert kde.last_reliability.trusted is None and "log q" in kde.last_reliability.verdict
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ff.ReliabilityWarning)
+        kde.fit(5, progress=False)
+    # no exact log q: the importance checks are unavailable ("unverified"); the MCMC check may
+    # still say a 5-step fit is off ("do not trust") — never "trusted"
+    assert kde.last_reliability.trusted is not True and "log q" in kde.last_reliability.verdict
 
 
 @pytest.mark.parametrize("generator", ["mixture", "mlp"])
