@@ -228,3 +228,21 @@ def test_one_bad_step_is_recovered_and_the_fit_ends_trusted(seed):
     assert hist["recoveries"][:31] == [0] * 30 + [1] and hist["recoveries"][-1] == 1
     assert "log_density returned NaN or +inf for 128 of 128 samples at step 30" in hist[30]["recovered_from"]
     assert s.last_reliability.trusted is True, s.last_reliability.verdict
+
+
+def test_image_training_that_stopped_early_exits_with_status_2(tmp_path, monkeypatch, capsys):
+    """`freeflow images train`: a run whose steps kept failing stops at its last good state, and
+    the command says so on one line and exits with status 2 (as a NaN did before recovery)."""
+    import freeflow.images.train as image_train
+
+    class Stopped:
+        def __init__(self, cfg, **kw):
+            self.state = type("S", (), {"failure": None})()
+
+        def fit(self, out, **kw):
+            self.state.failure = "training stopped at step 7 of 10 after 21 failed attempt(s) in a row"
+
+    monkeypatch.setattr(image_train, "ImageRun", Stopped)
+    assert image_train.main(["--config", "digits", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("freeflow images train: error: training stopped at step 7 of 10")

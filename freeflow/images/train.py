@@ -252,8 +252,12 @@ def run(args) -> int:
     cfg = load_config(args.config, _overrides(args))
     rank, world, device = _distributed(cfg)
     try:
-        ImageRun(cfg, rank=rank, world=world, device=device).fit(args.out, resume=args.resume,
-                                                                  progress=not args.no_progress)
+        image_run = ImageRun(cfg, rank=rank, world=world, device=device)
+        image_run.fit(args.out, resume=args.resume, progress=not args.no_progress)
+        if image_run.state.failure is not None:  # a step kept failing: stopped at the last good state
+            print(f"freeflow images train: error: {image_run.state.failure} (--resume continues it)",
+                  file=sys.stderr)
+            return 2
     finally:
         if world > 1:
             import torch.distributed as dist

@@ -4,8 +4,8 @@ A step can meet a NaN or an inf: the log-density is not finite on too much of th
 samples wandered into a bad region), a velocity, loss, gradient or updated parameter is not
 finite, an auxiliary flow or critic diverged.  Each of these raises a ``FloatingPointError``
 (:class:`~freeflow.train.NonFiniteError` from the trainer's guards and the drifts) in the
-middle of the step, when the generator, its optimizer, the EMA copy and the drift's own state
-(estimator of q, critic, memory bank, divergence schedule) may be half-updated.
+middle of the step, when the generator, its optimizer and the drift's own state (estimator
+of q, critic, memory bank, divergence schedule) may be half-updated.
 
 :meth:`~freeflow.train.Trainer.fit` therefore takes a :class:`Snapshot` before every step and,
 when the step raises, restores it exactly and tries again:
@@ -19,10 +19,12 @@ when the step raises, restores it exactly and tries again:
 * ``TrainState.recoveries`` counts the attempts retried; each step's info reports it, and the
   first good step after a recovery carries the error it recovered from (``recovered_from``).
 
-What is restored: generator, EMA and optimizer exactly as before the failed step; the drift's
-carried state (estimator of q, critic, memory bank, schedule) as of its latest copy, taken every
-``TrainConfig.drift_snapshot_every`` steps. The learning-rate factor comes back slowly, not at
-once: a rate restored right after each failure would retry the failing rate again and again.
+What is restored: generator and optimizer exactly as before the failed step (the EMA copy is
+updated only at the end of a step that succeeded, so a failed step leaves it as it was and it
+needs no copy); the drift's carried state (estimator of q, critic, memory bank, schedule) as of
+its latest copy, taken every ``TrainConfig.drift_snapshot_every`` steps. The learning-rate
+factor comes back slowly, not at once: a rate restored right after each failure would retry
+the failing rate again and again.
 
 After more than ``TrainConfig.max_recoveries`` failed attempts in a row the loop stops cleanly:
 the state is the last good one, ``TrainState.failure`` says why, and a
@@ -30,9 +32,12 @@ the state is the last good one, ``TrainState.failure`` says why, and a
 
 The snapshot is cheap: the buffers are allocated once and every later snapshot copies the
 tensors into them in place with one fused call, so a step pays about one memory copy of the
-parameters, Adam moments and EMA: 0.15 ms against a 70-90 ms step for the 32-D default sampler,
-0.3% per step with the full pass every 10 steps (``python benchmarks/recovery_overhead.py``,
-2-core x86-64 VM, torch 2.13.0 CPU, one thread; benchmarks/results/recovery_overhead.json).
+parameters and Adam moments (and holds one extra copy of them in memory). For the 32-D default
+sampler (product mixture, batch 1024): 0.19 ms per step against a 39 ms step, 0.5%; 0.6% for
+the flow generator, 0.9% with an auxiliary flow as q-estimator, whose state is deep-copied
+every 10 steps (``python benchmarks/recovery_overhead.py``, 2-core x86-64 VM, torch 2.13.0 CPU,
+one thread; benchmarks/results/recovery_overhead.json).
+
 Under torch.distributed with several processes there is no recovery: a failure raises, as the
 ranks could not agree to retry a step without an extra collective.
 """
@@ -86,7 +91,7 @@ def clone_tree(tree: Any) -> Any:
 
 
 class Snapshot:
-    """The last good state of a run: generator, EMA, optimizer (every step) and the drift's
+    """The last good state of a run: generator and optimizer (every step) and the drift's
     carried state (every ``drift_every`` steps: its ``state_dict`` may be a deep copy, e.g. an
     auxiliary flow's, and a few steps' staleness of an estimator of q or a critic is harmless).
 
@@ -98,17 +103,16 @@ class Snapshot:
     Cost: every ``drift_every`` steps (and whenever the optimizer's state appears) a full pass
     finds the tensors to copy (each parameter and buffer, each Adam moment) and copies them; in
     between, one fused in-place copy of that list (``torch._foreach_copy_``) is the whole snapshot.
-    The tensors are updated in place by the optimizer, the EMA and the Fisher–Rao step, so the
-    list stays valid; ``restore`` looks everything up afresh and checks the shapes."""
+    The tensors are updated in place by the optimizer and the Fisher–Rao step, so the list stays
+    valid; ``restore`` looks everything up afresh and checks the shapes. The EMA copy is not part
+    of it: ``Trainer.step`` updates it last, after everything that can fail."""
 
     def __init__(self, drift_every: int = 1) -> None:
         self.drift_every = int(drift_every)
         self.step: int | None = None
         self.drift = None
         self._gen: list[torch.Tensor] | None = None
-        self._ema: list[torch.Tensor] | None = None
         self._opt: list | None = None
-        self._ema_updates = 0
         self._groups: list[dict] = []
         self._plan: tuple[list, list, list] | None = None  # (copies, sources, non-tensor entries)
         self._plan_step = 0
@@ -125,16 +129,14 @@ class Snapshot:
             _foreach_copy(dst, src)
             for entry, key, current in extra:
                 entry[key] = copy.deepcopy(current[key])
-        self._ema_updates = state.ema.num_updates
         self._groups = [{k: v for k, v in g.items() if k != "params"} for g in state.optimizer.param_groups]
         self.step = state.step
 
     def _full(self, state, drift, generator: torch.nn.Module) -> None:
         gen = [d[k] for d, k in _slots(generator)]
-        ema = [d[k] for d, k in _slots(state.ema.module)]
-        self._gen, self._ema = _copy_all(self._gen, gen), _copy_all(self._ema, ema)
+        self._gen = _copy_all(self._gen, gen)
         self._opt = _copy_optimizer_state(self._opt, state.optimizer)
-        dst, src, extra = [*self._gen, *self._ema], [*gen, *ema], []
+        dst, src, extra = list(self._gen), list(gen), []
         for p, entry in self._opt:
             for k, v in (entry or {}).items():
                 if isinstance(v, torch.Tensor):
@@ -150,13 +152,11 @@ class Snapshot:
     def restore(self, state, drift, generator: torch.nn.Module) -> None:
         if self.step is None:
             raise RuntimeError("no snapshot to restore")
-        for name, module, saved in (("generator", generator, self._gen),
-                                    ("ema", state.ema.module, self._ema)):
-            now = [d[k] for d, k in _slots(module)]
-            if len(now) != len(saved) or any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(now, saved)):
-                raise RuntimeError(f"cannot undo the failed step: the {name}'s parameters changed shape")
-            _foreach_copy(now, saved)
-        state.ema.num_updates = self._ema_updates
+        now = [d[k] for d, k in _slots(generator)]
+        saved = self._gen
+        if len(now) != len(saved) or any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(now, saved)):
+            raise RuntimeError("cannot undo the failed step: the generator's parameters changed shape")
+        _foreach_copy(now, saved)
         _load_optimizer_state(state.optimizer, self._opt)
         for group, saved in zip(state.optimizer.param_groups, self._groups):
             group.update(saved)  # (the learning rate and the other settings of each group)

@@ -88,8 +88,8 @@ class TrainConfig:
         recovery_lr_steps: after a failure, the multiplier doubles back toward 1 over this
             many good steps; None: it stays reduced for the rest of the run.
         drift_snapshot_every: the drift's carried state (estimator of q, critic, memory bank)
-            is copied for recovery every this many steps (generator, EMA and optimizer: every
-            step); a failed step restores the latest copy.
+            is copied for recovery every this many steps (generator and optimizer: every step;
+            the EMA is only updated by steps that succeed); a failed step restores the latest copy.
     """
 
     lr: float = 1e-3
