@@ -159,6 +159,29 @@ def _refine_target(sampler):
     return None
 
 
+def refine_rows(sampler, post, ref: dict, seed: int, ks, trusted) -> list[dict]:
+    """The comparison of the draws after ``refine=k`` for each k (same seed as the raw draws)."""
+    meth, unconstrained = _refine_target(sampler)
+    rows = []
+    for k in ks:
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = getattr(sampler, meth)(N_DRAWS, seed=10_000 + seed, refine=k)
+            zr = out if unconstrained else post.unconstrain({p: out[p] for p in post.names})
+            c = compare(torch.as_tensor(zr).double().numpy(), ref, N_DRAWS)
+            c["status"] = classify(c, trusted)
+        except Exception as e:  # noqa: BLE001 - the keyword is new: report, don't stop the benchmark
+            c = {"error": f"{type(e).__name__}: {e}"}
+        c.update(refine=k, seconds=time.perf_counter() - t0)
+        info = getattr(sampler, "last_refine", None)  # the chains' R-hat / ESS / evaluations, where kept
+        if info is not None and hasattr(info, "_asdict"):
+            c["last_refine"] = {a: b for a, b in info._asdict().items() if isinstance(b, (int, float))}
+        rows.append(c)
+    return rows
+
+
 def run_one(name: str, seed: int, args, ref: dict) -> dict:
     model, margs, mkwargs, _ = zm.get(name)
     row = {"model": name, "seed": seed, "dim": None, "reference_reliable": ref.get("reliable"),
@@ -202,22 +225,7 @@ def run_one(name: str, seed: int, args, ref: dict) -> dict:
     row["status"] = "stopped (time limit)" if stopped else classify(cmp, rep.trusted)
     target = _refine_target(sampler)
     row["refine_keyword"] = f"{target[0]}(refine=...)" if target else "none"
-    row["refine"] = []
-    if target:
-        meth, unconstrained = target
-        for k in args.refine:
-            t0 = time.perf_counter()
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    out = getattr(sampler, meth)(N_DRAWS, seed=10_000 + seed, refine=k)
-                zr = out if unconstrained else post.unconstrain({p: out[p] for p in post.names})
-                c = compare(torch.as_tensor(zr).double().numpy(), ref, N_DRAWS)
-                c["status"] = classify(c, rep.trusted)
-            except Exception as e:  # noqa: BLE001 - the keyword is new: report, don't stop the benchmark
-                c = {"error": f"{type(e).__name__}: {e}"}
-            c.update(refine=k, seconds=time.perf_counter() - t0)
-            row["refine"].append(c)
+    row["refine"] = refine_rows(sampler, post, ref, seed, args.refine, rep.trusted) if target else []
     return row
 
 
