@@ -4,7 +4,8 @@ A round is a run of ``round_steps`` steps with its own cosine learning-rate deca
 also anneals the target, over ``anneal_steps``). At the end of each round the sampler's
 reliability check runs (:mod:`freeflow.reliability`: Pareto k̂, importance ESS, raw against
 importance-weighted estimates and, for a mixture, whether its weights match their
-importance-weighted values). If it passes, training stops; otherwise the run is extended by
+importance-weighted values), and a verdict that passes is confirmed by the longer MCMC check
+of the final verdict (:func:`freeflow.datafree.verdict.confirm`). If both pass, training stops; otherwise the run is extended by
 another round (the cosine decay is stretched over the longer run, so the learning rate
 jumps back up: to lr/2 for the second round), up to
 ``max_steps``. Only generators with an exact log q can be checked; the others train
@@ -14,6 +15,7 @@ run resumed from a checkpoint decides exactly as the uninterrupted one.
 from __future__ import annotations
 
 from ..train.trainer import Callback
+from .verdict import confirm
 
 __all__ = ["AutoStop"]
 
@@ -27,6 +29,8 @@ class AutoStop(Callback):
         if auto.get("stopped_at") is not None or state.step != state.total_steps:
             return
         rep = self.sampler.reliability()
+        if rep.trusted is True:  # the final verdict's longer MCMC check, before the run may stop
+            rep = confirm(self.sampler, rep)
         self.sampler.last_reliability = rep  # fit's final check reuses it (same state, same seed)
         info["round_check"] = rep.verdict
         auto.setdefault("rounds", []).append({"step": state.step, "trusted": rep.trusted,

@@ -72,6 +72,9 @@ def default_settings(dim: int) -> dict[str, Any]:
         # -- the Gaussian stage (freeflow.datafree.gaussian_stage): "auto" = on for generators with
         # exact log q in d > 3, "on", "off"
         "gaussian_stage": "auto",
+        # -- the verdict's MCMC check: chains (None: 1024, or the batch where the cost probe
+        # reduced it, freeflow.datafree.cost)
+        "check_chains": None,
         # -- the training step (freeflow.train.jko, docs/jko.md) --
         "step": "explicit",  # explicit Euler regression | "jko": implicit (proximal) step
         "jko_tau": None,  # τ of the JKO step, in step_size units; None: τ = step_size
@@ -121,7 +124,7 @@ SETTING_RULES: dict[str, tuple] = {
     "reaction_step": ("float", 0.0, None, False, False), "birth_mass": ("float", 0.0, None, False, False),
     "birth_fraction": ("float", 0.0, 1.0, False, False),
     "jko_tau": ("float", 0.0, None, True, True), "jko_inner": ("int", 1, False),
-    "step": ("choice", ("explicit", "jko")), "gaussian_stage": ("choice", ("auto", "on", "off")),
+    "step": ("choice", ("explicit", "jko")), "gaussian_stage": ("choice", ("auto", "on", "off")), "check_chains": ("int", 8, True),
     "reference": ("choice", ("independent", "loo")), "lr_schedule": ("choice", ("cosine", "constant")),
     "anneal_path": ("choice", ("tempered", "geometric")), "covariance": ("choice", ("full", "diag", "iso")),
     "flow_kind": ("choice", ("realnvp", "spline")), "lv_mode": ("choice", ("derived", "surrogate")),

@@ -30,6 +30,7 @@ from ..validation import check_int, check_log_density, check_positive_int, check
 from .autostop import AutoStop
 from .build import (CountedLogDensity, make_density, make_drift, resolve_divergence,
                     resolve_generator, resolve_target, train_config)
+from .cost import cost_settings
 from .defaults import AUTO_ROUND_STEPS, check_settings, default_generator, default_settings, default_steps
 from .gaussian_stage import Frame, fit_gaussian
 from .persistence import load_sampler, sampler_state_dict
@@ -89,6 +90,7 @@ class OneStepSampler:
         check_seed(seed)
         check_settings(settings, dim)
         check_log_density(log_density, dim)
+        settings = {**settings, **cost_settings(log_density, dim, settings, default_settings(dim)["batch_size"])}
         self.counted = CountedLogDensity(log_density)
         self.log_density, self.dim, self.seed = self.counted, dim, seed
         self.divergence_name, self.divergence, schedule = resolve_divergence(divergence)
@@ -205,8 +207,8 @@ class OneStepSampler:
                 rep.trusted, rep.reasons = False, [self.state.failure, *rep.reasons]
             else:
                 if not (auto_run and self.auto.get("stopped_at") == self.steps_done and rep is not None):
-                    rep = self.reliability()  # (an auto run's last round already checked this state)
-                rep = _verdict.confirm(self, rep)
+                    rep = _verdict.confirm(self, self.reliability())  # (an auto run's last round
+                    # already checked and confirmed this state)
             self.last_reliability = rep
             if rep.trusted is False:
                 warnings.warn(f"freeflow fit after {self.steps_done} steps: {rep.verdict}",

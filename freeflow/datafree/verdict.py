@@ -49,7 +49,7 @@ def reliability(sampler, n: int, seed: int) -> Reliability:
 def mcmc_check(sampler, x: Tensor, seed: int, steps: int = ROUND_MCMC_STEPS):
     """Does a p-invariant kernel move q's draws (:func:`freeflow.mcmc.mcmc_shift`)? The check
     that a q too narrow or misplaced in a direction importance weights cannot see fails."""
-    m = mcmc_shift(sampler.log_density, x, steps=steps, seed=seed)
+    m = mcmc_shift(sampler.log_density, x, steps=steps, seed=seed, n=sampler.settings.get("check_chains") or 1024)
     sampler._mcmc_seconds_per_step = m.seconds / steps
     return m
 
