@@ -108,6 +108,28 @@ def compare(z: np.ndarray, ref: dict, n: int) -> dict:
             "mean_err": mean_err.round(4).tolist(), "sd_err": sd_err.round(4).tolist()}
 
 
+def compare_constrained(draws: dict, ref: dict) -> dict:
+    """The same errors on the model's own (constrained) parameters, as a published reference
+    (posteriordb) states them: the sd of a scale is judged on the scale, not its logarithm."""
+    me, se, names = [], [], []
+    for name, r in ref.get("constrained", {}).items():
+        if name not in draws:
+            continue
+        v = np.asarray(draws[name], dtype=np.float64).reshape(len(draws[name]), -1)
+        m, sd = np.asarray(r["mean"], dtype=np.float64).ravel(), np.asarray(r["sd"], dtype=np.float64).ravel()
+        if v.shape[1] != m.size:
+            continue
+        me += list(np.abs(v.mean(0) - m) / sd)
+        se += list(np.abs(v.std(0, ddof=1) / sd - 1.0))
+        names += [name] if m.size == 1 and not r["shape"] else [f"{name}[{i}]" for i in range(m.size)]
+    if not names:
+        return {}
+    me, se = np.asarray(me), np.asarray(se)
+    j, k = int(me.argmax()), int(se.argmax())
+    return {"right": bool((me < TOL_MEAN).all() and (se < TOL_SD).all()), "mean_err_max": float(me[j]),
+            "mean_err_at": names[j], "sd_err_max": float(se[k]), "sd_err_at": names[k]}
+
+
 def rescore(path: str) -> None:
     """Recompute right / status of a results file from its stored per-coordinate errors and the
     current rule (no refitting)."""
@@ -223,6 +245,11 @@ def run_one(name: str, seed: int, args, ref: dict) -> dict:
     cmp = compare(z, ref, N_DRAWS)
     row.update(cmp)
     row["status"] = "stopped (time limit)" if stopped else classify(cmp, rep.trusted)
+    if post is not None:
+        row["constrained"] = compare_constrained(
+            {k: np.asarray(v) for k, v in sampler.sample(N_DRAWS, seed=10_000 + seed).items()}, ref)
+        if row["constrained"]:
+            row["status_constrained"] = "stopped (time limit)" if stopped else classify(row["constrained"], rep.trusted)
     target = _refine_target(sampler)
     row["refine_keyword"] = f"{target[0]}(refine=...)" if target else "none"
     row["refine"] = refine_rows(sampler, post, ref, seed, args.refine, rep.trusted) if target else []
@@ -236,7 +263,8 @@ def _print(row: dict) -> None:
     print(f"{row['model']:24s} seed {row['seed']} dim {row['dim']:4d}: {row['status']:15s} "
           f"mean err max {row['mean_err_max']:.3f} ({row['mean_err_at']}), sd err max {row['sd_err_max']:.3f} "
           f"({row['sd_err_at']}; testable {row['sd_err_max_testable']}), train {row['train_seconds']:.0f} s, "
-          f"{row['steps']} steps, evals {row.get('log_density_evals_total', '?')}, {row['verdict']}", flush=True)
+          f"{row['steps']} steps, evals {row.get('log_density_evals_total', '?')}, "
+          f"constrained: {row.get('status_constrained', '-')}, {row['verdict']}", flush=True)
     for r in row["refine"]:
         print(f"    refine={r['refine']}: " + (r.get("error") or f"{r['status']}, mean err max {r['mean_err_max']:.3f}, "
                                               f"sd err max {r['sd_err_max']:.3f}, {r['seconds']:.1f} s"), flush=True)
