@@ -16,7 +16,7 @@ t = time.time()
 s = ff.OneStepSampler(post, seed=seed, gaussian_stage=stage)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    s.fit(progress=False)
+    s.fit(progress=len(sys.argv) > 4)
 fit_s = time.time() - t
 x = s.sample_unconstrained(20000).double().numpy()
 m, sd = np.array(ref["mean"]), np.array(ref["sd"])

@@ -7,7 +7,8 @@ a fit would take hours. So, when the user does not choose ``batch_size``, the sa
 value-and-gradient call on ``PROBE_ROWS`` rows (after one call that compiles or warms caches)
 and halves the batch until a step's log-density work fits ``STEP_BUDGET_SECONDS``, down to
 ``MIN_AUTO_BATCH``. The MCMC check then runs as many chains as the batch has rows (its
-evaluations cost the same as the training's), at least ``MIN_AUTO_BATCH``.
+evaluations cost the same as the training's), at least ``MIN_AUTO_BATCH``, and the Gibbs check
+fewer base points and coordinates (:func:`freeflow.datafree.verdict.gibbs_check`).
 
 An explicit ``batch_size`` skips the probe. A probe call that fails raises a ValueError naming
 the log-density; one that takes longer than ``PROBE_LIMIT_SECONDS`` raises too, with the

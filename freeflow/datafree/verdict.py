@@ -24,7 +24,7 @@ def reliability(sampler, n: int, seed: int) -> Reliability:
     net = sampler.state.ema.module
     if not sampler.spec.exact:
         x = sampler.sample_unconstrained(n, seed=seed)
-        return assess(x, None, None, gibbs=gibbs_shift(sampler.log_density, x, seed=seed),
+        return assess(x, None, None, gibbs=gibbs_check(sampler, x, seed),
                       mcmc=mcmc_check(sampler, x, seed), unverified_reason=(
             f"density={sampler.density_name!r} gives no exact log q, so importance checks are "
             "unavailable; compare with a reference (freeflow.compare) instead"))
@@ -43,7 +43,18 @@ def reliability(sampler, n: int, seed: int) -> Reliability:
         log_p_w = sampler._log_density_chunked(sampler.frame.to_x(uw)).to(log_q.dtype)
         log_w_def = torch.cat([log_p, log_p_w]) + sampler.frame.log_det - log_rho
     return assess(x, log_p, log_q - sampler.frame.log_det, log_resp, log_w_defensive=log_w_def,
-                  gibbs=gibbs_shift(sampler.log_density, x, seed=seed), mcmc=mcmc_check(sampler, x, seed))
+                  gibbs=gibbs_check(sampler, x, seed), mcmc=mcmc_check(sampler, x, seed))
+
+
+def gibbs_check(sampler, x: Tensor, seed: int):
+    """The Gibbs check (:func:`freeflow.reliability.gibbs_shift`): 256 base points × 128 grid
+    points × up to 64 coordinates of log p̃ values; where the cost probe reduced the batch (an
+    expensive log-density, :mod:`freeflow.datafree.cost`), base points in proportion to the
+    check's chains and up to 32 coordinates."""
+    chains = sampler.settings.get("check_chains") or 1024
+    if chains >= 1024:
+        return gibbs_shift(sampler.log_density, x, seed=seed)
+    return gibbs_shift(sampler.log_density, x, seed=seed, n=max(32, 256 * chains // 1024), max_coords=32)
 
 
 def mcmc_check(sampler, x: Tensor, seed: int, steps: int = ROUND_MCMC_STEPS):
