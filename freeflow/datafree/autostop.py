@@ -22,16 +22,17 @@ class AutoStop(Callback):
     def __init__(self, sampler, auto: dict):
         self.sampler, self.auto = sampler, auto
 
-    def on_step_end(self, trainer, state, info: dict) -> None:
+    def on_step_end(self, trainer, state, info):
         auto = self.auto
         if auto.get("stopped_at") is not None or state.step != state.total_steps:
             return
         rep = self.sampler.reliability()
         self.sampler.last_reliability = rep  # fit's final check reuses it (same state, same seed)
-        info["round_check"] = rep.verdict
+        info = info.with_extra(round_check=rep.verdict)
         auto.setdefault("rounds", []).append({"step": state.step, "trusted": rep.trusted,
                                               "reasons": list(rep.reasons)})
         if rep.trusted is False and state.step + auto["round_steps"] <= auto["max_steps"]:
             state.total_steps = state.step + auto["round_steps"]
         else:
             auto["stopped_at"] = state.step
+        return info

@@ -39,7 +39,7 @@ def sampler_state_dict(sampler) -> dict:
         "target": sampler.target_config,
         "fingerprint": fingerprint(sampler.log_density, sampler.dim),
         "trainer": sampler.trainer.state_dict(sampler.state),
-        "history": list(sampler.history),
+        "history": sampler.history.rows(),
         "auto": dict(sampler.auto) if sampler.auto is not None else None,
         "frame": sampler.frame.state_dict(),
         "gaussian_fit": sampler.gaussian_fit,

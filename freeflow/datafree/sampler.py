@@ -165,7 +165,7 @@ class OneStepSampler:
         ``steps`` is the length of the whole schedule (annealing, learning-rate decay): to
         resume an interrupted run, load its checkpoint and call ``fit`` with the same
         ``steps``; the result equals the uninterrupted run. Returns this call's diagnostics
-        (one dict per step); ``self.history`` accumulates all of them.
+        (one :class:`~freeflow.train.StepInfo` per step); ``self.history`` accumulates all of them.
 
         With ``check`` (default), the finished fit is assessed (:meth:`reliability`): the
         verdict is kept in ``self.last_reliability`` and a :class:`ReliabilityWarning` says

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .trainer import Callback, Trainer, TrainState
+from .state import StepInfo, TrainState
+from .trainer import Callback, Trainer
 
 __all__ = ["ProgressBar", "JSONLLogger", "Checkpoint", "standard_callbacks"]
 
@@ -32,7 +33,7 @@ class ProgressBar(Callback):
         self._bar = tqdm(total=state.total_steps, initial=state.step, desc="freeflow", unit="step",
                          dynamic_ncols=True, mininterval=0.5)
 
-    def on_step_end(self, trainer: Trainer, state: TrainState, info: dict) -> None:
+    def on_step_end(self, trainer: Trainer, state: TrainState, info: StepInfo) -> None:
         if self._bar is None:
             return
         if self._bar.total != state.total_steps:
@@ -78,7 +79,7 @@ class JSONLLogger(Callback):
             self.path.write_text("".join(f"{line}\n" for line in kept))
         self._fh = open(self.path, "a")
 
-    def on_step_end(self, trainer: Trainer, state: TrainState, info: dict) -> None:
+    def on_step_end(self, trainer: Trainer, state: TrainState, info: StepInfo) -> None:
         if self._fh is not None and state.step % self.every == 0:
             self._fh.write(json.dumps({k: _jsonable(v) for k, v in info.items()}) + "\n")
             self._fh.flush()
@@ -102,7 +103,7 @@ class Checkpoint(Callback):
         self.path, self.save, self.every = Path(path), save, int(every)
         self.last_saved: int | None = None  # step of the last file written (named in errors)
 
-    def on_step_end(self, trainer: Trainer, state: TrainState, info: dict) -> None:
+    def on_step_end(self, trainer: Trainer, state: TrainState, info: StepInfo) -> None:
         if state.step % self.every == 0:
             self.save(self.path)
             self.last_saved = state.step
