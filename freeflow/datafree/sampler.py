@@ -27,10 +27,10 @@ from ..mcmc import refine as run_refine
 from ..reliability import Reliability, ReliabilityWarning
 from ..train import History, Trainer, standard_callbacks
 from ..validation import check_int, check_log_density, check_positive_int, check_seed
-from .autostop import AutoStop
+from .autostop import AutoRun, AutoStop
 from .build import (CountedLogDensity, make_density, make_drift, resolve_divergence,
                     resolve_generator, resolve_target, train_config)
-from .defaults import AUTO_ROUND_STEPS, check_settings, default_generator, default_settings, default_steps
+from .defaults import check_settings, default_generator, default_settings, default_steps
 from .gaussian_stage import Frame, fit_gaussian
 from .persistence import load_sampler, sampler_state_dict
 from . import verdict as _verdict
@@ -111,7 +111,7 @@ class OneStepSampler:
         self.history = History()
         self._sample_rng = torch.Generator().manual_seed(seed + 1)
         self.last_reliability: Reliability | None = None
-        self.auto: dict | None = None  # the state of a fit() without steps (freeflow.datafree.autostop)
+        self.auto: AutoRun | None = None  # the record of a fit() without steps (autostop.py owns it)
         self.last_refine = None  # diagnostics of the last sample(..., refine=k)
 
     @property
@@ -175,14 +175,10 @@ class OneStepSampler:
         auto_run = steps is None
         if auto_run:
             # rounds until the reliability check passes (freeflow.datafree.autostop), at most default_steps
-            exact = self.spec.exact
             if self.auto is None:
-                self.auto = {"max_steps": default_steps(self.dim), "stopped_at": None,
-                             "round_steps": AUTO_ROUND_STEPS if exact else default_steps(self.dim),
-                             "anneal_steps": int(round(self.settings["anneal_fraction"] * AUTO_ROUND_STEPS))}
-            self.drift.anneal_steps = self.auto["anneal_steps"]
-            done = self.auto["stopped_at"] is not None
-            steps = self.state.total_steps if (done or self.state.step) else self.auto["round_steps"]
+                self.auto = AutoRun.start(self.dim, self.spec.exact, self.settings["anneal_fraction"])
+            self.drift.anneal_steps = self.auto.anneal_steps
+            steps = self.state.total_steps if (self.auto.done or self.state.step) else self.auto.round_steps
         check_positive_int(steps, "steps")
         keys = ("beta", "ess", "weight_entropy", "outside_support") if self.spec.has_weights else (
             "beta", "ess", "outside_support")
@@ -204,7 +200,7 @@ class OneStepSampler:
                     rep = Reliability(None, [f"the reliability check could not run ({e})"])
                 rep.trusted, rep.reasons = False, [self.state.failure, *rep.reasons]
             else:
-                if not (auto_run and self.auto.get("stopped_at") == self.steps_done and rep is not None):
+                if not (auto_run and self.auto.stopped_at == self.steps_done and rep is not None):
                     rep = self.reliability()  # (an auto run's last round already checked this state)
                 rep = _verdict.confirm(self, rep)
             self.last_reliability = rep
