@@ -117,3 +117,12 @@ def test_auto_record_round_trips_and_old_dicts_load(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ff.OneStepSampler.load(tmp_path / "new.pt", target).auto == run
+
+
+def test_the_batch_ess_is_ess_fraction_and_the_old_key_still_reads():
+    target = lambda x: -0.5 * x.pow(2).sum(-1)
+    s = ff.OneStepSampler(target, dim=2, batch_size=64)
+    hist = s.fit(2, progress=False, check=False)
+    assert all(0 < v <= 1 for v in hist["ess_fraction"]) and "ess" not in hist[0].extra
+    with pytest.warns(DeprecationWarning, match="ess_fraction"):
+        assert hist[0]["ess"] == hist[0]["ess_fraction"]

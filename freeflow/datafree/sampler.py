@@ -180,8 +180,8 @@ class OneStepSampler:
             self.drift.anneal_steps = self.auto.anneal_steps
             steps = self.state.total_steps if (self.auto.done or self.state.step) else self.auto.round_steps
         check_positive_int(steps, "steps")
-        keys = ("beta", "ess", "weight_entropy", "outside_support") if self.spec.has_weights else (
-            "beta", "ess", "outside_support")
+        keys = ("beta", "ess_fraction", "weight_entropy", "outside_support") if self.spec.has_weights else (
+            "beta", "ess_fraction", "outside_support")
         self._gaussian_stage()
         cbs = standard_callbacks(progress=progress, log=log, checkpoint=checkpoint, save=self.save,
                                  checkpoint_every=checkpoint_every, extra=extra, progress_keys=keys)
@@ -345,10 +345,9 @@ class OneStepSampler:
         return _iw.log_normalizer(self.importance_weights(n, seed=seed, ema=ema, constrained=False)[1])
 
     def importance_summary(self, n: int, *, seed: int | None = None, ema: bool = True) -> "_iw.ImportanceSummary":
-        """log Ẑ ± se, reverse ESS fraction, ELBO and Pareto k̂ from n importance samples."""
-        x, lw = self.importance_weights(n, seed=seed, ema=ema, constrained=False)
-        log_z, se = _iw.log_normalizer(lw)
-        return _iw.ImportanceSummary(log_z, se, _iw.reverse_ess(lw), _iw.elbo(lw), _iw.pareto_khat(lw), n)
+        """log Ẑ ± se, reverse ESS (``ess_fraction``, ``ess``), ELBO and Pareto k̂ (``pareto_k``)
+        from n importance samples."""
+        return _iw.summarize(self.importance_weights(n, seed=seed, ema=ema, constrained=False)[1])
 
     def expectation(self, f: Callable, n: int, *, seed: int | None = None, ema: bool = True):
         """Self-normalised importance estimate of E_p[f(x)] and its standard error.

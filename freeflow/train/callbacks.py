@@ -18,7 +18,7 @@ class ProgressBar(Callback):
     1/(1 − ``smooth``) steps (batch statistics such as the ESS jump from step to step); the
     bar's total follows the run's length when a callback extends or shortens it."""
 
-    def __init__(self, keys: Sequence[str] = ("loss", "ess", "beta"), every: int = 10, enabled: bool = True,
+    def __init__(self, keys: Sequence[str] = ("loss", "ess_fraction", "beta"), every: int = 10, enabled: bool = True,
                  smooth: float = 0.95):
         self.keys, self.every, self.enabled = tuple(keys), max(int(every), 1), enabled
         self.smooth = float(smooth)
@@ -121,7 +121,7 @@ def standard_callbacks(
     save: Callable[[str | os.PathLike], object],
     checkpoint_every: int,
     extra: Sequence[Callback] = (),
-    progress_keys: Sequence[str] = ("loss", "ess", "beta"),
+    progress_keys: Sequence[str] = ("loss", "ess_fraction", "beta"),
 ) -> list[Callback]:
     """The callbacks every front end's ``fit`` offers: progress bar, JSONL log, checkpoints."""
     cbs: list[Callback] = [ProgressBar(keys=progress_keys, enabled=progress)]

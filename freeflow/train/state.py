@@ -5,10 +5,12 @@ run's record of it (:class:`History`).
 measures (``step``, ``lr``, ``loss``, ``grad_norm``, ``seconds``, ``recoveries`` and, on the
 first good step after a failed one, ``recovered_from``) and, in ``extra``, the diagnostics of
 the drift that produced the step (their names depend on the drift: ``beta``, ``ess``,
-``outside_support``, ``weight_entropy``, ``jko_loss``, ...; see each drift's docs).
+``outside_support``, ``weight_entropy``, ``jko_loss``, ...; see each drift's docs). The data-free
+drift's batch ESS is ``ess_fraction`` (a fraction, arviz's name); ``info["ess"]``, its former
+name, still reads it with a DeprecationWarning.
 
 A StepInfo is also a read-only mapping over all of these names, so the readers written for the
-plain dicts of earlier versions keep working: ``info["loss"]``, ``info.get("ess")``,
+plain dicts of earlier versions keep working: ``info["loss"]``, ``info.get("beta")``,
 ``"birth" in info``, ``dict(info)``. ``recovered_from`` is a key only when it is set. A name
 the drift reports never shadows a trainer field (the trainer's value wins).
 
@@ -22,6 +24,7 @@ callbacks and the history see the returned record.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -77,6 +80,10 @@ class StepInfo(Mapping):
     def __getitem__(self, key: str) -> Any:
         if key in CORE or (key == "recovered_from" and self.recovered_from is not None):
             return getattr(self, key)
+        if key == "ess" and "ess" not in self.extra and "ess_fraction" in self.extra:
+            warnings.warn('the step diagnostic "ess" is now "ess_fraction" (a fraction of the batch)',
+                          DeprecationWarning, stacklevel=3)
+            return self.extra["ess_fraction"]
         return self.extra[key]
 
     def __iter__(self) -> Iterator[str]:
