@@ -81,7 +81,7 @@ def run(post, ref: dict, masks: str, seed: int) -> dict:
     rel = s.last_reliability
     return {"masks": masks, "seed": seed, "steps": s.steps_done, "fit_s": fit_s,
             "trusted": rel.trusted, "verdict": rel.verdict,
-            "is_ess_fraction": float(iw.reverse_ess(lw[fin])), "pareto_khat": float(iw.pareto_khat(lw[fin])),
+            "is_ess_fraction": float(iw.reverse_ess(lw[fin])), "pareto_khat": float(iw.pareto_k(lw[fin])),
             "mean_err_max": acc["mean_err_max"], "sd_err_max": acc["sd_err_max"],
             "mean_err_at": acc["mean_err_at"], "sd_err_at": acc["sd_err_at"]}
 

@@ -48,7 +48,7 @@ def run(dim: int, method: str, steps: int, batch: int, seed: int = 0) -> dict:
     if method != "kde":
         summ = s.importance_summary(20000, seed=7)
         out.update(log_Z_hat=summ.log_normalizer, log_Z_se=summ.log_normalizer_se, log_Z_true=0.0,
-                   ess=summ.ess, elbo=summ.elbo, pareto_k=summ.pareto_k,
+                   ess=summ.ess_fraction, elbo=summ.elbo, pareto_k=summ.pareto_k,
                    log_q="exact" if method.startswith("flow_generator") else "approximate (auxiliary flow)")
     return out
 

@@ -67,7 +67,7 @@ def run(method: str, seed: int, a, target) -> dict:
         "log_Z_hat": summ.log_normalizer, "log_Z_se": summ.log_normalizer_se, "log_Z_error": err,
         "abs_log_Z_error": abs(err), "error_over_se": abs(err) / summ.log_normalizer_se,
         "sota_abs_log_Z_error": SOTA_LOG_Z_ERROR,
-        "ess": summ.ess, "elbo": summ.elbo, "pareto_k": summ.pareto_k, "n_is": a.n_is,
+        "ess": summ.ess_fraction, "elbo": summ.elbo, "pareto_k": summ.pareto_k, "n_is": a.n_is,
         "log_q": "approximate (auxiliary flow)" if method == "flow_route" else "exact",
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.settings.items()},
         "p_x1_positive_per_pair": [round(float(f), 4) for f in frac],

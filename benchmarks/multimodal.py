@@ -144,7 +144,7 @@ def run_freeflow_case(post, seed: int, n: int, true: float) -> dict:
     flagged = row["trusted"] is not True
     row.update(n=n, estimate_raw=est_raw, estimate_weighted=est_w,
                estimate_weighted_se=float(np.sqrt((w**2 * (hit - est_w) ** 2).sum())),
-               orderings_raw=_orderings(raw), is_ess_fraction=float(summ.ess), pareto_khat=summ.pareto_k,
+               orderings_raw=_orderings(raw), is_ess_fraction=float(summ.ess_fraction), pareto_khat=summ.pareto_k,
                log_z=summ.log_normalizer, flagged=flagged,
                outcome_raw=_outcome(est_raw, true, flagged), outcome_weighted=_outcome(est_w, true, flagged))
     return row

@@ -156,9 +156,9 @@ def run_freeflow(post, seed: int, args) -> tuple[dict, dict, dict]:
     ess_per_s = ess / weights_s if weights_s > 0 else math.nan
     row = {"seed": seed, "generator": s.generator_name, "steps": s.steps_done, "fit_s": fit_s,
            "verdict": rel.verdict if rel is not None else None, "trusted": rel.trusted if rel is not None else None,
-           "khat_fit": rel.khat if rel is not None else None,
+           "khat_fit": rel.pareto_k if rel is not None else None,
            "n_eval": n, "draws_per_s": n / sample_s, "sample_s": sample_s, "sample_and_weights_s": weights_s,
-           "pareto_khat": float(iw.pareto_khat(lw[fin])), "is_ess": ess, "is_ess_fraction": ess / n,
+           "pareto_khat": float(iw.pareto_k(lw[fin])), "is_ess": ess, "is_ess_fraction": ess / n,
            "ess_per_s": ess_per_s, "seconds_per_effective_sample": 1.0 / ess_per_s if ess_per_s > 0 else math.inf,
            "time_to_1e6_ess_s": fit_s + TARGET_ESS / ess_per_s if ess_per_s > 0 else math.inf,
            "time_to_1e6_ess_extrapolated": True}

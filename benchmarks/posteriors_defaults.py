@@ -59,7 +59,7 @@ def main():
                    "train_seconds": sec,
                    "mean_err_max": float(((x.mean(0) - ref.mean(0)).abs() / sd).max()),
                    "std_err_max": float(((x.std(0) - sd).abs() / sd).max()),
-                   "verdict": s.last_reliability.verdict, "khat": s.last_reliability.khat}
+                   "verdict": s.last_reliability.verdict, "khat": s.last_reliability.pareto_k}
             if name == "funnel10":  # the neck coordinate: x₀ ~ N(0, 3²) exactly
                 row.update(x0_mean=float(x[:, 0].mean()), x0_std=float(x[:, 0].std()))
             print(row, flush=True)

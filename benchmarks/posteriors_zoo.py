@@ -230,7 +230,7 @@ def run_one(name: str, seed: int, args, ref: dict) -> dict:
             warnings.simplefilter("ignore")
             sampler.last_reliability = sampler.reliability()
     rep = sampler.last_reliability
-    row.update(verdict=rep.verdict, trusted=rep.trusted, khat=rep.khat, ess_fraction=rep.ess_fraction)
+    row.update(verdict=rep.verdict, trusted=rep.trusted, khat=rep.pareto_k, ess_fraction=rep.ess_fraction)
     row["log_density_evals"] = _eval_counts(sampler.history) or "not reported in sampler.history"
     cost = getattr(sampler, "cost", None)  # {stage: {evaluations, seconds}} where the sampler keeps it
     if callable(cost):

@@ -96,7 +96,7 @@ def run_cell(name: str, seed: int, steps: int | None, quick: bool) -> dict:
     try:
         s = sampler.importance_summary(n_iw, seed=10_000 + seed)
         row.update(n_importance=n_iw, log_z_hat=s.log_normalizer, log_z_se=s.log_normalizer_se,
-                   ess_fraction=s.ess, elbo=s.elbo, pareto_k=_finite(s.pareto_k))
+                   ess_fraction=s.ess_fraction, elbo=s.elbo, pareto_k=_finite(s.pareto_k))
         if log_z is not None:
             row.update(log_z=log_z, log_z_kind=kind, log_z_error=s.log_normalizer - log_z,
                        elbo_gap=log_z - s.elbo)

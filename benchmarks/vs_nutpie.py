@@ -162,7 +162,7 @@ def run_freeflow(post, seed: int, *, build_s: float, n: int, ref: dict) -> dict:
     t0 = time.perf_counter()
     summ = s.importance_summary(n, seed=seed + 100)
     per_draw = (time.perf_counter() - t0) / n
-    frac = float(summ.ess)
+    frac = float(summ.ess_fraction)
     row.update(build_s=build_s, n=n, seconds_per_draw=per_draw, is_ess_fraction=frac, is_ess=frac * n,
                log_z=summ.log_normalizer, log_z_se=summ.log_normalizer_se, elbo=summ.elbo,
                pareto_khat=summ.pareto_k)

@@ -27,4 +27,4 @@ rel = s.last_reliability
 print(json.dumps({"model": name, "stage": stage, "seed": seed, "fit_s": round(fit_s, 1), "steps": s.steps_done,
                   "max_mean_err_sd": round(float(err_m.max()), 3), "at": ref["names"][j],
                   "max_sd_err": round(float(err_s.max()), 3), "sd_at": ref["names"][k], "right": bool(right),
-                  "trusted": rel.trusted, "verdict": rel.verdict[:300], "gaussian": s.gaussian_fit, "rel": {k: v for k, v in rel.to_dict().items() if k.startswith(("mcmc", "gibbs", "khat", "ess", "tail", "raw"))}, "sd_ratio_at": float((x.std(0) / sd)[k]), "cost": s.cost()}))
+                  "trusted": rel.trusted, "verdict": rel.verdict[:300], "gaussian": s.gaussian_fit, "rel": {k: v for k, v in rel.to_dict().items() if k.startswith(("mcmc", "gibbs", "pareto_k", "ess", "tail", "raw"))}, "sd_ratio_at": float((x.std(0) / sd)[k]), "cost": s.cost()}))

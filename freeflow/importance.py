@@ -38,7 +38,9 @@ __all__ = [
     "reverse_ess",
     "elbo",
     "self_normalized_expectation",
+    "pareto_k",
     "pareto_khat",
+    "summarize",
     "summarize_importance",
     "LOG_DENSITY_CHUNK",
     "log_density_at",
@@ -66,14 +68,20 @@ def log_density_at(log_density: Callable[[torch.Tensor], torch.Tensor], x: torch
 
 
 class ImportanceSummary(NamedTuple):
-    """All diagnostics of one batch of importance weights."""
+    """All diagnostics of one batch of importance weights (arviz's names: ``pareto_k``;
+    ``ess`` a count of draws, ``ess_fraction`` the fraction of ``n``)."""
 
     log_normalizer: float  # log Ẑ
     log_normalizer_se: float  # delta-method standard error of log Ẑ
-    ess: float  # reverse ESS as a fraction of n
+    ess_fraction: float  # reverse ESS as a fraction of n
     elbo: float  # mean log w
     pareto_k: float  # PSIS k̂ (nan if not computed)
     n: int
+
+    @property
+    def ess(self) -> float:
+        """The reverse ESS as a count of draws (``ess_fraction`` · ``n``)."""
+        return self.ess_fraction * self.n
 
 
 def _as_log_weights(log_w: ArrayLike, name: str = "log_w") -> torch.Tensor:
@@ -169,7 +177,7 @@ def self_normalized_expectation(
     return est, se
 
 
-def pareto_khat(log_w: ArrayLike) -> float:
+def pareto_k(log_w: ArrayLike) -> float:
     """PSIS shape estimate k̂ of the importance weights' upper tail (``arviz.psislw``).
 
     Uses the finite log weights with r_eff = 1 (independent draws).  Returns nan when fewer
@@ -189,15 +197,30 @@ def pareto_khat(log_w: ArrayLike) -> float:
     return float(np.asarray(k))
 
 
-def summarize_importance(log_p: ArrayLike, log_q: ArrayLike, *, khat: bool = True) -> ImportanceSummary:
-    """All diagnostics for samples x ~ q from log p̃(x) and log q(x)."""
-    lw = log_importance_weights(log_p, log_q)
+def pareto_khat(log_w: ArrayLike) -> float:
+    """Deprecated name of :func:`pareto_k`."""
+    import warnings
+
+    warnings.warn("freeflow.importance.pareto_khat is deprecated: use pareto_k", DeprecationWarning, stacklevel=2)
+    return pareto_k(log_w)
+
+
+def summarize(log_w: ArrayLike, *, with_pareto_k: bool = True) -> ImportanceSummary:
+    """All diagnostics of the log importance weights ``log_w`` (n,)."""
+    lw = _as_log_weights(log_w)
     log_z, se = log_normalizer(lw)
-    return ImportanceSummary(
-        log_normalizer=log_z,
-        log_normalizer_se=se,
-        ess=reverse_ess(lw),
-        elbo=elbo(lw),
-        pareto_k=pareto_khat(lw) if khat else math.nan,
-        n=lw.numel(),
-    )
+    return ImportanceSummary(log_normalizer=log_z, log_normalizer_se=se, ess_fraction=reverse_ess(lw),
+                             elbo=elbo(lw), pareto_k=pareto_k(lw) if with_pareto_k else math.nan, n=lw.numel())
+
+
+def summarize_importance(log_p: ArrayLike, log_q: ArrayLike, *, pareto_k: bool = True,
+                         khat: bool | None = None) -> ImportanceSummary:
+    """All diagnostics for samples x ~ q from log p̃(x) and log q(x); ``pareto_k=False`` skips
+    k̂ (nan); ``khat`` is its deprecated name."""
+    if khat is not None:
+        import warnings
+
+        warnings.warn("summarize_importance(khat=...) is deprecated: use pareto_k=...", DeprecationWarning,
+                      stacklevel=2)
+        pareto_k = khat
+    return summarize(log_importance_weights(log_p, log_q), with_pareto_k=pareto_k)

@@ -134,7 +134,7 @@ def plot_samples(samples, path, *, log_prob=None, plot_range=None, reference=Non
     return plot_pairwise(samples, path, reference=reference, title=title)
 
 
-def plot_history(history: Sequence[dict], path: str | os.PathLike, keys: Sequence[str] = ("ess", "beta", "grad_norm", "lr")) -> Path:
+def plot_history(history: Sequence[dict], path: str | os.PathLike, keys: Sequence[str] = ("ess_fraction", "beta", "grad_norm", "lr")) -> Path:
     """Training diagnostics against the step."""
     plt = _mpl()
     keys = [k for k in keys if any(isinstance(r.get(k), (int, float)) for r in history)]

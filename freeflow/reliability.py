@@ -46,7 +46,8 @@ the Gibbs and MCMC checks still run.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import KW_ONLY, asdict, dataclass, field
 
 import torch
 
@@ -55,7 +56,7 @@ from .mcmc.check import MCMC_ALPHA, MIN_SHIFT, MCMCShift
 
 __all__ = ["Reliability", "assess", "ReliabilityWarning", "THRESHOLDS"]
 
-THRESHOLDS = {"khat": 0.7, "ess_fraction": 0.05, "raw_vs_weighted": 0.1, "weights_moving": 0.02,
+THRESHOLDS = {"pareto_k": 0.7, "ess_fraction": 0.05, "raw_vs_weighted": 0.1, "weights_moving": 0.02,
               "tail_gap": 0.02, "gibbs_shift": 0.3,
               # MCMC shift: family-wise false-alarm rate on exact draws, and the least movement (sd)
               "mcmc_false_alarm": MCMC_ALPHA, "mcmc_shift": MIN_SHIFT}
@@ -70,10 +71,14 @@ class ReliabilityWarning(UserWarning):
 
 @dataclass
 class Reliability:
+    """The verdict and the numbers behind it (arviz's names: ``pareto_k``, ``ess`` a count,
+    ``ess_fraction`` the fraction of ``n``). Everything after ``reasons`` is keyword-only."""
+
     trusted: bool | None  # None: could not be checked
     reasons: list[str] = field(default_factory=list)
-    khat: float | None = None
-    ess_fraction: float | None = None
+    _: KW_ONLY
+    pareto_k: float | None = None  # PSIS k̂ of the importance weights
+    ess_fraction: float | None = None  # reverse importance ESS as a fraction of n
     raw_vs_weighted: float | None = None
     weights_moving: float | None = None
     log_normalizer: float | None = None
@@ -90,6 +95,17 @@ class Reliability:
     mcmc_grad_evals: int | None = None    # the check's cost: rows of log p̃ with a gradient
 
     @property
+    def ess(self) -> float | None:
+        """The importance ESS as a count of draws (``ess_fraction`` · ``n``)."""
+        return None if self.ess_fraction is None else self.ess_fraction * self.n
+
+    @property
+    def khat(self) -> float | None:
+        """Deprecated name of :attr:`pareto_k`."""
+        warnings.warn("Reliability.khat is deprecated: use Reliability.pareto_k", DeprecationWarning, stacklevel=2)
+        return self.pareto_k
+
+    @property
     def verdict(self) -> str:
         if self.trusted is None:
             return "unverified: " + "; ".join(self.reasons)
@@ -98,7 +114,7 @@ class Reliability:
         return "do not trust these samples: " + "; ".join(self.reasons)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "verdict": self.verdict, "thresholds": dict(THRESHOLDS)}
+        return {**asdict(self), "ess": self.ess, "verdict": self.verdict, "thresholds": dict(THRESHOLDS)}
 
 
 def _raw_vs_weighted(x: torch.Tensor, lw: torch.Tensor) -> float:
@@ -190,8 +206,8 @@ def assess(x: torch.Tensor, log_p: torch.Tensor | None, log_q: torch.Tensor | No
         reasons.append(f"{n_bad} of {len(finite)} samples have a non-finite log-density (outside the support)")
     x, log_p, log_q = x[finite], log_p[finite], log_q[finite]
     lw = _iw.log_importance_weights(log_p, log_q)
-    khat = _iw.pareto_khat(lw)
-    ess = _iw.reverse_ess(lw)
+    pareto_k = _iw.pareto_k(lw)
+    ess_fraction = _iw.reverse_ess(lw)
     gap = _raw_vs_weighted(x, lw)
     log_z, se = _iw.log_normalizer(lw)
     moving = None
@@ -212,10 +228,11 @@ def assess(x: torch.Tensor, log_p: torch.Tensor | None, log_q: torch.Tensor | No
                        f"more (log Z gap {tail_gap:.3f} > {t['tail_gap']})")
     # nearly uniform weights have no tail to speak of: k̂ then fits float noise, so it only
     # counts once the ESS fraction is below 0.9
-    if (not math.isfinite(khat) or khat > t["khat"]) and ess < 0.9:
-        reasons.append(f"Pareto k̂ = {khat:.2f} > {t['khat']} (importance weights heavy-tailed: q misses part of p)")
-    if ess < t["ess_fraction"]:
-        reasons.append(f"importance ESS fraction {ess:.3f} < {t['ess_fraction']}")
+    if (not math.isfinite(pareto_k) or pareto_k > t["pareto_k"]) and ess_fraction < 0.9:
+        reasons.append(f"Pareto k̂ = {pareto_k:.2f} > {t['pareto_k']} (importance weights heavy-tailed: "
+                       "q misses part of p)")
+    if ess_fraction < t["ess_fraction"]:
+        reasons.append(f"importance ESS fraction {ess_fraction:.3f} < {t['ess_fraction']}")
     if gap > t["raw_vs_weighted"]:
         reasons.append(f"raw and importance-weighted estimates differ by {gap:.2f} sd (> {t['raw_vs_weighted']}): "
                        "the raw samples are biased, e.g. mass in the wrong proportion between modes")
@@ -223,8 +240,9 @@ def assess(x: torch.Tensor, log_p: torch.Tensor | None, log_q: torch.Tensor | No
         reasons.append(f"mixture weights not settled: TV {moving:.3f} to their importance-weighted values "
                        f"(> {t['weights_moving']}); train longer")
     reasons += gibbs_reason
-    return Reliability(not reasons, reasons, khat, ess, gap, moving, log_z, se, int(x.shape[0]), n_bad, tail_gap,
-                       g_val, g_at, **m_fields)
+    return Reliability(not reasons, reasons, pareto_k=pareto_k, ess_fraction=ess_fraction, raw_vs_weighted=gap,
+                       weights_moving=moving, log_normalizer=log_z, log_normalizer_se=se, n=int(x.shape[0]),
+                       nonfinite=n_bad, tail_gap=tail_gap, gibbs_shift=g_val, gibbs_coordinate=g_at, **m_fields)
 
 
 def mcmc_reason(m: MCMCShift) -> str:

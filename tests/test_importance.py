@@ -10,7 +10,7 @@ from freeflow.importance import (
     log_importance_weights,
     log_normalizer,
     normalized_weights,
-    pareto_khat,
+    pareto_k,
     reverse_ess,
     self_normalized_expectation,
     summarize_importance,
@@ -59,9 +59,9 @@ def test_pareto_khat_flags_bad_proposals():
     """For q = N(0, a²I), p = N(0, I) the weights' tail index is k = 1 − a² (a < 1);
     a ≥ 1 gives bounded weights (k ≤ 0)."""
     _, lp, lq, _ = _draw(0, n=4000, d=2, widen=1.3)  # broad q: bounded weights
-    assert pareto_khat(lp - lq) < 0.5
+    assert pareto_k(lp - lq) < 0.5
     _, lp, lq, _ = _draw(1, n=4000, d=2, widen=0.4)  # narrow q: k = 0.84, infinite variance
-    assert pareto_khat(lp - lq) > 0.7
+    assert pareto_k(lp - lq) > 0.7
     s = summarize_importance(lp, lq)
     assert s.n == 4000 and s.pareto_k > 0.7
 
@@ -100,7 +100,8 @@ def test_sampler_flow_generator_log_normalizer(seed):
     est, se = s.log_normalizer(4000, seed=seed)
     assert abs(est - log_z) < 3 * se, (est, se, log_z)
     summary = s.importance_summary(2000, seed=seed)
-    assert 0 < summary.ess <= 1 and summary.elbo < log_z
+    assert 0 < summary.ess_fraction <= 1 and summary.elbo < log_z
+    assert summary.ess == pytest.approx(summary.ess_fraction * summary.n)
 
 
 def test_sampler_importance_needs_log_q():
@@ -146,3 +147,24 @@ def test_sampler_sample_and_log_prob_is_exact_for_flow_generator():
     kde = OneStepSampler(lambda x: -0.5 * x.pow(2).sum(1), 2, seed=0, density="kde")
     with pytest.raises(ValueError, match="log q"):
         kde.sample_and_log_prob(10)
+
+
+def test_diagnostic_names_and_deprecated_aliases():
+    """arviz's vocabulary: ``pareto_k``; ``ess`` a count, ``ess_fraction`` the fraction; the old
+    names still answer, with a DeprecationWarning."""
+    from freeflow import Reliability
+    from freeflow.importance import pareto_khat, summarize
+
+    _, lp, lq, _ = _draw(2, n=1000, d=2, widen=1.2)
+    s = summarize(lp - lq)
+    assert s.ess == pytest.approx(s.ess_fraction * 1000) and 0 < s.ess_fraction <= 1
+    with pytest.warns(DeprecationWarning, match="pareto_k"):
+        assert pareto_khat(lp - lq) == s.pareto_k
+    with pytest.warns(DeprecationWarning, match="pareto_k"):
+        assert summarize_importance(lp, lq, khat=False).pareto_k != summarize_importance(lp, lq).pareto_k
+    rel = Reliability(True, [], pareto_k=0.3, ess_fraction=0.5, n=4000)
+    assert rel.ess == 2000 and rel.to_dict()["ess"] == 2000 and rel.to_dict()["pareto_k"] == 0.3
+    with pytest.warns(DeprecationWarning, match="pareto_k"):
+        assert rel.khat == 0.3
+    with pytest.raises(TypeError):
+        Reliability(True, [], 0.3)  # the numbers are keyword-only

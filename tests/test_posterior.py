@@ -206,7 +206,7 @@ def test_inference_data_groups_names_dims(fitted):
     assert st["log_weight"].shape == (4, 500)
     # log_weight = lp − log_q exactly; k̂ and ESS as attributes
     np.testing.assert_allclose(st["log_weight"].values, st["lp"].values - st["log_q"].values, rtol=1e-5, atol=1e-4)
-    assert 0 < st.attrs["ess"] <= 2000 and math.isfinite(st.attrs["pareto_khat"])
+    assert 0 < st.attrs["ess"] <= 2000 and math.isfinite(st.attrs["pareto_k"])
     np.testing.assert_array_equal(idata.observed_data["y"].values, [1.0, -0.5, 2.0])
     summary = az.summary(idata)
     assert list(summary.index) == ["mu", "tau", "theta[0]", "theta[1]", "theta[2]"]

@@ -111,7 +111,7 @@ def _verdict_lines(idata: Any) -> list[str]:
         lines.append(f"freeflow verdict: {attrs['reliability']}")
     if "sample_stats" in idata.groups():
         st = idata.sample_stats
-        khat, ess = st.attrs.get("pareto_khat"), st.attrs.get("ess")
+        khat, ess = st.attrs.get("pareto_k", st.attrs.get("pareto_khat")), st.attrs.get("ess")  # (older files: pareto_khat)
         if khat is not None and ess is not None:
             total = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"]
             lines.append(f"importance weights: Pareto k̂ = {khat:.2f}, ESS = {ess:.0f} of {total} draws")

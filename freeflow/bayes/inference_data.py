@@ -9,7 +9,7 @@ Groups (arviz 0.2x, ``az.from_dict``):
   of consecutive draws (R-hat ≈ 1 and arviz's ESS ≈ n for i.i.d. draws).
 * ``sample_stats``: ``lp`` (log p̃ of the unconstrained draw, the density the sampler saw).
   Where log q is exact (the default mixture/flow generators): ``log_q`` and ``log_weight`` =
-  log p̃ − log q (log importance weights, unnormalised), with attributes ``pareto_khat``
+  log p̃ − log q (log importance weights, unnormalised), with attributes ``pareto_k``
   (PSIS k̂), ``ess`` (importance ESS = n / (n Σ w̄²) · n), ``ess_fraction``,
   ``log_normalizer`` and its ``log_normalizer_se``.  NUTS references carry ``diverging``.
 * ``log_likelihood``: log p(y_i | θ) per observation and draw, (chain, draw, *obs_shape),
@@ -166,7 +166,7 @@ def sampler_inference_data(sampler: Any, draws: int | None = None, chains: int =
         log_z, se = _iw.log_normalizer(lw[finite]) if finite.any() else (math.nan, math.nan)
         frac = _iw.reverse_ess(lw[finite]) if finite.any() else 0.0
         stats = {"log_q": _split(log_q.double(), chains), "log_weight": _split(lw, chains)}
-        stats_attrs = {"pareto_khat": float(_iw.pareto_khat(lw[finite])) if finite.sum() > 10 else math.inf,
+        stats_attrs = {"pareto_k": float(_iw.pareto_k(lw[finite])) if finite.sum() > 10 else math.inf,
                        "ess": float(frac * total), "ess_fraction": float(frac),
                        "log_normalizer": float(log_z), "log_normalizer_se": float(se),
                        "log_weight": "log p̃(z) − log q(z), unnormalised, exact log q"}

@@ -342,7 +342,7 @@ class DataFlow:
             "settings": json.loads(json.dumps(self.settings)),
             "source": None if src is None else src.clone(),
             "trainer": self.trainer.state_dict(self.state),
-            "history": list(self.history),
+            "history": self.history.rows(),
         }
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -195,7 +195,7 @@ class DataFreeDrift:
                                          score_q, self.outside)
             info = {
                 "beta": beta,
-                "ess": float(effective_sample_fraction(log_p - log_q)),
+                "ess_fraction": float(effective_sample_fraction(log_p - log_q)),
                 "max_log_r": float(raw_log_r.max()),
                 "clipped": float((log_r < raw_log_r * self.temper - 1e-6).float().mean()),
                 "log_p_mean": float(log_p_raw[~self.outside].mean()),

@@ -10,6 +10,7 @@ import torch
 
 from ..io import load_checkpoint
 from ..train import History
+from .autostop import AutoRun
 from .build import is_target
 
 Tensor = torch.Tensor
@@ -39,8 +40,8 @@ def sampler_state_dict(sampler) -> dict:
         "target": sampler.target_config,
         "fingerprint": fingerprint(sampler.log_density, sampler.dim),
         "trainer": sampler.trainer.state_dict(sampler.state),
-        "history": list(sampler.history),
-        "auto": dict(sampler.auto) if sampler.auto is not None else None,
+        "history": sampler.history.rows(),
+        "auto": sampler.auto.to_dict() if sampler.auto is not None else None,
         "frame": sampler.frame.state_dict(),
         "gaussian_fit": sampler.gaussian_fit,
         "cost": sampler.counted.state_dict(),
@@ -80,12 +81,12 @@ def load_sampler(cls, path: str | os.PathLike, log_density, check_target: bool =
             )
     sampler.trainer.load_state_dict(sampler.state, ck["trainer"])
     sampler.history = History(ck.get("history", []))
-    sampler.auto = ck.get("auto")
+    sampler.auto = AutoRun.from_dict(ck.get("auto"))  # (a dict in every version's checkpoints)
     if "frame" in ck:
         sampler.frame.load_state_dict(ck["frame"])
     sampler.gaussian_fit = ck.get("gaussian_fit")
     sampler.counted.load_state_dict(ck.get("cost", {}))
     if sampler.auto is not None:
-        sampler.drift.anneal_steps = sampler.auto["anneal_steps"]
+        sampler.drift.anneal_steps = sampler.auto.anneal_steps
     return sampler
 

@@ -27,11 +27,11 @@ from ..mcmc import refine as run_refine
 from ..reliability import Reliability, ReliabilityWarning
 from ..train import History, Trainer, standard_callbacks
 from ..validation import check_int, check_log_density, check_positive_int, check_seed
-from .autostop import AutoStop
+from .autostop import AutoRun, AutoStop
 from .build import (CountedLogDensity, make_density, make_drift, resolve_divergence,
                     resolve_generator, resolve_target, train_config)
 from .cost import cost_settings
-from .defaults import AUTO_ROUND_STEPS, check_settings, default_generator, default_settings, default_steps
+from .defaults import check_settings, default_generator, default_settings, default_steps
 from .gaussian_stage import Frame, fit_gaussian
 from .persistence import load_sampler, sampler_state_dict
 from . import verdict as _verdict
@@ -113,7 +113,7 @@ class OneStepSampler:
         self.history = History()
         self._sample_rng = torch.Generator().manual_seed(seed + 1)
         self.last_reliability: Reliability | None = None
-        self.auto: dict | None = None  # the state of a fit() without steps (freeflow.datafree.autostop)
+        self.auto: AutoRun | None = None  # the record of a fit() without steps (autostop.py owns it)
         self.last_refine = None  # diagnostics of the last sample(..., refine=k)
 
     @property
@@ -167,7 +167,7 @@ class OneStepSampler:
         ``steps`` is the length of the whole schedule (annealing, learning-rate decay): to
         resume an interrupted run, load its checkpoint and call ``fit`` with the same
         ``steps``; the result equals the uninterrupted run. Returns this call's diagnostics
-        (one dict per step); ``self.history`` accumulates all of them.
+        (one :class:`~freeflow.train.StepInfo` per step); ``self.history`` accumulates all of them.
 
         With ``check`` (default), the finished fit is assessed (:meth:`reliability`): the
         verdict is kept in ``self.last_reliability`` and a :class:`ReliabilityWarning` says
@@ -177,17 +177,13 @@ class OneStepSampler:
         auto_run = steps is None
         if auto_run:
             # rounds until the reliability check passes (freeflow.datafree.autostop), at most default_steps
-            exact = self.spec.exact
             if self.auto is None:
-                self.auto = {"max_steps": default_steps(self.dim), "stopped_at": None,
-                             "round_steps": AUTO_ROUND_STEPS if exact else default_steps(self.dim),
-                             "anneal_steps": int(round(self.settings["anneal_fraction"] * AUTO_ROUND_STEPS))}
-            self.drift.anneal_steps = self.auto["anneal_steps"]
-            done = self.auto["stopped_at"] is not None
-            steps = self.state.total_steps if (done or self.state.step) else self.auto["round_steps"]
+                self.auto = AutoRun.start(self.dim, self.spec.exact, self.settings["anneal_fraction"])
+            self.drift.anneal_steps = self.auto.anneal_steps
+            steps = self.state.total_steps if (self.auto.done or self.state.step) else self.auto.round_steps
         check_positive_int(steps, "steps")
-        keys = ("beta", "ess", "weight_entropy", "outside_support") if self.spec.has_weights else (
-            "beta", "ess", "outside_support")
+        keys = ("beta", "ess_fraction", "weight_entropy", "outside_support") if self.spec.has_weights else (
+            "beta", "ess_fraction", "outside_support")
         self._gaussian_stage()
         cbs = standard_callbacks(progress=progress, log=log, checkpoint=checkpoint, save=self.save,
                                  checkpoint_every=checkpoint_every, extra=extra, progress_keys=keys)
@@ -206,7 +202,7 @@ class OneStepSampler:
                     rep = Reliability(None, [f"the reliability check could not run ({e})"])
                 rep.trusted, rep.reasons = False, [self.state.failure, *rep.reasons]
             else:
-                if not (auto_run and self.auto.get("stopped_at") == self.steps_done and rep is not None):
+                if not (auto_run and self.auto.stopped_at == self.steps_done and rep is not None):
                     rep = _verdict.confirm(self, self.reliability())  # (an auto run's last round
                     # already checked and confirmed this state)
             self.last_reliability = rep
@@ -351,10 +347,9 @@ class OneStepSampler:
         return _iw.log_normalizer(self.importance_weights(n, seed=seed, ema=ema, constrained=False)[1])
 
     def importance_summary(self, n: int, *, seed: int | None = None, ema: bool = True) -> "_iw.ImportanceSummary":
-        """log Ẑ ± se, reverse ESS fraction, ELBO and Pareto k̂ from n importance samples."""
-        x, lw = self.importance_weights(n, seed=seed, ema=ema, constrained=False)
-        log_z, se = _iw.log_normalizer(lw)
-        return _iw.ImportanceSummary(log_z, se, _iw.reverse_ess(lw), _iw.elbo(lw), _iw.pareto_khat(lw), n)
+        """log Ẑ ± se, reverse ESS (``ess_fraction``, ``ess``), ELBO and Pareto k̂ (``pareto_k``)
+        from n importance samples."""
+        return _iw.summarize(self.importance_weights(n, seed=seed, ema=ema, constrained=False)[1])
 
     def expectation(self, f: Callable, n: int, *, seed: int | None = None, ema: bool = True):
         """Self-normalised importance estimate of E_p[f(x)] and its standard error.

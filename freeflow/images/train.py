@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from ..io import atomic_torch_save, atomic_write_text, load_checkpoint
-from ..train import TrainConfig, Trainer, standard_callbacks
+from ..train import History, TrainConfig, Trainer, standard_callbacks
 from ..train.trainer import Callback
 from ..validation import USER_ERRORS
 from .config import ImageConfig, config_from_dict, config_to_dict, load_config
@@ -128,12 +128,12 @@ class ImageRun:
                          weight_decay=t.weight_decay, step=t.step, jko_tau=t.jko_tau, jko_inner=t.jko_inner)
         self.trainer = Trainer(self.generator, self.drift, tc, seed=t.seed)
         self.state = self.trainer.init()
-        self.history: list = []
+        self.history = History()
 
     # -- persistence ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"format": FORMAT, "config": config_to_dict(self.cfg), "trainer": self.trainer.state_dict(self.state),
-                "history": list(self.history)}
+                "history": self.history.rows()}
 
     def save(self, path) -> Path:
         return atomic_torch_save(self.state_dict(), path)
@@ -159,7 +159,7 @@ class ImageRun:
                 raise ValueError(f"cannot resume {str(ck_path)!r}: settings differ from the checkpoint's: "
                                  f"{', '.join(diff)} (nothing was overwritten)")
             self.trainer.load_state_dict(self.state, ck["trainer"])
-            self.history = list(ck.get("history", []))
+            self.history = History(ck.get("history", []))
         main = self.rank == 0
         if main:
             out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .trainer import Callback, Trainer, TrainState
+from .state import StepInfo, TrainState
+from .trainer import Callback, Trainer
 
 __all__ = ["ProgressBar", "JSONLLogger", "Checkpoint", "standard_callbacks"]
 
@@ -17,7 +18,7 @@ class ProgressBar(Callback):
     1/(1 − ``smooth``) steps (batch statistics such as the ESS jump from step to step); the
     bar's total follows the run's length when a callback extends or shortens it."""
 
-    def __init__(self, keys: Sequence[str] = ("loss", "ess", "beta"), every: int = 10, enabled: bool = True,
+    def __init__(self, keys: Sequence[str] = ("loss", "ess_fraction", "beta"), every: int = 10, enabled: bool = True,
                  smooth: float = 0.95):
         self.keys, self.every, self.enabled = tuple(keys), max(int(every), 1), enabled
         self.smooth = float(smooth)
@@ -32,7 +33,7 @@ class ProgressBar(Callback):
         self._bar = tqdm(total=state.total_steps, initial=state.step, desc="freeflow", unit="step",
                          dynamic_ncols=True, mininterval=0.5)
 
-    def on_step_end(self, trainer: Trainer, state: TrainState, info: dict) -> None:
+    def on_step_end(self, trainer: Trainer, state: TrainState, info: StepInfo) -> None:
         if self._bar is None:
             return
         if self._bar.total != state.total_steps:
@@ -78,7 +79,7 @@ class JSONLLogger(Callback):
             self.path.write_text("".join(f"{line}\n" for line in kept))
         self._fh = open(self.path, "a")
 
-    def on_step_end(self, trainer: Trainer, state: TrainState, info: dict) -> None:
+    def on_step_end(self, trainer: Trainer, state: TrainState, info: StepInfo) -> None:
         if self._fh is not None and state.step % self.every == 0:
             self._fh.write(json.dumps({k: _jsonable(v) for k, v in info.items()}) + "\n")
             self._fh.flush()
@@ -102,7 +103,7 @@ class Checkpoint(Callback):
         self.path, self.save, self.every = Path(path), save, int(every)
         self.last_saved: int | None = None  # step of the last file written (named in errors)
 
-    def on_step_end(self, trainer: Trainer, state: TrainState, info: dict) -> None:
+    def on_step_end(self, trainer: Trainer, state: TrainState, info: StepInfo) -> None:
         if state.step % self.every == 0:
             self.save(self.path)
             self.last_saved = state.step
@@ -120,7 +121,7 @@ def standard_callbacks(
     save: Callable[[str | os.PathLike], object],
     checkpoint_every: int,
     extra: Sequence[Callback] = (),
-    progress_keys: Sequence[str] = ("loss", "ess", "beta"),
+    progress_keys: Sequence[str] = ("loss", "ess_fraction", "beta"),
 ) -> list[Callback]:
     """The callbacks every front end's ``fit`` offers: progress bar, JSONL log, checkpoints."""
     cbs: list[Callback] = [ProgressBar(keys=progress_keys, enabled=progress)]

@@ -15,8 +15,10 @@ so one optimiser step moves the samples, to first order, along v: an explicit Eu
 instead: M inner steps on mean_i ‖x_i(θ) − sg(G_{θ_k}(z_i) + τ v(x_i(θ)))‖², the velocity
 re-evaluated at each inner iterate on the same noise (:mod:`freeflow.train.jko`).
 
-Style follows blackjax: ``init() -> TrainState``; ``step(state) -> (state, info)``; the loop
-(``fit``) and its progress bar, logging and checkpoints are callbacks around it.
+Style follows blackjax: ``init() -> TrainState``; ``step(state) -> (state, info)`` with ``info``
+a frozen :class:`~freeflow.train.info.StepInfo`; the loop (``fit``) and its progress bar,
+logging and checkpoints are callbacks around it. Unlike blackjax's, the state is updated in
+place (see :class:`TrainState` for who may change which field).
 
 ``step`` raises on a NaN/inf (:class:`NonFiniteError`, a FloatingPointError); ``fit`` never
 aborts on one: it returns to the state before the failed step, halves the learning rate and
@@ -36,13 +38,14 @@ from torch import nn
 
 from ..generators.mlp import EMA
 from ..validation import check_choice, check_float, check_int, check_positive_int
+from .state import History, StepInfo, TrainState
 from .jko import STEPS, jko_update
 from .recovery import Snapshot, TrainingStoppedWarning
 
 Tensor = torch.Tensor
 
-__all__ = ["TrainConfig", "TrainState", "Trainer", "Drift", "History", "lr_at", "NonFiniteError", "unwrap",
-           "TrainingStoppedWarning"]
+__all__ = ["TrainConfig", "TrainState", "Trainer", "Drift", "History", "StepInfo", "lr_at", "NonFiniteError",
+           "unwrap", "TrainingStoppedWarning"]
 
 
 #: the learning-rate schedules of ``TrainConfig.lr_schedule``
@@ -137,44 +140,14 @@ def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-@dataclass
-class TrainState:
-    """Everything the next step needs; ``step`` counts completed steps.
-
-    ``lr_factor`` multiplies the scheduled learning rate (< 1 after failed steps),
-    ``recoveries`` counts failed attempts that were restored and retried, ``failure`` says why
-    ``fit`` stopped early (None: it did not), ``failed_attempts`` counts the failures in a row
-    at the current step (:mod:`freeflow.train.recovery`)."""
-
-    generator: nn.Module
-    ema: EMA
-    optimizer: torch.optim.Optimizer
-    rng: torch.Generator
-    step: int = 0
-    total_steps: int = 0
-    elapsed: float = 0.0  # seconds spent in completed steps (carried across resumes)
-    lr_factor: float = 1.0
-    recoveries: int = 0
-    failure: str | None = None
-    failed_attempts: int = 0
-    last_error: str | None = None  # the last failure recovered from (reported once in info)
-
-
-class History(list):
-    """The per-step info dicts of a fit; ``history["loss"]`` gives one column."""
-
-    def __getitem__(self, key):  # type: ignore[override]
-        if isinstance(key, str):
-            return [row.get(key) for row in self]
-        return super().__getitem__(key)
-
-
 class Callback:
     """Hooks around the loop. Exceptions propagate (an interrupted fit stops cleanly)."""
 
     def on_fit_start(self, trainer: "Trainer", state: TrainState) -> None: ...
 
-    def on_step_end(self, trainer: "Trainer", state: TrainState, info: dict) -> None: ...
+    def on_step_end(self, trainer: "Trainer", state: TrainState, info: StepInfo) -> StepInfo | None:
+        """After each good step. Return ``info.with_extra(...)`` to add diagnostics (the later
+        callbacks and the history see it); None keeps ``info``."""
 
     def on_fit_end(self, trainer: "Trainer", state: TrainState) -> None: ...
 
@@ -243,7 +216,7 @@ class Trainer:
         return state
 
     # -- one step ------------------------------------------------------------------------------
-    def step(self, state: TrainState) -> tuple[TrainState, dict]:
+    def step(self, state: TrainState) -> tuple[TrainState, StepInfo]:
         cfg, k = self.config, state.step
         t0 = time.perf_counter()
         lr = lr_at(k, state.total_steps, cfg) * state.lr_factor
@@ -266,11 +239,11 @@ class Trainer:
         state.failed_attempts = 0
         dt = time.perf_counter() - t0
         state.elapsed += dt
-        info = {"step": state.step, "lr": lr, "loss": loss, "grad_norm": grad_norm,
-                "seconds": dt, "recoveries": state.recoveries, **info}
-        if state.last_error is not None:  # the first good step after a recovery says from what
-            info["recovered_from"], state.last_error = state.last_error, None
-        return state, info
+        # the first good step after a recovery says from what (recovered_from)
+        out = StepInfo(step=state.step, lr=lr, loss=loss, grad_norm=grad_norm, seconds=dt,
+                       recoveries=state.recoveries, recovered_from=state.last_error, extra=info)
+        state.last_error = None
+        return state, out
 
     @staticmethod
     def _check_drift(x: Tensor, v: Tensor, info: dict, where: str) -> None:
@@ -351,9 +324,11 @@ class Trainer:
                     if recovered:
                         continue
                     break
-                history.append(info)
                 for cb in cbs:
-                    cb.on_step_end(self, state, info)
+                    out = cb.on_step_end(self, state, info)
+                    if isinstance(out, StepInfo):  # a callback added diagnostics
+                        info = out
+                history.append(info)
             for cb in cbs:
                 cb.on_fit_end(self, state)
         except FloatingPointError as e:  # NaN/inf mid-run: name the checkpoint that is still good
