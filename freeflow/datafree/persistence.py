@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 
 from ..io import load_checkpoint
+from ..placement import resolve_device, resolve_dtype
 from ..train import History
 from .build import is_target
 
@@ -21,7 +22,9 @@ FORMAT = "freeflow.OneStepSampler/1"
 
 def fingerprint(log_density: Callable[[Tensor], Tensor], dim: int) -> list[float]:
     """log p̃ at fixed probe points, relative to the first: identifies a target up to log Z."""
-    x = torch.randn(16, dim, generator=torch.Generator().manual_seed(20261122))
+    # drawn on the CPU in float32 (the same points on every device and dtype), then placed
+    x = torch.randn(16, dim, generator=torch.Generator().manual_seed(20261122), dtype=torch.float32, device="cpu")
+    x = x.to(device=torch.get_default_device(), dtype=torch.get_default_dtype())
     with torch.no_grad():
         v = log_density(x).double()
     return (v - v[0]).tolist()
@@ -44,11 +47,27 @@ def sampler_state_dict(sampler) -> dict:
         "frame": sampler.frame.state_dict(),
         "gaussian_fit": sampler.gaussian_fit,
         "cost": sampler.counted.state_dict(),
+        "placement": sampler.placement.describe(),
     }
 
 
 
-def load_sampler(cls, path: str | os.PathLike, log_density, check_target: bool = True):
+def _placement(ck: dict, map_location, dtype) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype to rebuild on: the arguments, else the saved ones (the CPU where the
+    saved device is not on this machine; float32 for checkpoints written before placements)."""
+    saved = ck.get("placement") or {"device": "cpu", "dtype": "float32"}
+    if map_location is not None:
+        device = resolve_device(map_location, "map_location")
+    else:
+        try:
+            device = resolve_device(saved["device"])
+        except ValueError:
+            device = torch.device("cpu")
+    return device, resolve_dtype(saved["dtype"] if dtype is None else dtype)
+
+
+def load_sampler(cls, path: str | os.PathLike, log_density, check_target: bool = True, *, map_location=None,
+                 dtype=None):
     """Rebuild a ``cls`` sampler from a checkpoint (see ``OneStepSampler.load``)."""
     ck = load_checkpoint(path)
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
@@ -66,19 +85,25 @@ def load_sampler(cls, path: str | os.PathLike, log_density, check_target: bool =
                 f"log_density: checkpoint {str(path)!r} was trained on target {ck['target']}, "
                 f"not {cfg}"
             )
+    device, dtype = _placement(ck, map_location, dtype)
     settings = dict(ck["settings"])
     density = ck["density"] if ck["density"] in ("kde", "flow", "exact") else "kde"
     sampler = cls(log_density, dim, divergence=ck["divergence"], density=density,
-               generator=ck.get("generator", "mlp"), seed=ck["seed"], **settings)
+               generator=ck.get("generator", "mlp"), seed=ck["seed"], device=device, dtype=dtype, **settings)
     if check_target:
-        fp = fingerprint(sampler.log_density, dim)
+        with sampler.placement.scope():
+            fp = fingerprint(sampler.log_density, dim)
         if not torch.allclose(torch.tensor(fp), torch.tensor(ck["fingerprint"]), rtol=1e-4, atol=1e-3):
             raise ValueError(
                 f"log_density: checkpoint {str(path)!r} was trained on a different "
                 "log-density (its values at the probe points differ); pass check_target=False "
                 "to load anyway"
             )
-    sampler.trainer.load_state_dict(sampler.state, ck["trainer"])
+    trainer = dict(ck["trainer"])
+    if torch.device((ck.get("placement") or {"device": "cpu"})["device"]).type != device.type:
+        # random streams do not carry across kinds of device: a fresh one, from the seed and the step
+        trainer["rng"] = sampler.placement.generator(1_000_003 * ck["seed"] + int(trainer["step"])).get_state()
+    sampler.trainer.load_state_dict(sampler.state, trainer)
     sampler.history = History(ck.get("history", []))
     sampler.auto = ck.get("auto")
     if "frame" in ck:
