@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["Placement", "resolve_device", "resolve_dtype", "noise_generator", "check_placed_output",
-           "placed", "FLOAT_DTYPES"]
+           "placed", "checkpoint_placement", "resumed_rng_state", "FLOAT_DTYPES"]
 
 #: the dtypes accepted by ``dtype=``, by name
 FLOAT_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -121,6 +121,32 @@ class Placement:
 
     def describe(self) -> dict:
         return {"device": str(self.device), "dtype": str(self.dtype).replace("torch.", "")}
+
+
+def checkpoint_placement(ck: dict, map_location, dtype) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype to rebuild a checkpoint on: the arguments (``map_location`` as
+    torch.load names it), else the saved ones (the CPU where the saved device is not on this
+    machine; float32 for checkpoints written before placements existed)."""
+    saved = ck.get("placement") or {"device": "cpu", "dtype": "float32"}
+    if map_location is not None:
+        device = resolve_device(map_location, "map_location")
+    else:
+        try:
+            device = resolve_device(saved["device"])
+        except ValueError:
+            device = torch.device("cpu")
+    return device, resolve_dtype(saved["dtype"] if dtype is None else dtype)
+
+
+def resumed_rng_state(ck: dict, trainer_state: dict, placement: "Placement") -> dict:
+    """The trainer's saved state, its noise stream replaced by a fresh one (seeded from the
+    seed and the step) where the checkpoint comes from another kind of device: the states of
+    CPU and CUDA generators do not carry over."""
+    saved = torch.device((ck.get("placement") or {"device": "cpu"})["device"])
+    if saved.type == placement.device.type:
+        return trainer_state
+    seed = 1_000_003 * int(ck.get("seed", 0)) + int(trainer_state["step"])
+    return {**trainer_state, "rng": placement.generator(seed).get_state()}
 
 
 def placed(method):

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 
 from ..io import load_checkpoint
-from ..placement import resolve_device, resolve_dtype
+from ..placement import checkpoint_placement, resumed_rng_state
 from ..train import History
 from .build import is_target
 
@@ -52,20 +52,6 @@ def sampler_state_dict(sampler) -> dict:
 
 
 
-def _placement(ck: dict, map_location, dtype) -> tuple[torch.device, torch.dtype]:
-    """The device and dtype to rebuild on: the arguments, else the saved ones (the CPU where the
-    saved device is not on this machine; float32 for checkpoints written before placements)."""
-    saved = ck.get("placement") or {"device": "cpu", "dtype": "float32"}
-    if map_location is not None:
-        device = resolve_device(map_location, "map_location")
-    else:
-        try:
-            device = resolve_device(saved["device"])
-        except ValueError:
-            device = torch.device("cpu")
-    return device, resolve_dtype(saved["dtype"] if dtype is None else dtype)
-
-
 def load_sampler(cls, path: str | os.PathLike, log_density, check_target: bool = True, *, map_location=None,
                  dtype=None):
     """Rebuild a ``cls`` sampler from a checkpoint (see ``OneStepSampler.load``)."""
@@ -85,7 +71,7 @@ def load_sampler(cls, path: str | os.PathLike, log_density, check_target: bool =
                 f"log_density: checkpoint {str(path)!r} was trained on target {ck['target']}, "
                 f"not {cfg}"
             )
-    device, dtype = _placement(ck, map_location, dtype)
+    device, dtype = checkpoint_placement(ck, map_location, dtype)
     settings = dict(ck["settings"])
     density = ck["density"] if ck["density"] in ("kde", "flow", "exact") else "kde"
     sampler = cls(log_density, dim, divergence=ck["divergence"], density=density,
@@ -99,11 +85,7 @@ def load_sampler(cls, path: str | os.PathLike, log_density, check_target: bool =
                 "log-density (its values at the probe points differ); pass check_target=False "
                 "to load anyway"
             )
-    trainer = dict(ck["trainer"])
-    if torch.device((ck.get("placement") or {"device": "cpu"})["device"]).type != device.type:
-        # random streams do not carry across kinds of device: a fresh one, from the seed and the step
-        trainer["rng"] = sampler.placement.generator(1_000_003 * ck["seed"] + int(trainer["step"])).get_state()
-    sampler.trainer.load_state_dict(sampler.state, trainer)
+    sampler.trainer.load_state_dict(sampler.state, resumed_rng_state(ck, ck["trainer"], sampler.placement))
     sampler.history = History(ck.get("history", []))
     sampler.auto = ck.get("auto")
     if "frame" in ck:
