@@ -29,7 +29,7 @@ from ..reliability import Reliability, ReliabilityWarning
 from ..train import History, Trainer, standard_callbacks
 from ..validation import check_int, check_log_density, check_positive_int, check_seed
 from .autostop import AutoStop
-from .build import (CountedLogDensity, is_target, make_density, make_drift, resolve_divergence,
+from .build import (CountedLogDensity, distribute, is_target, make_density, make_drift, resolve_divergence,
                     resolve_generator, resolve_target, train_config)
 from .defaults import AUTO_ROUND_STEPS, check_settings, default_generator, default_settings, default_steps
 from .gaussian_stage import Frame, fit_gaussian
@@ -74,11 +74,10 @@ class OneStepSampler:
             estimator of q, the Gaussian stage, importance weights and the checks live: ``"cpu"``
             (default), ``"cuda"``, ``"cuda:1"``, a ``torch.device``. A torch log-density is
             called on batches on this device and must return its values there.
-        dtype: ``torch.float32`` (default: torch's default dtype) or ``torch.float64`` (or
-            ``"float32"``/``"float64"``); the dtype of the generator and of the batches passed to
-            the log-density. Both are checked before anything is built (:mod:`freeflow.placement`);
-            the log-density is probed once on a placed batch (an error names it if it answers
-            on another device or in a lower precision).
+        dtype: ``torch.float32`` (default: torch's default dtype), ``torch.float64`` or their
+            names; the generator's and the log-density's batches'. Both are checked before anything
+            is built (:mod:`freeflow.placement`); the log-density is probed on a placed batch (an
+            error names it if it answers on another device or in a lower precision).
     """
 
     def __init__(
@@ -124,7 +123,8 @@ class OneStepSampler:
         self.gaussian_fit: dict | None = None
         self.drift = make_drift(self.frame.pull_back(self.counted), self.divergence_name, self.divergence,
                                 schedule, self.density, self.spec, self.settings)
-        self.trainer = Trainer(self.generator, self.drift, train_config(self.settings), seed=seed)
+        self.trainer = Trainer(distribute(self.generator, self.divergence_name, self.settings), self.drift,
+                               train_config(self.settings), seed=seed)  # (wrapped across processes)
         self.state = self.trainer.init()
         self.history = History()
         self._sample_rng = self.placement.generator(seed + 1)
