@@ -16,7 +16,8 @@ def _loss_and_grads(checkpointing: bool, seed: int):
         for p in model.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     calls = []
-    model.blocks[0].register_forward_hook(lambda *a: calls.append(1))
+    block, forward = model.blocks[0], model.blocks[0].forward  # (hooks do not fire in the recomputation)
+    block.forward = lambda *a: (calls.append(1), forward(*a))[1]
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(6, 2, 8, 8, generator=g)
     y = torch.randint(0, 6, (6,), generator=g)
