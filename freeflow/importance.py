@@ -19,6 +19,9 @@ If log q comes from an auxiliary flow fitted to the generator (``density="flow"`
 the generator's exact density (``generator="flow"``), the weights are *approximate*: they
 correct toward p only as far as q̂ matches q.
 
+Weights are float64 on the device of the log-densities they come from (a sampler placed on a GPU
+keeps them there); the summaries are Python floats.
+
 Bad input: NaN or +inf log weights, or all log weights −inf (no sample has positive weight),
 raise ``ValueError``; individual −inf entries (zero weights) are allowed.
 """
@@ -90,7 +93,7 @@ def _as_log_weights(log_w: ArrayLike, name: str = "log_w") -> torch.Tensor:
         log_w = torch.from_numpy(np.array(log_w, dtype=np.float64))
     if not isinstance(log_w, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(log_w).__name__}")
-    log_w = log_w.detach().to(torch.float64).cpu()
+    log_w = log_w.detach().to(torch.float64)  # (on its own device: a placed sampler's)
     if log_w.ndim != 1 or log_w.numel() == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array, got shape {tuple(log_w.shape)}")
     if torch.isnan(log_w).any():
@@ -121,7 +124,7 @@ def _as_log_weights_raw(a: ArrayLike, name: str) -> torch.Tensor:
         a = torch.from_numpy(np.array(a, dtype=np.float64))
     if not isinstance(a, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(a).__name__}")
-    return a.detach().to(torch.float64).cpu()
+    return a.detach().to(torch.float64)
 
 
 def normalized_weights(log_w: ArrayLike) -> torch.Tensor:
@@ -165,8 +168,8 @@ def self_normalized_expectation(
         values = values(x)
     if isinstance(values, np.ndarray):
         values = torch.from_numpy(np.array(values, dtype=np.float64))
-    f = values.detach().to(torch.float64).cpu()
     wb = normalized_weights(log_w)
+    f = values.detach().to(device=wb.device, dtype=torch.float64)
     if f.shape[0] != wb.shape[0]:
         raise ValueError(f"values has {f.shape[0]} rows but log_w has {wb.shape[0]} entries")
     if not torch.isfinite(f).all():
@@ -193,7 +196,7 @@ def pareto_k(log_w: ArrayLike) -> float:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _, k = az.psislw(finite.numpy().copy(), reff=1.0)
+        _, k = az.psislw(finite.cpu().numpy().copy(), reff=1.0)
     return float(np.asarray(k))
 
 

@@ -134,7 +134,7 @@ def _log_mean_exp_and_se(lw: torch.Tensor, n_total: int) -> tuple[float, float]:
     lw = lw.double()
     lw = torch.where(torch.isfinite(lw), lw, torch.full_like(lw, -math.inf))
     m = lw.max()
-    w = torch.zeros(n_total, dtype=torch.float64)
+    w = torch.zeros(n_total, dtype=torch.float64, device=lw.device)
     w[: lw.numel()] = (lw - m).exp()
     mean = w.mean()
     return float(m + mean.log()), float(w.std() / math.sqrt(n_total) / mean)
@@ -146,11 +146,12 @@ def gibbs_shift(log_density, x: torch.Tensor, *, n: int = 256, grid: int = 128, 
     """The largest Gibbs-invariance shift over coordinates (see the module docstring) and the
     coordinate where it occurs. ``x``: samples of q (n_q, d); log p̃ is evaluated n·grid times
     per coordinate."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # (the CPU stream whatever x's device: same coordinates)
+    dtype = x.dtype                                                            # log p̃ is called in it
     x = x[torch.isfinite(x).all(1)].double()
     nq, d = x.shape
-    coords = torch.arange(d) if d <= max_coords else torch.randperm(d, generator=g)[:max_coords]
-    base = x[torch.randperm(nq, generator=g)[: min(n, nq)]]                    # (m, d)
+    coords = torch.arange(d) if d <= max_coords else torch.randperm(d, generator=g, device="cpu")[:max_coords]
+    base = x[torch.randperm(nq, generator=g, device="cpu").to(x.device)[: min(n, nq)]]   # (m, d)
     worst, where = 0.0, -1
     for j in coords.tolist():
         lo, hi = float(x[:, j].min()), float(x[:, j].max())
@@ -160,7 +161,7 @@ def gibbs_shift(log_density, x: torch.Tensor, *, n: int = 256, grid: int = 128, 
         for chunk in base.split(16):                                             # 16·grid rows at a time
             pts = chunk.repeat_interleave(grid, 0)
             pts[:, j] = t.repeat(chunk.shape[0])
-            lps.append(log_density(pts.float()).double().reshape(chunk.shape[0], grid))
+            lps.append(log_density(pts.to(dtype)).double().reshape(chunk.shape[0], grid))
         lp = torch.cat(lps)
         lp = torch.where(torch.isfinite(lp), lp, torch.full_like(lp, -math.inf))
         ok = torch.isfinite(lp).any(1)

@@ -18,6 +18,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .placement import check_placed_output, noise_generator
+
 Tensor = torch.Tensor
 LogDensity = Callable[[Tensor], Tensor]
 
@@ -84,7 +86,8 @@ def check_log_density(log_density: LogDensity, dim: int, *, name: str = "log_den
     if not callable(log_density):
         raise TypeError(f"{name} must be callable, got {type(log_density).__name__}")
     check_positive_int(dim, "dim")
-    x = torch.randn(n, dim, generator=torch.Generator().manual_seed(1234))
+    # on the current default device and dtype (a placed sampler's: freeflow.placement)
+    x = torch.randn(n, dim, generator=noise_generator(1234))
     try:
         out, grad = log_density_and_score(log_density, x, name=name)
     except (TypeError, ValueError, FloatingPointError):
@@ -94,6 +97,7 @@ def check_log_density(log_density: LogDensity, dim: int, *, name: str = "log_den
             f"{name} failed on a probe batch of shape ({n}, {dim}) (is dim={dim} right?): "
             f"{type(e).__name__}: {e}"
         ) from e
+    check_placed_output(out, x, name)
     if (out == -math.inf).all():
         raise ValueError(f"{name} is -inf at every probe point of shape ({n}, {dim}): nowhere to start")
     if not torch.isfinite(grad[torch.isfinite(out)]).all():
@@ -183,8 +187,10 @@ def check_setting_names(settings, valid) -> None:
 
 # -- point clouds ---------------------------------------------------------------------------------
 
-def check_points(x, name: str = "data", *, dim: int | None = None, min_rows: int = 1) -> Tensor:
-    """Samples as a float32 CPU tensor of shape (n, d), or a clear error naming ``name``.
+def check_points(x, name: str = "data", *, dim: int | None = None, min_rows: int = 1,
+                 keep_placement: bool = False) -> Tensor:
+    """Samples as a float32 CPU tensor of shape (n, d), or a clear error naming ``name``;
+    with ``keep_placement`` a float32/float64 tensor keeps its device and dtype.
 
     Accepts torch tensors, numpy arrays and (nested) Python lists of numbers; float64 and
     integer inputs are converted to float32. Refuses: other types, ragged lists, 1-D or 3-D+
@@ -202,7 +208,8 @@ def check_points(x, name: str = "data", *, dim: int | None = None, min_rows: int
     elif isinstance(x, torch.Tensor):
         if x.dtype.is_complex or x.dtype == torch.bool:
             raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
-        x = x.detach().to(device="cpu", dtype=torch.float32)
+        keep = keep_placement and x.dtype in (torch.float32, torch.float64)
+        x = x.detach() if keep else x.detach().to(device="cpu", dtype=torch.float32)
     else:
         raise TypeError(f"{name} must be a torch.Tensor, numpy array or list of rows, got {type(x).__name__}")
     if x.dim() == 1:

@@ -45,6 +45,7 @@ import torch
 
 from . import _pieces
 from .constraints import parse_spec
+from ..placement import noise_generator
 
 Tensor = torch.Tensor
 
@@ -186,7 +187,7 @@ class Posterior:
         return _pieces.named(out, "log_likelihood", z.shape[0], self._default_observed_name())
 
     def _predict(self, z: Tensor, seed: int) -> dict[str, Tensor]:
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = noise_generator(seed)  # (on the sampler's device)
         with torch.no_grad():
             out = self._predictive_fn(self._constrain(z), gen)
         return _pieces.named(out, "predictive", z.shape[0], self._default_observed_name())

@@ -173,20 +173,20 @@ class NumPyroPosterior(Posterior):
 
     def _constrain(self, z: Tensor) -> dict[str, Tensor]:
         out = self._postprocessed(z)
-        return {k: torch.from_numpy(out[k].copy()).to(z.dtype).reshape((z.shape[0],) + self.shapes[k])
+        return {k: torch.from_numpy(out[k].copy()).to(device=z.device, dtype=z.dtype).reshape((z.shape[0],) + self.shapes[k])
                 for k in self.names}
 
     def _derived(self, z: Tensor) -> dict[str, Tensor]:
         if not self.derived_names:
             return {}
         out = self._postprocessed(z)
-        return {k: torch.from_numpy(out[k].copy()).to(z.dtype) for k in self.derived_names}
+        return {k: torch.from_numpy(out[k].copy()).to(device=z.device, dtype=z.dtype) for k in self.derived_names}
 
     def _constrain_all(self, z: Tensor) -> dict[str, Tensor]:
         out = self._postprocessed(z)  # one pass: parameters and deterministic sites
-        values = {k: torch.from_numpy(out[k].copy()).to(z.dtype).reshape((z.shape[0],) + self.shapes[k])
+        values = {k: torch.from_numpy(out[k].copy()).to(device=z.device, dtype=z.dtype).reshape((z.shape[0],) + self.shapes[k])
                   for k in self.names}
-        values.update({k: torch.from_numpy(out[k].copy()).to(z.dtype) for k in self.derived_names})
+        values.update({k: torch.from_numpy(out[k].copy()).to(device=z.device, dtype=z.dtype) for k in self.derived_names})
         return values
 
     @property

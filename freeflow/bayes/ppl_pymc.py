@@ -161,20 +161,20 @@ class PyMCPosterior(Posterior):
 
     def _constrain(self, z: Tensor) -> dict[str, Tensor]:
         out = self._outputs(z)
-        return {k: torch.from_numpy(np.array(out[i], dtype=np.float64)).to(z.dtype).reshape(
+        return {k: torch.from_numpy(np.array(out[i], dtype=np.float64)).to(device=z.device, dtype=z.dtype).reshape(
             (z.shape[0],) + self.shapes[k]) for i, k in enumerate(self.names)}
 
     def _derived(self, z: Tensor) -> dict[str, Tensor]:
         if not self.derived_names:
             return {}
         out = self._outputs(z)[len(self.names):]
-        return {k: torch.from_numpy(np.array(v, dtype=np.float64)).to(z.dtype) for k, v in zip(self.derived_names, out)}
+        return {k: torch.from_numpy(np.array(v, dtype=np.float64)).to(device=z.device, dtype=z.dtype) for k, v in zip(self.derived_names, out)}
 
     def _constrain_all(self, z: Tensor) -> dict[str, Tensor]:
         out = self._outputs(z)  # one pass: parameters and deterministics
-        values = {k: torch.from_numpy(np.array(out[i], dtype=np.float64)).to(z.dtype).reshape(
+        values = {k: torch.from_numpy(np.array(out[i], dtype=np.float64)).to(device=z.device, dtype=z.dtype).reshape(
             (z.shape[0],) + self.shapes[k]) for i, k in enumerate(self.names)}
-        values.update({k: torch.from_numpy(np.array(v, dtype=np.float64)).to(z.dtype)
+        values.update({k: torch.from_numpy(np.array(v, dtype=np.float64)).to(device=z.device, dtype=z.dtype)
                        for k, v in zip(self.derived_names, out[len(self.names):])})
         return values
 

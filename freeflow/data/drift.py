@@ -106,7 +106,7 @@ class DataDrift:
         # embed log α scaled to [0, ~100] so the sinusoid frequencies resolve the range
         emb = sinusoidal_embedding(100.0 * torch.log(alpha) / math.log(max(self.alpha_max, 1.0 + 1e-6)),
                                    GUIDANCE_EMBED_DIM)
-        return torch.cat([onehot, emb], dim=-1)
+        return torch.cat([onehot, emb], dim=-1).to(torch.get_default_dtype())  # (the flow's dtype)
 
     def _rows(self, pool: Tensor, n: int, rng: torch.Generator) -> Tensor:
         return pool[torch.randint(0, pool.shape[0], (n,), generator=rng)]

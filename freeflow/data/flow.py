@@ -33,6 +33,7 @@ import torch
 from ..generators import ResidualMLP
 from ..generators.components import ComponentMLP
 from ..io import atomic_torch_save, load_checkpoint
+from ..placement import Placement, checkpoint_placement, placed, resumed_rng_state
 from ..train import History, TrainConfig, Trainer, standard_callbacks
 from ..validation import (check_choice, check_float, check_int, check_points, check_positive_float, check_positive_int, check_seed,
                           check_setting_names)
@@ -124,12 +125,20 @@ class DataFlow:
         num_classes: number of classes for conditional generation (labels passed to ``fit``).
         source: (n_src, dim_src) source points; the generator's input is then a source point
             (domain transfer) instead of noise.  Needs dim_src >= dim.
+        device, dtype: where the generator, its optimiser state, the noise, the drift (and a
+            critic) live, and their floating dtype, as for :class:`~freeflow.OneStepSampler`
+            (:mod:`freeflow.placement`); data, labels and source points are moved there.
         **settings: override any key of :func:`data_default_settings`; ``step="jko"`` takes
             the implicit (proximal) step (``jko_tau``, ``jko_inner``; docs/jko.md).
     """
 
     def __init__(self, dim: int, velocity: str = "sinkhorn", *, seed: int = 0,
-                 num_classes: int | None = None, source=None, **settings):
+                 num_classes: int | None = None, source=None, device=None, dtype=None, **settings):
+        self.placement = Placement.resolve(device, dtype)
+        with self.placement.scope():
+            self._init(dim, velocity, seed, num_classes, source, settings)
+
+    def _init(self, dim, velocity, seed, num_classes, source, settings) -> None:
         check_positive_int(dim, "dim")
         check_seed(seed)
         if isinstance(velocity, str) and velocity.startswith("critic:"):
@@ -168,7 +177,7 @@ class DataFlow:
         self.settings = s
         src_mean = src_std = None
         if source is not None:
-            source = check_points(source, "source")
+            source = self._placed(check_points(source, "source"))
             if source.shape[0] < 2:
                 raise ValueError("source must hold at least 2 points")
             if source.shape[1] < dim:
@@ -217,7 +226,7 @@ class DataFlow:
                                                    num_iters=s["num_iters"])
         self.cond_dim = 0 if num_classes is None else num_classes + GUIDANCE_EMBED_DIM
         self._build(init_loc=0.0, init_scale=1.0)
-        self._sample_rng = torch.Generator().manual_seed(seed + 1)
+        self._sample_rng = self.placement.generator(seed + 1)
         self._fitted_stats = False
 
     def _build(self, init_loc, init_scale) -> None:
@@ -229,6 +238,7 @@ class DataFlow:
         else:
             self.generator = ResidualMLP(self.noise_dim, self.dim, hidden=s["hidden"], depth=s["depth"],
                                          cond_dim=self.cond_dim, init_scale=init_scale, init_loc=init_loc)
+        self.generator.to(self.placement.device, self.placement.dtype)
         cfg = TrainConfig(lr=s["lr"], lr_schedule=s["lr_schedule"], warmup_steps=s["warmup_steps"],
                           step_size=s["step_size"], grad_clip=s["grad_clip"], ema_decay=s["ema_decay"],
                           step=s["step"], jko_tau=s["jko_tau"], jko_inner=s["jko_inner"])
@@ -236,7 +246,11 @@ class DataFlow:
         self.state = self.trainer.init()
         self.history = History()
 
+    def _placed(self, x: Tensor) -> Tensor:
+        return x.to(self.placement.device, self.placement.dtype)
+
     # -- training ------------------------------------------------------------------------------
+    @placed
     def fit(self, data, labels=None, *, steps: int = 2000, progress: bool = False,
             log: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
             checkpoint_every: int = 500, callbacks: Iterable = ()) -> History:
@@ -246,7 +260,7 @@ class DataFlow:
         deviation (a Gaussian at the data's scale).  Returns this call's per-step diagnostics.
         """
         check_positive_int(steps, "steps")
-        data = check_points(data, "data", dim=self.dim)
+        data = self._placed(check_points(data, "data", dim=self.dim))
         s = self.settings
         if self.num_classes is None:
             if labels is not None:
@@ -257,7 +271,7 @@ class DataFlow:
         else:
             if labels is None:
                 raise ValueError(f"labels are required with num_classes={self.num_classes}")
-            labels = _as_labels(labels, data.shape[0], self.num_classes)
+            labels = _as_labels(labels, data.shape[0], self.num_classes).to(self.placement.device)
             counts = torch.bincount(labels, minlength=self.num_classes)
             small = [(c, int(k)) for c, k in enumerate(counts.tolist()) if 0 < k < 2]
             if small:
@@ -268,7 +282,7 @@ class DataFlow:
             mean, std = data.mean(0), data.std(0).clamp_min(1e-6)
             self._build(init_loc=mean, init_scale=std)
             if isinstance(self.generator, ComponentMLP):
-                self.generator.init_from_data(data, torch.Generator().manual_seed(self.seed))
+                self.generator.init_from_data(data, self.placement.generator(self.seed))
                 self.state = self.trainer.init()  # EMA and optimiser see the initialised components
             self._fitted_stats = True
         self.drift.attach(data, labels)
@@ -288,6 +302,7 @@ class DataFlow:
         return self.state.elapsed
 
     # -- sampling ------------------------------------------------------------------------------
+    @placed
     @torch.no_grad()
     def sample(self, n: int, labels=None, guidance: float = 1.0, *, seed: int | None = None,
                ema: bool = True) -> Tensor:
@@ -298,17 +313,18 @@ class DataFlow:
         (use :meth:`transform` for given source points).
         """
         check_positive_int(n, "n")
-        rng = torch.Generator().manual_seed(seed) if seed is not None else self._sample_rng
+        rng = self.placement.generator(seed) if seed is not None else self._sample_rng
         net = self.state.ema.module if ema else self.generator
         z = self.drift.generator_input(n, rng)
         return net(z, self._cond(n, labels, guidance))
 
+    @placed
     @torch.no_grad()
     def transform(self, source, *, ema: bool = True) -> Tensor:
         """Map given source points through the generator (domain transfer)."""
         if self.drift.source is None:
             raise ValueError("transform needs a model built with source=")
-        src = check_points(source, "source", dim=self.drift.source.shape[1])
+        src = self._placed(check_points(source, "source", dim=self.drift.source.shape[1]))
         net = self.state.ema.module if ema else self.generator
         return net((src - self.drift.source_mean) / self.drift.source_std)
 
@@ -343,6 +359,7 @@ class DataFlow:
             "source": None if src is None else src.clone(),
             "trainer": self.trainer.state_dict(self.state),
             "history": self.history.rows(),
+            "placement": self.placement.describe(),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -350,17 +367,20 @@ class DataFlow:
         return atomic_torch_save(self.state_dict(), path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "DataFlow":
+    def load(cls, path: str | os.PathLike, *, map_location=None, dtype=None) -> "DataFlow":
+        """Rebuild from ``save``'s file on ``map_location`` (default: the saved device, or the CPU
+        where it is not here) in ``dtype`` (default: the saved one)."""
         ck = load_checkpoint(path)
         if not isinstance(ck, dict) or ck.get("format") != FORMAT:
             raise ValueError(f"{str(path)!r} is not a freeflow DataFlow checkpoint")
+        device, dtype = checkpoint_placement(ck, map_location, dtype)
         settings = dict(ck["settings"])
         for key in ("rel_eps", "temperature", "rel_bandwidth"):
             if isinstance(settings.get(key), list):
                 settings[key] = tuple(settings[key])
         self = cls(ck["dim"], ck["velocity"], seed=ck["seed"], num_classes=ck["num_classes"],
-                   source=ck["source"], **settings)
-        self.trainer.load_state_dict(self.state, ck["trainer"])
+                   source=ck["source"], device=device, dtype=dtype, **settings)
+        self.trainer.load_state_dict(self.state, resumed_rng_state(ck, ck["trainer"], self.placement))
         self._fitted_stats = True
         self.history = History(ck.get("history", []))
         return self

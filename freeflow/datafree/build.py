@@ -14,6 +14,7 @@ from ..divergences import Divergence, get_divergence
 from ..generators.exact import ExactDensity
 from ..generators.registry import GeneratorSpec, get_generator_spec, resolve_settings
 from ..train import TrainConfig
+from ..train import distributed as _dist
 from ..validation import check_choice
 from .defaults import default_generator, default_settings
 from .drift import DataFreeDrift
@@ -22,7 +23,7 @@ from .reaction import MixtureReaction
 from .schedule import CoverageSchedule
 
 __all__ = ["is_target", "resolve_target", "resolve_divergence", "resolve_generator", "make_density",
-           "make_drift", "train_config", "CountedLogDensity"]
+           "make_drift", "train_config", "distribute", "CountedLogDensity"]
 
 DENSITIES = ("kde", "flow", "exact")
 
@@ -124,6 +125,17 @@ def make_drift(log_density, divergence_name: str, divergence, schedule, density,
         return LogVarianceDrift(**kwargs, lv_reference=s["lv_reference"], lv_mode=s["lv_mode"],
                                 lv_clip=s["lv_clip"], lv_options=dict(s["lv_options"]))
     return DataFreeDrift(**kwargs)
+
+
+def distribute(generator, divergence_name: str, s: dict):
+    """The generator the trainer drives: wrapped for data-parallel training when several
+    torch.distributed processes run (:mod:`freeflow.train.distributed`), else itself."""
+    if _dist.world()[1] > 1:
+        if divergence_name == "lv" or s["step"] != "explicit":
+            raise ValueError("data-parallel training supports the f-divergence drifts with step='explicit'; "
+                             f"got divergence={divergence_name!r}, step={s['step']!r}")
+        _dist.shard(s["batch_size"])  # (checks that the batch splits evenly)
+    return _dist.wrap(generator)
 
 
 def train_config(s: dict) -> TrainConfig:

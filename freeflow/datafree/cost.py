@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from ..placement import noise_generator
 from ..validation import log_density_and_score
 
 __all__ = ["probe_cost", "batch_for_cost", "cost_settings", "PROBE_ROWS", "STEP_BUDGET_SECONDS", "MIN_AUTO_BATCH",
@@ -36,7 +37,7 @@ def probe_cost(log_density, dim: int, *, rows: int = PROBE_ROWS, name: str = "lo
                seed: int = 4321) -> float:
     """Seconds per row of one value-and-gradient call of ``log_density`` on ``rows`` standard
     normal rows (the second of two calls: the first may compile)."""
-    x = torch.randn(rows, dim, generator=torch.Generator().manual_seed(seed))
+    x = torch.randn(rows, dim, generator=noise_generator(seed))  # (the placed sampler's device and dtype)
     spent = []
     for _ in range(2):
         t0 = time.perf_counter()
@@ -65,12 +66,12 @@ def batch_for_cost(seconds_per_row: float, default: int) -> int:
     return max(min(batch, int(default)), min(MIN_AUTO_BATCH, int(default)))
 
 
-def cost_settings(log_density, dim: int, settings: dict, default_batch: int) -> dict:
+def cost_settings(log_density, dim: int, settings: dict, default_batch: int, *, name: str = "log_density") -> dict:
     """The settings the probe decides: ``batch_size`` (unless given) and ``check_chains``
     (unless given: the probed batch where it was reduced, else the MCMC check's 1024)."""
     out = {}
     if "batch_size" not in settings:
-        batch = batch_for_cost(probe_cost(log_density, dim), default_batch)
+        batch = batch_for_cost(probe_cost(log_density, dim, name=name), default_batch)
         out["batch_size"] = batch
         if settings.get("check_chains") is None and batch < default_batch:
             out["check_chains"] = batch

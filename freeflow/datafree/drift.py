@@ -27,7 +27,8 @@ from torch import nn
 
 from ..density.base import DensityEstimator
 from ..divergences import Divergence
-from ..train.trainer import NonFiniteError
+from ..train.distributed import gather_rows, shard
+from ..train.trainer import NonFiniteError, unwrap
 from ..validation import LogDensity, check_choice, check_float, log_density_and_score, outside_support
 from ..velocities.common import rms_normalize
 from ..velocities.fdiv import effective_sample_fraction, fdiv_velocity, log_ratio_snis, regularize_log_ratio
@@ -147,8 +148,9 @@ class DataFreeDrift:
         detached).
         """
         z = torch.randn(self.batch_size, self.noise_dim, generator=rng)
-        x = generator(z)  # (N, d), with graph
-        xd = x.detach()
+        rows = shard(self.batch_size)  # this process's rows in data-parallel training (train.distributed)
+        x = generator(z if rows is None else z[rows])  # (N, d) or the shard, with graph
+        xd = gather_rows(x.detach())  # the global batch
         beta = self.beta(step, total_steps)
         if self.bandwidth_factor is not None and hasattr(self.density, "factor"):
             f0, f1 = self.bandwidth_factor
@@ -165,7 +167,9 @@ class DataFreeDrift:
             else:
                 self.density.fit(xd)
                 log_q, score_q = self.density.log_prob_and_score(xd, same_batch=True)
-        log_p, score_p = log_density_and_score(self.log_density, xd, step=step, max_bad_fraction=MAX_OUTSIDE)
+        log_p, score_p = log_density_and_score(self.log_density, xd if rows is None else xd[rows], step=step,
+                                               max_bad_fraction=MAX_OUTSIDE)
+        log_p, score_p = gather_rows(log_p), gather_rows(score_p)
         self.outside = outside_support(log_p, score_p)
         if int(self.outside.sum()) > MAX_OUTSIDE * len(self.outside):
             bad = self.outside
@@ -205,8 +209,9 @@ class DataFreeDrift:
             if hasattr(self.density, "kernel_std"):
                 info["kernel_std"] = float(self.density.kernel_std.mean())
             if update:
-                info.update(self.react(generator, xd, log_r, log_p - log_q, beta, step, total_steps, rng))
-        return x, v, info
+                info.update(self.react(unwrap(generator), xd, log_r, log_p - log_q, beta, step, total_steps, rng))
+        rows = shard(self.batch_size)
+        return x, (v if rows is None else v[rows]), info
 
     def choose_divergence(self, log_r, beta, step) -> dict:
         """With a schedule: set this step's divergence (drift and reaction) from log r̂."""

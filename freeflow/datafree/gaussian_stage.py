@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from ..importance import log_density_at
+from ..placement import noise_generator
 from ..validation import check_positive_int
 
 Tensor = torch.Tensor
@@ -62,12 +63,14 @@ class Frame:
     """The affine frame x = loc + chol u of a Gaussian fit (identity until one is set)."""
 
     def __init__(self, dim: int):
-        self.dim = dim
+        # in the dtype and on the device current at construction (a placed sampler's scope)
+        self.dim, self.dtype, self.device = dim, torch.get_default_dtype(), torch.get_default_device()
         self.set(torch.zeros(dim, dtype=torch.float64), torch.eye(dim, dtype=torch.float64), identity=True)
 
     def set(self, loc: Tensor, chol: Tensor, *, identity: bool = False) -> None:
-        self.loc64, self.chol64 = loc.double(), chol.double()
-        self.loc, self.chol = self.loc64.float(), self.chol64.float()
+        self.loc64 = loc.to(device=self.device, dtype=torch.float64)
+        self.chol64 = chol.to(device=self.device, dtype=torch.float64)
+        self.loc, self.chol = self.loc64.to(self.dtype), self.chol64.to(self.dtype)
         self.log_det = float(self.chol64.diagonal().log().sum())
         self.identity = identity
 
@@ -108,10 +111,10 @@ class FrameLogDensity:
 
 class _Counter:
     """Wraps log p̃, counting rows; called in float64 where the log-density computes in it
-    (torch promotes float32 constants), float32 otherwise."""
+    (torch promotes float32 constants), in the sampler's dtype otherwise."""
 
     def __init__(self, log_density, dim: int):
-        self.f, self.rows, self.dtype = log_density, 0, torch.float32
+        self.f, self.rows, self.dtype = log_density, 0, torch.get_default_dtype()
         try:
             out = log_density(torch.zeros(2, dim, dtype=torch.float64))
             if isinstance(out, Tensor) and out.dtype == torch.float64 and out.shape == (2,):
@@ -204,7 +207,7 @@ def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int 
         check_positive_int(v, name)
     t0 = time.perf_counter()
     f = _Counter(log_density, dim)
-    g = torch.Generator().manual_seed(seed)
+    g = noise_generator(seed)
     path = _lbfgs_path(f, dim, max_iter)
     idx = sorted({round(i * (len(path) - 1) / max(candidates - 1, 1)) for i in range(candidates)})
     eps = torch.randn(draws, dim, generator=g, dtype=torch.float64)

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 
 from ..io import load_checkpoint
+from ..placement import checkpoint_placement, resumed_rng_state
 from ..train import History
 from .autostop import AutoRun
 from .build import is_target
@@ -22,7 +23,9 @@ FORMAT = "freeflow.OneStepSampler/1"
 
 def fingerprint(log_density: Callable[[Tensor], Tensor], dim: int) -> list[float]:
     """log p̃ at fixed probe points, relative to the first: identifies a target up to log Z."""
-    x = torch.randn(16, dim, generator=torch.Generator().manual_seed(20261122))
+    # drawn on the CPU in float32 (the same points on every device and dtype), then placed
+    x = torch.randn(16, dim, generator=torch.Generator().manual_seed(20261122), dtype=torch.float32, device="cpu")
+    x = x.to(device=torch.get_default_device(), dtype=torch.get_default_dtype())
     with torch.no_grad():
         v = log_density(x).double()
     return (v - v[0]).tolist()
@@ -45,11 +48,13 @@ def sampler_state_dict(sampler) -> dict:
         "frame": sampler.frame.state_dict(),
         "gaussian_fit": sampler.gaussian_fit,
         "cost": sampler.counted.state_dict(),
+        "placement": sampler.placement.describe(),
     }
 
 
 
-def load_sampler(cls, path: str | os.PathLike, log_density, check_target: bool = True):
+def load_sampler(cls, path: str | os.PathLike, log_density, check_target: bool = True, *, map_location=None,
+                 dtype=None):
     """Rebuild a ``cls`` sampler from a checkpoint (see ``OneStepSampler.load``)."""
     ck = load_checkpoint(path)
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
@@ -67,19 +72,21 @@ def load_sampler(cls, path: str | os.PathLike, log_density, check_target: bool =
                 f"log_density: checkpoint {str(path)!r} was trained on target {ck['target']}, "
                 f"not {cfg}"
             )
+    device, dtype = checkpoint_placement(ck, map_location, dtype)
     settings = dict(ck["settings"])
     density = ck["density"] if ck["density"] in ("kde", "flow", "exact") else "kde"
     sampler = cls(log_density, dim, divergence=ck["divergence"], density=density,
-               generator=ck.get("generator", "mlp"), seed=ck["seed"], **settings)
+               generator=ck.get("generator", "mlp"), seed=ck["seed"], device=device, dtype=dtype, **settings)
     if check_target:
-        fp = fingerprint(sampler.log_density, dim)
+        with sampler.placement.scope():
+            fp = fingerprint(sampler.log_density, dim)
         if not torch.allclose(torch.tensor(fp), torch.tensor(ck["fingerprint"]), rtol=1e-4, atol=1e-3):
             raise ValueError(
                 f"log_density: checkpoint {str(path)!r} was trained on a different "
                 "log-density (its values at the probe points differ); pass check_target=False "
                 "to load anyway"
             )
-    sampler.trainer.load_state_dict(sampler.state, ck["trainer"])
+    sampler.trainer.load_state_dict(sampler.state, resumed_rng_state(ck, ck["trainer"], sampler.placement))
     sampler.history = History(ck.get("history", []))
     sampler.auto = AutoRun.from_dict(ck.get("auto"))  # (a dict in every version's checkpoints)
     if "frame" in ck:

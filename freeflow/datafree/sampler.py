@@ -24,11 +24,12 @@ from ..bayes.posterior import Posterior
 from ..density import DensityEstimator
 from ..io import atomic_torch_save
 from ..mcmc import refine as run_refine
+from ..placement import Placement, placed
 from ..reliability import Reliability, ReliabilityWarning
 from ..train import History, Trainer, standard_callbacks
 from ..validation import check_int, check_log_density, check_positive_int, check_seed
 from .autostop import AutoRun, AutoStop
-from .build import (CountedLogDensity, make_density, make_drift, resolve_divergence,
+from .build import (CountedLogDensity, distribute, is_target, make_density, make_drift, resolve_divergence,
                     resolve_generator, resolve_target, train_config)
 from .cost import cost_settings
 from .defaults import check_settings, default_generator, default_settings, default_steps
@@ -70,6 +71,14 @@ class OneStepSampler:
             ``gaussian_stage`` (``"auto"``: on for exact generators in d > 3; ``"on"``, ``"off"``):
             a full-covariance Gaussian fitted before training, whose frame the generator
             trains in (:mod:`freeflow.datafree.gaussian_stage`).
+        device: where the generator, its optimiser state and EMA, the noise, the drift, the
+            estimator of q, the Gaussian stage, importance weights and the checks live: ``"cpu"``
+            (default), ``"cuda"``, ``"cuda:1"``, a ``torch.device``. A torch log-density is
+            called on batches on this device and must return its values there.
+        dtype: ``torch.float32`` (default: torch's default dtype), ``torch.float64`` or their
+            names; the generator's and the log-density's batches'. Both are checked before anything
+            is built (:mod:`freeflow.placement`); the log-density is probed on a placed batch (an
+            error names it if it answers on another device or in a lower precision).
     """
 
     def __init__(
@@ -81,16 +90,25 @@ class OneStepSampler:
         density: str | DensityEstimator | None = None,
         seed: int = 0,
         generator: str | None = None,
+        device=None,
+        dtype=None,
         **settings,
     ):
+        self.placement = Placement.resolve(device, dtype)
+        with self.placement.scope():
+            self._build(log_density, dim, divergence, density, seed, generator, settings)
+
+    def _build(self, log_density, dim, divergence, density, seed, generator, settings) -> None:
         # a freeflow.Posterior: sample() returns its named constrained parameters
         self.posterior = log_density if isinstance(log_density, Posterior) else None
+        probe_name = f"{type(log_density).__name__}.log_prob" if is_target(log_density) else "log_density"
         log_density, dim, self.target_config = resolve_target(log_density, dim)
         check_positive_int(dim, "dim")
         check_seed(seed)
         check_settings(settings, dim)
-        check_log_density(log_density, dim)
-        settings = {**settings, **cost_settings(log_density, dim, settings, default_settings(dim)["batch_size"])}
+        check_log_density(log_density, dim, name=probe_name)
+        settings = {**settings, **cost_settings(log_density, dim, settings, default_settings(dim)["batch_size"],
+                                                name=probe_name)}
         self.counted = CountedLogDensity(log_density)
         self.log_density, self.dim, self.seed = self.counted, dim, seed
         self.divergence_name, self.divergence, schedule = resolve_divergence(divergence)
@@ -100,7 +118,7 @@ class OneStepSampler:
         if density != "exact":  # (built before the network's initialisation, which it must not shift)
             self.density = make_density(density, self.settings, dim, seed, None)
         torch.manual_seed(seed)  # network initialisation
-        self.generator = self.spec.build(dim, self.settings)
+        self.generator = self.spec.build(dim, self.settings).to(self.placement.device, self.placement.dtype)
         if density == "exact":
             self.density = make_density(density, self.settings, dim, seed, self.generator)
         # the generator trains in the frame of the Gaussian stage: x = loc + chol u (gaussian_stage.py)
@@ -108,10 +126,11 @@ class OneStepSampler:
         self.gaussian_fit: dict | None = None
         self.drift = make_drift(self.frame.pull_back(self.counted), self.divergence_name, self.divergence,
                                 schedule, self.density, self.spec, self.settings)
-        self.trainer = Trainer(self.generator, self.drift, train_config(self.settings), seed=seed)
+        self.trainer = Trainer(distribute(self.generator, self.divergence_name, self.settings), self.drift,
+                               train_config(self.settings), seed=seed)  # (wrapped across processes)
         self.state = self.trainer.init()
         self.history = History()
-        self._sample_rng = torch.Generator().manual_seed(seed + 1)
+        self._sample_rng = self.placement.generator(seed + 1)
         self.last_reliability: Reliability | None = None
         self.auto: AutoRun | None = None  # the record of a fit() without steps (autostop.py owns it)
         self.last_refine = None  # diagnostics of the last sample(..., refine=k)
@@ -146,6 +165,7 @@ class OneStepSampler:
                              "seconds": fit.seconds, "path_length": fit.path_length, "note": fit.note}
 
     # -- training ------------------------------------------------------------------------------
+    @placed
     def fit(
         self,
         steps: int | None = None,
@@ -208,9 +228,10 @@ class OneStepSampler:
             self.last_reliability = rep
             if rep.trusted is False:
                 warnings.warn(f"freeflow fit after {self.steps_done} steps: {rep.verdict}",
-                              ReliabilityWarning, stacklevel=2)
+                              ReliabilityWarning, stacklevel=3)  # (under @placed)
         return hist
 
+    @placed
     def reliability(self, n: int = 4000, *, seed: int = 12345) -> Reliability:
         """Should the samples be trusted? Pareto k̂, importance ESS, raw vs importance-weighted
         estimates and (mixture) whether the weights settled, from n fresh samples; see
@@ -232,6 +253,7 @@ class OneStepSampler:
         return self.state.elapsed
 
     # -- sampling ------------------------------------------------------------------------------
+    @placed
     def sample(self, n: int, *, seed: int | None = None, ema: bool = True, chunk_size: int = 65536,
                refine: int = 0):
         """n samples (n, dim) in one forward pass per chunk (EMA weights unless ``ema=False``).
@@ -253,19 +275,21 @@ class OneStepSampler:
             x = res.draws.to(x.dtype)
         return self.posterior.constrain(x) if self.posterior is not None else x
 
+    @placed
     @torch.no_grad()
     def sample_unconstrained(self, n: int, *, seed: int | None = None, ema: bool = True,
                              chunk_size: int = 65536) -> Tensor:
         """n samples (n, dim) of the generator, in the log-density's coordinates."""
         check_positive_int(n, "n")
         net = self.state.ema.module if ema else self.generator
-        rng = torch.Generator().manual_seed(seed) if seed is not None else self._sample_rng
+        rng = self.placement.generator(seed) if seed is not None else self._sample_rng
         out = []
         for start in range(0, n, chunk_size):
             m = min(chunk_size, n - start)
             out.append(self.frame.to_x(net(torch.randn(m, self.settings["noise_dim"], generator=rng))))
         return torch.cat(out)
 
+    @placed
     def to_inference_data(self, draws: int | None = None, chains: int = 4, var_names=None, *,
                           seed: int | None = None, n: int | None = None, log_likelihood: bool | None = None,
                           posterior_predictive: bool = False):
@@ -288,6 +312,7 @@ class OneStepSampler:
                                          posterior_predictive=posterior_predictive)
 
     # -- persistence (datafree/persistence.py) --------------------------------------------------
+    @placed
     def state_dict(self) -> dict:
         return sampler_state_dict(self)
 
@@ -296,15 +321,21 @@ class OneStepSampler:
         return atomic_torch_save(self.state_dict(), path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, log_density, *, check_target: bool = True) -> "OneStepSampler":
+    def load(cls, path: str | os.PathLike, log_density, *, check_target: bool = True, map_location=None,
+             dtype=None) -> "OneStepSampler":
         """Rebuild a sampler from ``save``'s file; training can continue with ``fit``.
 
         The checkpoint is checked against ``log_density`` (same dimension, same target config
         for a target object, same log-density up to a constant at fixed probe points).
+        ``map_location``: the device to rebuild on (default: the one it was saved from, or the
+        CPU where that device is not here); ``dtype``: the dtype (default: the saved one).
+        Weights, optimiser state and EMA are converted; resumed on another kind of device,
+        training continues with a fresh noise stream (seeded from the seed and the step).
         """
-        return load_sampler(cls, path, log_density, check_target)
+        return load_sampler(cls, path, log_density, check_target, map_location=map_location, dtype=dtype)
 
     # -- importance weights (flow route; docs/flow-route.md) ------------------------------------
+    @placed
     @torch.no_grad()
     def sample_and_log_prob(self, n: int, *, seed: int | None = None, ema: bool = True,
                             chunk_size: int = 16384) -> tuple[Tensor, Tensor]:
@@ -326,6 +357,7 @@ class OneStepSampler:
         return self.frame.to_x(u), log_q - self.frame.log_det
 
     @torch.no_grad()
+    @placed
     def importance_weights(self, n: int, *, seed: int | None = None, ema: bool = True,
                            constrained: bool | None = None):
         """Samples x ~ q (n, d) and log w = log p̃(x) − log q(x) (float64).
@@ -342,15 +374,18 @@ class OneStepSampler:
             return self.posterior.constrain(x), lw
         return x, lw
 
+    @placed
     def log_normalizer(self, n: int, *, seed: int | None = None, ema: bool = True) -> tuple[float, float]:
         """(log Ẑ, standard error) from n importance samples (see :mod:`freeflow.importance`)."""
         return _iw.log_normalizer(self.importance_weights(n, seed=seed, ema=ema, constrained=False)[1])
 
+    @placed
     def importance_summary(self, n: int, *, seed: int | None = None, ema: bool = True) -> "_iw.ImportanceSummary":
         """log Ẑ ± se, reverse ESS (``ess_fraction``, ``ess``), ELBO and Pareto k̂ (``pareto_k``)
         from n importance samples."""
         return _iw.summarize(self.importance_weights(n, seed=seed, ema=ema, constrained=False)[1])
 
+    @placed
     def expectation(self, f: Callable, n: int, *, seed: int | None = None, ema: bool = True):
         """Self-normalised importance estimate of E_p[f(x)] and its standard error.
 

@@ -9,6 +9,7 @@ import torch
 
 from .. import importance as _iw
 from ..mcmc import mcmc_shift
+from ..placement import noise_generator
 from ..reliability import TAIL_WIDEN, Reliability, assess, gibbs_shift, mcmc_reason
 
 Tensor = torch.Tensor
@@ -91,7 +92,7 @@ def confirm(sampler, rep: Reliability, seed: int = 12345) -> Reliability:
 @torch.no_grad()
 def draw(net, n: int, seed: int | None, noise_dim: int, rng=None, chunk_size: int = 16384):
     """n draws u of an exact generator in its own frame and log q_u(u)."""
-    rng = torch.Generator().manual_seed(seed) if seed is not None else rng
+    rng = noise_generator(seed) if seed is not None else rng
     us, lqs = [], []
     for start in range(0, n, chunk_size):
         z = torch.randn(min(chunk_size, n - start), noise_dim, generator=rng)

@@ -72,7 +72,7 @@ def coupling_masks(dim: int, layers: int) -> list[torch.Tensor]:
     for i in range(layers):
         if i % 2 == 0:
             mask = torch.zeros(dim)
-            mask[torch.randperm(dim, generator=gen)[: dim // 2]] = 1.0
+            mask[torch.randperm(dim, generator=gen, device="cpu")[: dim // 2]] = 1.0
         else:
             mask = 1.0 - masks[-1]
         masks.append(mask)
@@ -237,7 +237,7 @@ class FlowDensity(DensityEstimator):
             return self._fit(samples, steps)
 
     def _fit(self, samples: torch.Tensor, steps: int | None) -> "FlowDensity":
-        x = self._check(samples, "samples").detach().float()
+        x = self._check(samples, "samples").detach().to(self._dtype)
         if not torch.isfinite(x).all():
             raise ValueError("samples contain NaN or inf; the generator has diverged")
         self._update_stats(x)
@@ -269,6 +269,11 @@ class FlowDensity(DensityEstimator):
         return self
 
     # ----------------------------------------------------------------- evaluation
+    @property
+    def _dtype(self) -> torch.dtype:
+        """The flow's own dtype (its parameters', the placed sampler's; float32 by default)."""
+        return next(self.flow.parameters()).dtype
+
     def _check(self, x: torch.Tensor, name: str) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -285,7 +290,7 @@ class FlowDensity(DensityEstimator):
         """
         x = self._check(x, "x")
         lps, scores = [], []
-        for xc in x.detach().float().split(chunk):
+        for xc in x.detach().to(self._dtype).split(chunk):
             with torch.enable_grad():
                 xc = xc.clone().requires_grad_(True)
                 lp = self._log_prob_graph(xc)
@@ -297,7 +302,7 @@ class FlowDensity(DensityEstimator):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         x = self._check(x, "x")
         with torch.no_grad():
-            return self._log_prob_graph(x.detach().float()).to(x.dtype)
+            return self._log_prob_graph(x.detach().to(self._dtype)).to(x.dtype)
 
     # ----------------------------------------------------------------- persistence
     def state_dict(self) -> dict:
@@ -317,7 +322,8 @@ class FlowDensity(DensityEstimator):
         state = copy.deepcopy(state)  # Adam would otherwise update the caller's tensors in place
         self.flow.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.mean, self.std = state["mean"].clone(), state["std"].clone()
+        p = next(self.flow.parameters())  # (a checkpoint of another device or dtype is converted)
+        self.mean, self.std = state["mean"].clone().to(p), state["std"].clone().to(p)
         self.initialized = bool(state["initialized"])
         self.step, self.failures = int(state["step"]), int(state["failures"])
         self._good = self._snapshot()

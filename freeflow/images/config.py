@@ -30,6 +30,7 @@ class ModelConfig:
     qk_norm: bool = False
     mlp: str = "gelu"                 # or "swiglu"
     guidance_embed: bool = True       # the guidance scale is a generator input
+    activation_checkpointing: bool = False  # recompute DiT block activations in backward (less memory)
 
 
 @dataclass

@@ -43,7 +43,8 @@ def build_generator(cfg: ImageConfig):
 
     m = cfg.model
     return dit(m.name, input_size=m.input_size, in_channels=m.in_channels, num_classes=m.num_classes,
-               norm=m.norm, qk_norm=m.qk_norm, mlp=m.mlp, guidance_embed=m.guidance_embed)
+               norm=m.norm, qk_norm=m.qk_norm, mlp=m.mlp, guidance_embed=m.guidance_embed,
+               activation_checkpointing=m.activation_checkpointing)
 
 
 def load_data(cfg: ImageConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -135,16 +135,16 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
     if isinstance(x, torch.Tensor) and x.ndim == 2:
         finite = torch.isfinite(x).all(1)                # a generator's overflowed draws: not started
         nonfinite, x = int((~finite).sum()), x[finite]
-    x = check_points(x, "x", min_rows=2)
+    x = check_points(x, "x", min_rows=2, keep_placement=True)
     steps = check_int(steps, "steps", minimum=1)
     n = check_int(n, "n", minimum=8)
     warmup = steps // 2 if warmup is None else check_int(warmup, "warmup", minimum=0, maximum=steps)
     alpha = check_float(alpha, "alpha", low=0.0, high=1.0, low_open=True, high_open=True)
     min_shift = check_float(min_shift, "min_shift", low=0.0)
     seed = check_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
     if x.shape[0] > n:
-        x = x[torch.randperm(x.shape[0], generator=gen)[:n]]
+        x = x[torch.randperm(x.shape[0], generator=gen, device=x.device)[:n]]
     lp0 = log_density_at(log_density, x, chunk_size)
     inside = torch.isfinite(lp0)
     dropped = nonfinite + int((~inside).sum())
@@ -156,8 +156,8 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
                      local_step_size=local_step_size and num_integration_steps == 1,
                      coordinates_per_step=min(d, 10) if coordinates_per_step is None else coordinates_per_step,
                      seed=seed, chunk_size=chunk_size)
-    before = torch.cat([x, lp0[inside, None]], 1).double().numpy()                 # (n, d + 1)
-    after = torch.cat([res.state.position, res.state.logdensity[:, None]], 1).double().numpy()
+    before = torch.cat([x, lp0[inside, None]], 1).double().cpu().numpy()                 # (n, d + 1)
+    after = torch.cat([res.state.position, res.state.logdensity[:, None]], 1).double().cpu().numpy()
     s = _normal_scores(np.concatenate([before, after]))
     sa, sb = s[:nn], s[nn:]
     t_mean = _paired_t(sb - sa)                                                      # (d + 1,)

@@ -312,7 +312,7 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
         a = float(info.acceptance_rate.mean())
         (acc if adapting else kept_acc).append(a)
         if k:
-            coords = torch.randperm(d, generator=gen)[:k].tolist()
+            coords = torch.randperm(d, generator=gen, device=gen.device)[:k].tolist()
             state, cinfo = coord_kernel(gen, state, coords, log_delta.exp())
             evals += cinfo.num_grad_evals
             density_evals += cinfo.num_density_evals

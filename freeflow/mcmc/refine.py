@@ -119,7 +119,7 @@ def refine(log_density: LogDensity, x0, steps: int, *, chains: int = 4, warmup: 
     …): its halves are the early and the late kept steps, so R̂ > 1.01 says the draws still drift
     (or the groups disagree); ``ess``, the smallest bulk ESS over coordinates with every one of
     the n chains a chain. Memory: the kept draws, steps × n × d floats."""
-    x0 = check_points(x0, "x0", min_rows=2)
+    x0 = check_points(x0, "x0", min_rows=2, keep_placement=True)
     steps = check_int(steps, "steps", minimum=1)
     chains = check_int(chains, "chains", minimum=1, maximum=x0.shape[0])
     warmup = check_int(warmup, "warmup", minimum=0)
@@ -127,7 +127,7 @@ def refine(log_density: LogDensity, x0, steps: int, *, chains: int = 4, warmup: 
                      target_acceptance=target_acceptance, seed=seed, keep_draws=True, chunk_size=chunk_size)
     rhat = ess = math.nan
     if steps >= 4:
-        draws = res.draws.double().numpy()                                        # (steps, n, d)
+        draws = res.draws.double().cpu().numpy()                                        # (steps, n, d)
         n, d = draws.shape[1:]
         per = n // chains
         grouped = draws[:, : per * chains].reshape(steps, chains, per, d).transpose(1, 0, 2, 3)

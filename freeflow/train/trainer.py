@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..generators.mlp import EMA
+from ..placement import noise_generator
 from ..validation import check_choice, check_float, check_int, check_positive_int
 from .state import History, StepInfo, TrainState
 from .jko import STEPS, jko_update
@@ -174,7 +175,7 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------------
     def init(self) -> TrainState:
         cfg = self.config
-        rng = torch.Generator().manual_seed(int(self.seed))
+        rng = noise_generator(self.seed)  # on the current default device (a placed sampler's)
         opt_cls = torch.optim.AdamW if cfg.weight_decay else torch.optim.Adam
         kwargs = {"weight_decay": cfg.weight_decay} if cfg.weight_decay else {}
         # A generator may split its parameters into groups with an ``lr_scale`` each.

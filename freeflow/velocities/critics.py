@@ -45,6 +45,8 @@ import math
 import torch
 from torch import nn
 
+from ..placement import noise_generator
+
 from ..validation import check_choice, check_float, check_positive_float, check_positive_int
 from .common import rms_normalize
 
@@ -193,7 +195,7 @@ class Critic:
             torch.manual_seed(seed)
             self.net = CriticNet(dim, hidden, depth)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
-        self.rng = torch.Generator().manual_seed(seed + 7919)
+        self.rng = noise_generator(seed + 7919)
         self.updates = 0            # completed calls of update
         self.last_objective = float("nan")
 
@@ -282,7 +284,7 @@ class Critic:
             h_p, h_q = self.net(x_data), self.net(x_gen)
         if self.estimator == "w1gp":
             with torch.enable_grad():
-                x_hat = self._interpolates(x_gen.detach(), x_data.detach(), torch.Generator().manual_seed(0))
+                x_hat = self._interpolates(x_gen.detach(), x_data.detach(), noise_generator(0))
                 gn = self._grad_norm(x_hat, create_graph=False)
             return bound(h_p, h_q, gn).detach()
         return bound(h_p, h_q).detach()
