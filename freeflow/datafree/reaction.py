@@ -81,7 +81,7 @@ class MixtureReaction:
         pi = generator.log_weights().exp()
         info["weight_min"] = float(pi.min())
         info["weight_entropy"] = float(-(pi * pi.clamp_min(1e-30).log()).sum(-1).mean())
-        if (self.birth_every and hasattr(generator, "rebirth") and log_resp.shape[1] == 1
+        if (self.birth_every and generator.has_births and log_resp.shape[1] == 1
                 and step % self.birth_every == 0
                 and step < self.birth_fraction * total_steps):
             info["birth"] = float(self._birth(generator, xd, log_w, log_resp[:, 0], mass[0], log_target, rng))

@@ -7,8 +7,9 @@ attributes instead of being probed (flowjax's way: a small base, capabilities de
   from one forward pass), :meth:`log_prob` at arbitrary points and :meth:`widened` (the
   defensive proposal q_f of the reliability check) are implemented and exact;
 * ``has_weights`` — it carries mixture weights that a Fisher–Rao step moves
-  (:meth:`log_responsibilities`, ``set_log_weights``, ``rebirth``;
-  :mod:`freeflow.datafree.reaction`).
+  (:meth:`log_responsibilities`, ``set_log_weights``; :mod:`freeflow.datafree.reaction`);
+* ``has_births`` — a weighted generator whose dead components can be reborn where mass is
+  missing (``rebirth``; the full-covariance mixture, not the per-coordinate product).
 
 The registry (:mod:`.registry`) builds generators by name from the sampler's settings.
 """
@@ -29,6 +30,7 @@ class Generator(nn.Module):
 
     exact_log_prob: bool = False
     has_weights: bool = False
+    has_births: bool = False
     noise_dim: int
     out_dim: int
 

@@ -60,6 +60,7 @@ class MixtureGenerator(Generator):
 
     exact_log_prob = True
     has_weights = True
+    has_births = True
 
     def __init__(self, dim: int, components: int, *, init_scale: float | Tensor = 1.0,
                  init_loc: float | Tensor = 0.0, spread: float = 1.0, component_scale: float = 0.5,
@@ -231,6 +232,8 @@ class ProductMixtureGenerator(MixtureGenerator):
     coordinates. Noise width 2d: d Gaussian coordinates, then d that pick the components.
     No births (components are per coordinate); ``components`` is K per coordinate.
     """
+
+    has_births = False  # (per-coordinate components: no births)
 
     def __init__(self, dim: int, components: int, *, flow_layers: int = 4, **kwargs) -> None:
         super().__init__(dim, components, flow_layers=flow_layers, **kwargs)
