@@ -18,6 +18,10 @@ __all__ = ["reliability", "confirm", "mcmc_check", "draw", "ROUND_MCMC_STEPS", "
 
 #: MCMC-check lengths: every round's verdict, and the final one (docs/refine.md)
 ROUND_MCMC_STEPS, FINAL_MCMC_STEPS = 40, 200
+#: the final check runs this many times the round check's chains (all 4000 checked draws by
+#: default): twice the paired test's power, for shifts of 0.1–0.15 sd that 1024 chains see
+#: only at |t| ≈ 3.6–4.8 against a threshold of 3.6 (the 32-D random walk, docs/refine.md)
+CONFIRM_CHAINS_FACTOR = 4
 
 
 def reliability(sampler, n: int, seed: int) -> Reliability:
@@ -58,30 +62,33 @@ def gibbs_check(sampler, x: Tensor, seed: int):
     return gibbs_shift(sampler.log_density, x, seed=seed, n=max(32, 256 * chains // 1024), max_coords=32)
 
 
-def mcmc_check(sampler, x: Tensor, seed: int, steps: int = ROUND_MCMC_STEPS):
+def mcmc_check(sampler, x: Tensor, seed: int, steps: int = ROUND_MCMC_STEPS, chains: int | None = None):
     """Does a p-invariant kernel move q's draws (:func:`freeflow.mcmc.mcmc_shift`)? The check
-    that a q too narrow or misplaced in a direction importance weights cannot see fails."""
-    m = mcmc_shift(sampler.log_density, x, steps=steps, seed=seed, n=sampler.settings.get("check_chains") or 1024)
-    sampler._mcmc_seconds_per_step = m.seconds / steps
+    that a q too narrow or misplaced in a direction importance weights cannot see fails.
+    ``chains``: default the ``check_chains`` setting (1024)."""
+    chains = chains or sampler.settings.get("check_chains") or 1024
+    m = mcmc_shift(sampler.log_density, x, steps=steps, seed=seed, n=chains)
+    sampler._mcmc_seconds_per_step = m.seconds / steps / max(m.n, 1)  # per chain and step
     return m
 
 
 def confirm(sampler, rep: Reliability, seed: int = 12345) -> Reliability:
     """The final verdict: a trusted verdict (whose MCMC check ran ``ROUND_MCMC_STEPS``
-    steps) is confirmed by a longer MCMC check on the same draws, up to
-    ``FINAL_MCMC_STEPS`` steps and at most a quarter of the training time: a kernel that
+    steps) is confirmed by a longer MCMC check on the same draws, ``CONFIRM_CHAINS_FACTOR`` times
+    the chains, up to ``FINAL_MCMC_STEPS`` steps and at most a quarter of the training time: a kernel that
     mixes slowly along a funnel's neck moves q's draws measurably only after ~200 steps
     (the 32-D random walk with unknown scales, docs/refine.md)."""
     per_step = getattr(sampler, "_mcmc_seconds_per_step", None)
     if rep.trusted is not True or per_step is None:
         return rep
     budget = 0.25 * sampler.counted.seconds.get("training", 0.0)
-    steps = int(min(FINAL_MCMC_STEPS, budget / max(per_step, 1e-9)))
+    x = sampler.sample_unconstrained(4000, seed=seed)   # the draws reliability() checked
+    chains = min(len(x), CONFIRM_CHAINS_FACTOR * (sampler.settings.get("check_chains") or 1024))
+    steps = int(min(FINAL_MCMC_STEPS, budget / max(per_step * chains, 1e-9)))
     if steps <= ROUND_MCMC_STEPS:
         return rep
-    x = sampler.sample_unconstrained(4000, seed=seed)   # the draws reliability() checked
     with sampler.counted.stage("checks"):
-        m = mcmc_check(sampler, x, seed, steps)
+        m = mcmc_check(sampler, x, seed, steps, chains)
     rep.mcmc_shift, rep.mcmc_statistic, rep.mcmc_threshold = m.shift, m.statistic, m.threshold
     rep.mcmc_coordinate, rep.mcmc_grad_evals = m.coordinate, m.grad_evals
     if m.fired:
