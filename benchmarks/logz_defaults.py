@@ -1,0 +1,68 @@
+"""log Ẑ of the standard targets with the defaults: ``OneStepSampler(target, seed=s).fit()`` and
+nothing else, then log Ẑ from 20 000 importance-weighted draws against the known log Z, with the
+verdict and the cost per stage. One row per (target, seed), written as they finish.
+
+    OMP_NUM_THREADS=1 python benchmarks/logz_defaults.py --targets funnel10 manywell32 manywell128 --seeds 0
+
+(``benchmarks/standard.py`` adds ELBO, energy distances and the published numbers; this script is
+its short form for the defaults' log Ẑ.)"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import RESULTS, machine  # noqa: E402
+
+import freeflow as ff  # noqa: E402
+from freeflow.io import atomic_write_json  # noqa: E402
+import targets  # noqa: E402
+
+
+def run(name: str, seed: int, n: int) -> dict:
+    tg = targets.get_target(name)
+    t0 = time.perf_counter()
+    s = ff.OneStepSampler(tg, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s.fit(progress=False)
+    fit_s = time.perf_counter() - t0
+    _, lw = s.importance_weights(n, seed=5)
+    lw = lw.double()
+    lz = float(torch.logsumexp(lw, 0) - math.log(len(lw)))
+    w = torch.softmax(lw, 0)
+    rel = s.last_reliability
+    return {"target": name, "seed": seed, "dim": s.dim, "fit_seconds": round(fit_s, 1), "steps": s.steps_done,
+            "log_z_hat": lz, "log_z": tg.log_Z, "log_z_error": lz - tg.log_Z,
+            "ess_fraction_20k": float(1.0 / (w ** 2).sum() / len(w)), "trusted": rel.trusted,
+            "verdict": rel.verdict, "cost": s.cost(), "batch_size": s.settings["batch_size"]}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--targets", nargs="+", default=["funnel10", "manywell32", "manywell128"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--out", default=str(RESULTS / "logz_defaults.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    rows = []
+    for name in args.targets:
+        for seed in args.seeds:
+            rows.append(run(name, seed, args.n))
+            r = rows[-1]
+            print(f"{name} seed {seed}: log Z error {r['log_z_error']:+.3f} (ESS fraction {r['ess_fraction_20k']:.3f}), "
+                  f"{r['steps']} steps, {r['fit_seconds']} s, {r['verdict'][:120]}", flush=True)
+            atomic_write_json({"command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+                               "machine": machine(), "rows": rows}, args.out)
+
+
+if __name__ == "__main__":
+    main()
