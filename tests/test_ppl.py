@@ -264,6 +264,27 @@ def test_pymc_log_density_and_gradient_are_pymcs(pymc_post):
     torch.testing.assert_close(post.derived(z)["theta"], cons["mu"][:, None] + cons["tau"][:, None] * cons["eta"])
 
 
+def test_pymc_unbatchable_model_falls_back_to_pymcs_rows_with_a_notice(pymc_post, monkeypatch, caplog):
+    """A model whose batched graph fails or differs from PyMC's one-point functions is evaluated
+    row by row with them (a one-line warning), never with the wrong values."""
+    from freeflow.bayes.ppl_pymc import PyMCPosterior
+
+    model, vec = pymc_post
+    assert vec.vectorised is True
+    monkeypatch.setattr(PyMCPosterior, "_vectorised_mismatch",
+                        lambda self, d: "the batched log-density or gradient differs from PyMC's at a probe point")
+    with caplog.at_level("WARNING", logger="freeflow"):
+        rows = ff.from_pymc(model)
+    assert rows.vectorised is False
+    notice = [r.getMessage() for r in caplog.records if "row by row" in r.getMessage()]
+    assert len(notice) == 1 and "differs from PyMC's" in notice[0] and "\n" not in notice[0]
+    z = _points(rows, seed=4)
+    lp_rows, g_rows = _value_and_grad(rows, z)
+    lp_vec, g_vec = _value_and_grad(vec, z)
+    torch.testing.assert_close(lp_rows, lp_vec, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(g_rows, g_vec, rtol=1e-9, atol=1e-10)
+
+
 def test_pymc_matches_the_same_model_in_torch(pymc_post):
     """PyMC's simplex transform is not torch's stick-breaking, so compare the constrained
     densities: log p̃_pymc(z) − log|J_pymc(z)| = log_joint(constrained) + const."""

@@ -6,7 +6,11 @@ The unconstrained space is PyMC's value-variable space: z is the model's value v
 PyMC's own samplers use, and its gradient is PyTensor's.  The graph of one point is
 vectorised over a batch (``pytensor.graph.vectorize_graph``: value variables replaced by
 slices of one (n, d) matrix) and compiled once into ``(n, d) -> (log p̃ (n,), ∇ (n, d))``;
-torch calls it through :mod:`freeflow.bayes.host`.  Constrained values are the free RVs with
+torch calls it through :mod:`freeflow.bayes.host`. The batched function is checked against
+PyMC's own one-point ``compile_logp``/``compile_dlogp`` at three random points when it is
+built; a graph that cannot be batched, or whose batch differs, is evaluated row by row with
+those functions instead (``posterior.vectorised`` False, one warning line on the ``freeflow``
+logger): slower, never wrong.  Constrained values are the free RVs with
 their value variables substituted (``model.replace_rvs_by_values``: each transform's
 ``backward``), and the deterministics likewise; both compiled batched the same way.
 
@@ -85,15 +89,28 @@ class PyMCPosterior(Posterior):
             piece = zb[:, start:start + size].reshape((n, *shape)) if shape else zb[:, start]
             replace[v] = piece.astype(v.dtype)
             start += size
-        logp = vectorize_graph(model.logp(jacobian=True), replace=replace)      # (n,)
-        grad = pytensor.gradient.grad(logp.sum(), zb)                           # (n, d)
         # PyMC's own compile (not pytensor.function): its rewrites turn failed parameter checks
         # (check_parameters, e.g. sigma > 0) into log p = −inf, as PyMC's samplers see them,
         # instead of raising ParameterValueError (see _host for batches)
         compile_fn = pm.pytensorf.compile
         compile_kw = {"on_unused_input": "ignore"}
-        self._value_and_grad = compile_fn([zb], [logp, grad], **compile_kw)
-        self._value = compile_fn([zb], logp, **compile_kw)
+        self._values, self._sizes, self._raw_shapes = values, sizes, raw_shapes
+        self._row_logp = model.compile_logp(jacobian=True)      # PyMC's one-point functions: the
+        self._row_dlogp = model.compile_dlogp(jacobian=True)    # reference, and the fallback
+        self.vectorised, reason = True, None
+        try:
+            logp = vectorize_graph(model.logp(jacobian=True), replace=replace)  # (n,)
+            grad = pytensor.gradient.grad(logp.sum(), zb)                       # (n, d)
+            self._value_and_grad = compile_fn([zb], [logp, grad], **compile_kw)
+            self._value = compile_fn([zb], logp, **compile_kw)
+            reason = self._vectorised_mismatch(sum(sizes))
+        except Exception as e:  # noqa: BLE001 - any failure to batch the graph: row by row instead
+            reason = f"{type(e).__name__}: {e}"
+        if reason is not None:
+            self.vectorised = False
+            logging.getLogger("freeflow").warning(
+                "from_pymc: the model's log-density could not be batched (%s); evaluating it "
+                "row by row with PyMC's compile_logp/compile_dlogp (correct, slower)", reason.splitlines()[0][:200])
 
         deterministics = list(model.deterministics)
         constrained = model.replace_rvs_by_values(free + deterministics)
@@ -135,7 +152,34 @@ class PyMCPosterior(Posterior):
         self.model = model
 
     # -- host side ---------------------------------------------------------------------------
+    def _point(self, row: np.ndarray) -> dict:
+        out, start = {}, 0
+        for v, shape, size in zip(self._values, self._raw_shapes, self._sizes):
+            out[v.name] = row[start:start + size].reshape(shape).astype(v.dtype)
+            start += size
+        return out
+
+    def _rows(self, x: np.ndarray, grad: bool):
+        """PyMC's own one-point log-density (and gradient) at each row."""
+        v = np.array([float(self._row_logp(self._point(r))) for r in x], dtype=np.float64)
+        g = np.stack([np.asarray(self._row_dlogp(self._point(r)), dtype=np.float64) for r in x]) if grad else None
+        return v, g
+
+    def _vectorised_mismatch(self, d: int) -> str | None:
+        """None if the batched graph equals PyMC's one-point functions at three random points,
+        else what differs (a graph that vectorize_graph batches wrongly is never used)."""
+        x = np.random.default_rng(0).normal(scale=0.5, size=(3, d))
+        v, g = self._call(x, True)
+        rv, rg = self._rows(x, True)
+        fin = np.isfinite(rv)
+        if not (np.array_equal(fin, np.isfinite(v)) and np.allclose(v[fin], rv[fin], rtol=1e-8, atol=1e-8)
+                and np.allclose(g[fin], rg[fin], rtol=1e-6, atol=1e-8)):
+            return "the batched log-density or gradient differs from PyMC's at a probe point"
+        return None
+
     def _call(self, x: np.ndarray, grad: bool):
+        if not self.vectorised:
+            return self._rows(x, grad)
         if grad:
             v, g = self._value_and_grad(x)
             return np.asarray(v, dtype=np.float64), np.asarray(g, dtype=np.float64)
