@@ -10,7 +10,8 @@ and halves the batch until a step's log-density work fits ``STEP_BUDGET_SECONDS`
 evaluations cost the same as the training's), at least ``MIN_AUTO_BATCH``, and the Gibbs check
 fewer base points and coordinates (:func:`freeflow.datafree.verdict.gibbs_check`).
 
-An explicit ``batch_size`` skips the probe. A probe call that fails raises a ValueError naming
+An explicit ``batch_size`` skips the probe, and so does data-parallel training (several
+``torch.distributed`` processes must agree on the batch). A probe call that fails raises a ValueError naming
 the log-density; one that takes longer than ``PROBE_LIMIT_SECONDS`` raises too, with the
 measured time and what to do (pass ``batch_size`` to skip the probe).
 """
@@ -21,6 +22,7 @@ import time
 import torch
 
 from ..placement import noise_generator
+from ..train.distributed import world
 from ..validation import log_density_and_score
 
 __all__ = ["probe_cost", "batch_for_cost", "cost_settings", "PROBE_ROWS", "STEP_BUDGET_SECONDS", "MIN_AUTO_BATCH",
@@ -70,7 +72,8 @@ def cost_settings(log_density, dim: int, settings: dict, default_batch: int, *, 
     """The settings the probe decides: ``batch_size`` (unless given) and ``check_chains``
     (unless given: the probed batch where it was reduced, else the MCMC check's 1024)."""
     out = {}
-    if "batch_size" not in settings:
+    if "batch_size" not in settings and world()[1] == 1:  # (several processes: the default
+        # batch, the same on every process; a per-process timing could split them differently)
         batch = batch_for_cost(probe_cost(log_density, dim, name=name), default_batch)
         out["batch_size"] = batch
         if settings.get("check_chains") is None and batch < default_batch:
