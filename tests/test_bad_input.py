@@ -71,6 +71,11 @@ CASES = [
     ("data complex", lambda: check_points(np.ones((4, 2), complex)), TypeError, "data"),
     ("data labels shape", lambda: D(2, num_classes=2).fit(DATA, torch.zeros(3, dtype=torch.long), steps=1),
      ValueError, "labels"),
+    ("sample refine negative", lambda: ff.OneStepSampler(gauss, 2, generator="mlp").sample(8, refine=-1),
+     ValueError, "refine"),
+    ("sample refine float", lambda: ff.OneStepSampler(gauss, 2, generator="mlp").sample(8, refine=1.5),
+     TypeError, "refine"),
+    ("check_chains", lambda: ff.OneStepSampler(gauss, 2, check_chains=0), ValueError, "check_chains"),
     # compare, NUTS, baselines, Posterior
     ("compare n", lambda: ff.compare(DATA, DATA, n=5), ValueError, "n"),
     ("compare seed", lambda: ff.compare(DATA, DATA, seed=-1), ValueError, "seed"),
