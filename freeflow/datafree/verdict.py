@@ -22,6 +22,9 @@ ROUND_MCMC_STEPS, FINAL_MCMC_STEPS = 40, 200
 #: default): twice the paired test's power, for shifts of 0.1–0.15 sd that 1024 chains see
 #: only at |t| ≈ 3.6–4.8 against a threshold of 3.6 (the 32-D random walk, docs/refine.md)
 CONFIRM_CHAINS_FACTOR = 4
+#: the final check's length: one step per this many training steps (≈ a quarter of the
+#: training time on the posteriors measured: a 1000-step fit gets the full 200)
+CONFIRM_STEPS_DIVISOR = 5
 
 
 def reliability(sampler, n: int, seed: int) -> Reliability:
@@ -68,25 +71,26 @@ def mcmc_check(sampler, x: Tensor, seed: int, steps: int = ROUND_MCMC_STEPS, cha
     ``chains``: default the ``check_chains`` setting (1024)."""
     chains = chains or sampler.settings.get("check_chains") or 1024
     m = mcmc_shift(sampler.log_density, x, steps=steps, seed=seed, n=chains)
-    sampler._mcmc_seconds_per_step = m.seconds / steps / max(m.n, 1)  # per chain and step
     return m
 
 
 def confirm(sampler, rep: Reliability, seed: int = 12345) -> Reliability:
     """The final verdict: a trusted verdict (whose MCMC check ran ``ROUND_MCMC_STEPS``
-    steps) is confirmed by a longer MCMC check on the same draws, ``CONFIRM_CHAINS_FACTOR`` times
-    the chains, up to ``FINAL_MCMC_STEPS`` steps and at most a quarter of the training time: a kernel that
-    mixes slowly along a funnel's neck moves q's draws measurably only after ~200 steps
-    (the 32-D random walk with unknown scales, docs/refine.md)."""
-    per_step = getattr(sampler, "_mcmc_seconds_per_step", None)
-    if rep.trusted is not True or per_step is None:
+    steps) is confirmed by a longer MCMC check on the same draws: one step per
+    ``CONFIRM_STEPS_DIVISOR`` training steps, up to ``FINAL_MCMC_STEPS``, on
+    ``CONFIRM_CHAINS_FACTOR`` times the round check's 1024 chains (an expensive log-density,
+    whose chains the cost probe reduced, keeps its ``check_chains``). A kernel that mixes slowly
+    along a funnel's neck moves q's draws measurably only after ~200 steps (the 32-D random
+    walk with unknown scales, docs/refine.md). The length is set by the training's length, not
+    by seconds, so that a seed gives the same verdict on every machine and under any load."""
+    if rep.trusted is not True or rep.mcmc_statistic is None:
         return rep
-    budget = 0.25 * sampler.counted.seconds.get("training", 0.0)
-    x = sampler.sample_unconstrained(4000, seed=seed)   # the draws reliability() checked
-    chains = min(len(x), CONFIRM_CHAINS_FACTOR * (sampler.settings.get("check_chains") or 1024))
-    steps = int(min(FINAL_MCMC_STEPS, budget / max(per_step * chains, 1e-9)))
+    steps = min(FINAL_MCMC_STEPS, sampler.steps_done // CONFIRM_STEPS_DIVISOR)
     if steps <= ROUND_MCMC_STEPS:
         return rep
+    x = sampler.sample_unconstrained(4000, seed=seed)   # the draws reliability() checked
+    base = sampler.settings.get("check_chains")
+    chains = min(len(x), CONFIRM_CHAINS_FACTOR * 1024 if base is None else base)
     with sampler.counted.stage("checks"):
         m = mcmc_check(sampler, x, seed, steps, chains)
     rep.mcmc_shift, rep.mcmc_statistic, rep.mcmc_threshold = m.shift, m.statistic, m.threshold
