@@ -1,9 +1,9 @@
 """One zoo posterior, one seed, defaults (``fit()`` and nothing else): mean and sd errors against
 the long NUTS reference, the verdict, the cost per stage. Prints one JSON line.
 
-    OMP_NUM_THREADS=1 python benchmarks/zoo_quick.py random_walk_missing [auto|off] [seed]
+    OMP_NUM_THREADS=1 python benchmarks/zoo_quick.py random_walk_missing [auto|off] [seed] [progress]
 
-(the second argument is the ``gaussian_stage`` setting; ``posteriors_zoo.py`` runs the full
+(the second argument is the ``gaussian_stage`` setting; a fourth argument shows the progress bar; ``posteriors_zoo.py`` runs the full
 table over seeds.)"""
 import sys, json, time, torch, warnings, numpy as np
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
@@ -16,7 +16,7 @@ t = time.time()
 s = ff.OneStepSampler(post, seed=seed, gaussian_stage=stage)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    s.fit(progress=len(sys.argv) > 4)
+    s.fit(progress=len(sys.argv) > 4 and sys.argv[4] == "progress")
 fit_s = time.time() - t
 x = s.sample_unconstrained(20000).double().numpy()
 m, sd = np.array(ref["mean"]), np.array(ref["sd"])

@@ -60,12 +60,12 @@ def probe_cost(log_density, dim: int, *, rows: int = PROBE_ROWS, name: str = "lo
 
 
 def batch_for_cost(seconds_per_row: float, default: int) -> int:
-    """The default batch halved until ``batch × seconds_per_row ≤ STEP_BUDGET_SECONDS``, not
-    below ``MIN_AUTO_BATCH`` (nor above ``default``)."""
+    """The default batch halved until ``batch × seconds_per_row ≤ STEP_BUDGET_SECONDS`` or it
+    reaches ``MIN_AUTO_BATCH`` (a default at or below the floor is kept)."""
     batch = int(default)
     while batch > MIN_AUTO_BATCH and batch * seconds_per_row > STEP_BUDGET_SECONDS:
         batch //= 2
-    return max(min(batch, int(default)), min(MIN_AUTO_BATCH, int(default)))
+    return batch
 
 
 def cost_settings(log_density, dim: int, settings: dict, default_batch: int, *, name: str = "log_density") -> dict:

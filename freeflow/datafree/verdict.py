@@ -70,8 +70,7 @@ def mcmc_check(sampler, x: Tensor, seed: int, steps: int = ROUND_MCMC_STEPS, cha
     that a q too narrow or misplaced in a direction importance weights cannot see fails.
     ``chains``: default the ``check_chains`` setting (1024)."""
     chains = chains or sampler.settings.get("check_chains") or 1024
-    m = mcmc_shift(sampler.log_density, x, steps=steps, seed=seed, n=chains)
-    return m
+    return mcmc_shift(sampler.log_density, x, steps=steps, seed=seed, n=chains)
 
 
 def confirm(sampler, rep: Reliability, seed: int = 12345) -> Reliability:
