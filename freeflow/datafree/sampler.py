@@ -214,18 +214,7 @@ class OneStepSampler:
             hist = self.trainer.fit(self.state, steps, callbacks=cbs)
         self.history.extend(hist)
         if check:
-            rep = self.last_reliability
-            if self.state.failure is not None:  # training stopped early (train.recovery): never trusted
-                try:
-                    rep = self.reliability()
-                except (ValueError, FloatingPointError, RuntimeError) as e:
-                    rep = Reliability(None, [f"the reliability check could not run ({e})"])
-                rep.trusted, rep.reasons = False, [self.state.failure, *rep.reasons]
-            else:
-                if not (auto_run and self.auto.stopped_at == self.steps_done and rep is not None):
-                    rep = _verdict.confirm(self, self.reliability())  # (an auto run's last round
-                    # already checked and confirmed this state)
-            self.last_reliability = rep
+            rep = self.last_reliability = _verdict.final(self, auto_run)
             if rep.trusted is False:
                 warnings.warn(f"freeflow fit after {self.steps_done} steps: {rep.verdict}",
                               ReliabilityWarning, stacklevel=3)  # (under @placed)

@@ -14,7 +14,7 @@ from ..reliability import TAIL_WIDEN, Reliability, assess, gibbs_shift, mcmc_rea
 
 Tensor = torch.Tensor
 
-__all__ = ["reliability", "confirm", "mcmc_check", "draw", "ROUND_MCMC_STEPS", "FINAL_MCMC_STEPS"]
+__all__ = ["reliability", "confirm", "final", "mcmc_check", "draw", "ROUND_MCMC_STEPS", "FINAL_MCMC_STEPS"]
 
 #: MCMC-check lengths: every round's verdict, and the final one (docs/refine.md)
 ROUND_MCMC_STEPS, FINAL_MCMC_STEPS = 40, 200
@@ -97,6 +97,23 @@ def confirm(sampler, rep: Reliability, seed: int = 12345) -> Reliability:
     if m.fired:
         rep.trusted, rep.reasons = False, [*rep.reasons, mcmc_reason(m)]
     return rep
+
+
+def final(sampler, auto_run: bool) -> Reliability:
+    """The verdict at the end of ``fit``: never trusted after training stopped on failures
+    (:mod:`freeflow.train.recovery`); an auto run's last round already checked and confirmed
+    this state; otherwise :func:`reliability` confirmed by :func:`confirm`."""
+    rep = sampler.last_reliability
+    if sampler.state.failure is not None:  # training stopped early (train.recovery): never trusted
+        try:
+            rep = sampler.reliability()
+        except (ValueError, FloatingPointError, RuntimeError) as e:
+            rep = Reliability(None, [f"the reliability check could not run ({e})"])
+        rep.trusted, rep.reasons = False, [sampler.state.failure, *rep.reasons]
+        return rep
+    if auto_run and sampler.auto.stopped_at == sampler.steps_done and rep is not None:
+        return rep
+    return confirm(sampler, sampler.reliability())
 
 
 @torch.no_grad()
