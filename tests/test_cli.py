@@ -24,6 +24,14 @@ def test_sample_writes_everything(tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["steps"] == 15
 
 
+def test_time_limit_ends_training_early_and_says_so(tmp_path):
+    out = tmp_path / "t"
+    assert main(["sample", "--target", "banana", "--steps", "100000", "--time-limit", "2", "--out", str(out),
+                 *TINY]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 1 <= metrics["steps"] < 100000 and "time_limit=2" in metrics["stopped_early"]
+
+
 def test_pairwise_figure_above_two_dimensions(tmp_path):
     out = tmp_path / "f"
     assert main(["sample", "--target", "funnel10", "--steps", "3", "--out", str(out), *TINY]) == 0
@@ -34,6 +42,7 @@ def test_pairwise_figure_above_two_dimensions(tmp_path):
     (["sample", "--target", "nope", "--out", "x"], "--target"),
     (["sample", "--target", "ring8", "--steps", "0", "--out", "x"], "--steps"),
     (["sample", "--target", "ring8", "--set", "batch_size=0", "--steps", "2", "--out", "x"], "batch_size"),
+    (["sample", "--target", "ring8", "--time-limit", "0", "--out", "x"], "--time-limit"),
 ])
 def test_bad_arguments(argv, match, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

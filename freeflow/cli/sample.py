@@ -20,6 +20,8 @@ def add_sample_subcommand(sub) -> None:
     p.add_argument("--divergence", default="kl_pq", help="f-divergence name (default: kl_pq)")
     p.add_argument("--steps", type=int, default=None,
                    help="schedule length (default: train in rounds until the reliability check passes)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="end training at the first step past this many seconds (--resume continues)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a sampler setting")
     p.add_argument("--samples", type=int, default=20_000, help="samples written to samples.npy")
@@ -41,6 +43,8 @@ def run_sample(args) -> int:
 
     if args.steps is not None and args.steps < 1:
         raise SystemExit(f"error: --steps must be a positive int, got {args.steps}")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise SystemExit(f"error: --time-limit must be a positive number of seconds, got {args.time_limit}")
     if args.samples < 1:
         raise SystemExit(f"error: --samples must be a positive int, got {args.samples}")
     if args.checkpoint_every < 1:
@@ -63,7 +67,7 @@ def run_sample(args) -> int:
             raise SystemExit(f"error: {e}") from None
     t0 = time.perf_counter()
     sampler.fit(args.steps, progress=not args.no_progress, log=out / "log.jsonl", checkpoint=ckpt,
-                checkpoint_every=args.checkpoint_every)
+                checkpoint_every=args.checkpoint_every, time_limit=args.time_limit)
     wall = time.perf_counter() - t0
     t1 = time.perf_counter()
     x = sampler.sample(args.samples, seed=args.seed + 10_000)
@@ -82,7 +86,7 @@ def run_sample(args) -> int:
         print(f"reliability: {rel.verdict}", file=sys.stderr)
     summary.update({"target": args.target, "divergence": args.divergence, "steps": sampler.steps_done,
                     "training_seconds": sampler.training_seconds, "this_run_wall_seconds": wall,
-                    "sampling_seconds": sample_seconds, "num_samples": len(x)})
+                    "sampling_seconds": sample_seconds, "num_samples": len(x), "stopped_early": sampler.stop_reason})
     atomic_write_json(summary, out / "metrics.json")
     print(json.dumps(summary, indent=2, default=str))
     print(f"wrote {ckpt}, {out / 'log.jsonl'}, {out / 'samples.npy'}, {out / 'samples.png'}, "

@@ -25,7 +25,7 @@ from ..placement import noise_generator
 from ..train.distributed import world
 from ..validation import log_density_and_score
 
-__all__ = ["probe_cost", "batch_for_cost", "cost_settings", "PROBE_ROWS", "STEP_BUDGET_SECONDS", "MIN_AUTO_BATCH",
+__all__ = ["probe_cost", "batch_for_cost", "cost_settings", "time_limit_callback", "PROBE_ROWS", "STEP_BUDGET_SECONDS", "MIN_AUTO_BATCH",
            "PROBE_LIMIT_SECONDS"]
 
 PROBE_ROWS = 256
@@ -79,3 +79,16 @@ def cost_settings(log_density, dim: int, settings: dict, default_batch: int, *, 
         if settings.get("check_chains") is None and batch < default_batch:
             out["check_chains"] = batch
     return out
+
+
+def time_limit_callback(time_limit):
+    """``fit(time_limit=)``: a :class:`~freeflow.train.TimeLimit` from now; refused where
+    several ``torch.distributed`` processes train together (they must stop at the same step)."""
+    from ..train import TimeLimit
+    from ..validation import check_float
+
+    seconds = check_float(time_limit, "time_limit", low=0.0, low_open=True)
+    if world()[1] > 1:
+        raise ValueError("time_limit: not available with several torch.distributed processes "
+                         "(each would stop at a different step); pass steps= instead")
+    return TimeLimit(seconds, start=time.perf_counter())

@@ -31,7 +31,7 @@ from ..validation import check_int, check_log_density, check_positive_int, check
 from .autostop import AutoRun, AutoStop
 from .build import (CountedLogDensity, distribute, is_target, make_density, make_drift, resolve_divergence,
                     resolve_generator, resolve_target, train_config)
-from .cost import cost_settings
+from .cost import cost_settings, time_limit_callback
 from .defaults import check_settings, default_generator, default_settings, default_steps
 from .gaussian_stage import Frame, fit_gaussian
 from .persistence import load_sampler, sampler_state_dict
@@ -132,6 +132,7 @@ class OneStepSampler:
         self.history = History()
         self._sample_rng = self.placement.generator(seed + 1)
         self.last_reliability: Reliability | None = None
+        self.stop_reason: str | None = None  # why the last fit ended early (fit's time_limit)
         self.auto: AutoRun | None = None  # the record of a fit() without steps (autostop.py owns it)
         self.last_refine = None  # diagnostics of the last sample(..., refine=k)
 
@@ -176,6 +177,7 @@ class OneStepSampler:
         checkpoint_every: int = 500,
         callbacks: Iterable = (),
         check: bool = True,
+        time_limit: float | None = None,
     ) -> History:
         """Train until ``steps`` steps are done in total (resumes a loaded or interrupted run).
 
@@ -192,8 +194,15 @@ class OneStepSampler:
         With ``check`` (default), the finished fit is assessed (:meth:`reliability`): the
         verdict is kept in ``self.last_reliability`` and a :class:`ReliabilityWarning` says
         plainly when the samples should not be trusted.
+
+        ``time_limit`` (seconds, from this call): training ends at the first step past it, and
+        the verdict judges the draws as they are then (``self.stop_reason`` says where it
+        stopped); ``fit()`` again resumes the schedule. For log-densities too expensive for the
+        default schedule (docs/api.md, "Expensive log-densities").
         """
         extra = list(callbacks)
+        if time_limit is not None:
+            extra.append(time_limit_callback(time_limit))
         auto_run = steps is None
         if auto_run:
             # rounds until the reliability check passes (freeflow.datafree.autostop), at most default_steps
@@ -213,6 +222,9 @@ class OneStepSampler:
         with self.counted.stage("training"):
             hist = self.trainer.fit(self.state, steps, callbacks=cbs)
         self.history.extend(hist)
+        self.stop_reason = self.trainer.stop_reason
+        if self.stop_reason is not None:
+            warnings.warn(f"freeflow fit: {self.stop_reason}; fit() again resumes", UserWarning, stacklevel=3)
         if check:
             rep = self.last_reliability = _verdict.final(self, auto_run)
             if rep.trusted is False:

@@ -101,8 +101,9 @@ def confirm(sampler, rep: Reliability, seed: int = 12345) -> Reliability:
 
 def final(sampler, auto_run: bool) -> Reliability:
     """The verdict at the end of ``fit``: never trusted after training stopped on failures
-    (:mod:`freeflow.train.recovery`); an auto run's last round already checked and confirmed
-    this state; otherwise :func:`reliability` confirmed by :func:`confirm`."""
+    (:mod:`freeflow.train.recovery`); an auto run's round check at this very step (its last
+    round's, or one just before a time limit ended the fit) already judged this state;
+    otherwise :func:`reliability` confirmed by :func:`confirm`."""
     rep = sampler.last_reliability
     if sampler.state.failure is not None:  # training stopped early (train.recovery): never trusted
         try:
@@ -111,7 +112,7 @@ def final(sampler, auto_run: bool) -> Reliability:
             rep = Reliability(None, [f"the reliability check could not run ({e})"])
         rep.trusted, rep.reasons = False, [sampler.state.failure, *rep.reasons]
         return rep
-    if auto_run and sampler.auto.stopped_at == sampler.steps_done and rep is not None:
+    if auto_run and rep is not None and sampler.auto.rounds and sampler.auto.rounds[-1]["step"] == sampler.steps_done:
         return rep
     return confirm(sampler, sampler.reliability())
 

@@ -1,16 +1,17 @@
-"""Callbacks around the training loop: progress bar, JSONL log, periodic checkpoints."""
+"""Callbacks around the training loop: progress bar, JSONL log, periodic checkpoints, a time limit."""
 from __future__ import annotations
 
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 from .state import StepInfo, TrainState
 from .trainer import Callback, Trainer
 
-__all__ = ["ProgressBar", "JSONLLogger", "Checkpoint", "standard_callbacks"]
+__all__ = ["ProgressBar", "JSONLLogger", "Checkpoint", "TimeLimit", "standard_callbacks"]
 
 
 class ProgressBar(Callback):
@@ -111,6 +112,25 @@ class Checkpoint(Callback):
     def on_fit_end(self, trainer: Trainer, state: TrainState) -> None:
         self.save(self.path)
         self.last_saved = state.step
+
+
+class TimeLimit(Callback):
+    """End ``fit`` at the first step that finishes more than ``seconds`` after ``start`` (a
+    ``time.perf_counter()`` value; default: when the fit starts), with a stop request naming
+    the step reached (:meth:`Trainer.request_stop`)."""
+
+    def __init__(self, seconds: float, start: float | None = None):
+        self.seconds, self.start = float(seconds), start
+
+    def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def on_step_end(self, trainer: Trainer, state: TrainState, info: StepInfo) -> None:
+        used = time.perf_counter() - self.start
+        if used > self.seconds and state.step < state.total_steps:
+            trainer.request_stop(f"time_limit={self.seconds:g} s reached after {used:.0f} s, at step "
+                                 f"{state.step} of {state.total_steps}")
 
 
 def standard_callbacks(

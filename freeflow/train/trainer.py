@@ -171,6 +171,14 @@ class Trainer:
     config: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
     callbacks: list = field(default_factory=list)
+    #: why the last ``fit`` ended before ``total_steps`` at a callback's request (None: it did not)
+    stop_reason: str | None = field(default=None, init=False)
+
+    def request_stop(self, reason: str) -> None:
+        """From a callback's ``on_step_end``: end ``fit`` after this step (the callbacks'
+        ``on_fit_end`` still run). ``total_steps`` is kept, so a later ``fit`` with the same
+        length resumes the schedule where it stopped."""
+        self.stop_reason = str(reason)
 
     # -- state ---------------------------------------------------------------------------------
     def init(self) -> TrainState:
@@ -298,6 +306,7 @@ class Trainer:
             )
         state.total_steps = total_steps
         state.failure, state.failed_attempts = None, 0
+        self.stop_reason = None
         cbs = [*self.callbacks, *callbacks]
         history = History()
         snapshot = None if _distributed() else Snapshot(self.config.drift_snapshot_every)
@@ -308,7 +317,8 @@ class Trainer:
         try:
             for cb in cbs:
                 cb.on_fit_start(self, state)
-            while state.step < state.total_steps:  # a callback may shorten the run (AutoStop)
+            # a callback may shorten the run (AutoStop) or end this call (TimeLimit)
+            while state.step < state.total_steps and self.stop_reason is None:
                 t0 = time.perf_counter()
                 if snapshot is not None:
                     # (the snapshot's time counts as training time, as a failed attempt's does)
