@@ -119,7 +119,8 @@ def shift_threshold(d: int, alpha: float = MCMC_ALPHA) -> float:
 
 
 def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, num_integration_steps: int = 1,
-               local_step_size: bool = True, coordinates_per_step: int | None = None, warmup: int | None = None,
+               local_step_size: bool = True, coordinates_per_step: int | None = None,
+               dilations_per_step: int = 0, warmup: int | None = None,
                alpha: float = MCMC_ALPHA, min_shift: float = MIN_SHIFT, seed: int = 0,
                chunk_size: int = LOG_DENSITY_CHUNK) -> MCMCShift:
     """Run a p-invariant kernel ``steps`` steps from ``n`` of q's draws ``x`` (n, d) (a random
@@ -128,7 +129,9 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
     ``log_density``: log p̃, batched (n, d) -> (n,), differentiable. Budget: ``n`` chains ×
     ``steps`` steps, each one MALA move (``num_integration_steps`` > 1: HMC without the local
     step) and ``coordinates_per_step`` one-coordinate moves (default min(d, 10));
-    ``warmup`` (default steps // 2) of the steps adapt the step sizes. ``alpha``: the
+    ``dilations_per_step`` dilation moves (:mod:`freeflow.mcmc.dilation`; default none: the
+    calibration above is without them); ``warmup`` (default steps // 2) of the steps adapt the
+    step sizes. ``alpha``: the
     family-wise false-alarm rate; ``min_shift``: the least move (sd) that fires."""
     t0 = time.perf_counter()
     nonfinite = 0
@@ -155,6 +158,7 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
     res = run_chains(log_density, x, steps - warmup, warmup=warmup, num_integration_steps=num_integration_steps,
                      local_step_size=local_step_size and num_integration_steps == 1,
                      coordinates_per_step=min(d, 10) if coordinates_per_step is None else coordinates_per_step,
+                     dilations_per_step=dilations_per_step,
                      seed=seed, chunk_size=chunk_size)
     before = torch.cat([x, lp0[inside, None]], 1).double().cpu().numpy()                 # (n, d + 1)
     after = torch.cat([res.state.position, res.state.logdensity[:, None]], 1).double().cpu().numpy()
