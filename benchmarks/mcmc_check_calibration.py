@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import write_result  # noqa: E402
 import mcmc_targets as mt  # noqa: E402
 
-from freeflow.mcmc import MCMC_ALPHA, MIN_SHIFT, mcmc_shift  # noqa: E402
+from freeflow.mcmc import MCMC_ALPHA, MIN_SHIFT, final_options, mcmc_shift  # noqa: E402
 
 
 def clopper_pearson(k: int, n: int) -> tuple[float, float]:
@@ -60,11 +60,17 @@ def funnel_shrunk(n: int, seed: int, factor: float, d: int = 10) -> torch.Tensor
     return torch.cat([v, torch.exp(0.5 * v) * z[:, 1:]], 1).float()
 
 
+FINAL: dict = {}   # --final: the final verdict's check (4000 chains, 200 steps, final_options)
+
+
 def run_case(name: str, log_density, draws, seeds: int, **kw) -> dict:
+    if FINAL:
+        kw = {**FINAL, **kw}
     rows = []
     for s in range(seeds):
         x = draws(1000 + s)
-        r = mcmc_shift(log_density, x, seed=s, **kw)
+        opts = {**final_options(x.shape[1]), **kw} if FINAL else kw
+        r = mcmc_shift(log_density, x, seed=s, **opts)
         rows.append(r)
     fired = sum(r.fired for r in rows)
     stats = np.array([r.statistic for r in rows])
@@ -89,15 +95,19 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=40, help="seeds per exact-draw case")
     ap.add_argument("--detect-seeds", type=int, default=20, help="seeds per detection case")
     ap.add_argument("--name", default="mcmc_check_calibration", help="results/<name>.json")
+    ap.add_argument("--final", action="store_true",
+                    help="the final verdict's check: 4000 chains, 200 steps, tail tests and dilation moves")
     args = ap.parse_args()
+    if args.final:
+        FINAL.update(n=4000, steps=200)
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     t0 = time.perf_counter()
     g = {d: mt.correlated_gaussian(d) for d in (2, 10, 30, 100)}
-    mix, fun, rw = mt.mixture(4), mt.funnel(), mt.random_walk()
-    n = 1024
+    mix, fun, rw, es = mt.mixture(4), mt.funnel(), mt.random_walk(), mt.eight_schools_centred()
+    n = FINAL.get("n", 1024)
     null = [run_case(c.name, c.log_density, lambda s, c=c: c.sample(n, s), args.seeds)
-            for c in [*g.values(), mix, fun, rw]]
+            for c in [*g.values(), mix, fun, rw, es]]
     null += [run_case(f"gauss30 n={m}", g[30].log_density, lambda s, m=m: g[30].sample(m, s), args.seeds, n=m)
              for m in (256, 4096)]
     k = args.detect_seeds
@@ -109,10 +119,12 @@ def main() -> None:
         run_case("c funnel without v < -2", fun.log_density, lambda s: funnel_without_neck(fun, n, s), k),
         run_case("c funnel v sd x0.7", fun.log_density, lambda s: funnel_shrunk(n, s, 0.7), k),
         run_case("c funnel v sd x0.85", fun.log_density, lambda s: funnel_shrunk(n, s, 0.85), k),
+        run_case("d eight schools log tau x0.875", es.log_density, lambda s: es.sample(n, s, narrow=0.875), k),
+        run_case("d eight schools log tau x0.8", es.log_density, lambda s: es.sample(n, s, narrow=0.8), k),
     ]
     runs = sum(r["seeds"] for r in null)
     alarms = sum(r["fired"] for r in null)
-    summary = {"alpha": MCMC_ALPHA, "min_shift": MIN_SHIFT, "false_alarms": alarms, "null_runs": runs, "false_alarm_rate": alarms / runs,
+    summary = {"alpha": MCMC_ALPHA, "min_shift": MIN_SHIFT, "final": bool(args.final), "false_alarms": alarms, "null_runs": runs, "false_alarm_rate": alarms / runs,
                "false_alarm_ci95": clopper_pearson(alarms, runs),
                "worst_target_rate": max(r["rate"] for r in null), "seconds": time.perf_counter() - t0}
     print(summary)

@@ -249,7 +249,11 @@ def assess(x: torch.Tensor, log_p: torch.Tensor | None, log_q: torch.Tensor | No
 def mcmc_reason(m: MCMCShift) -> str:
     """The verdict's reason when the MCMC check fired."""
     where = "log p̃" if m.coordinate < 0 else f"coordinate {m.coordinate}"
-    what = "the mean of" if m.kind == "mean" else "the log sd of"
-    return (f"a p-invariant MCMC kernel started from q's draws moves {what} {where} by {m.shift:.2f} sd in "
-            f"{m.steps} steps (paired-test |t| {m.statistic:.1f} > {m.threshold:.1f}): q is too narrow or "
-            "misplaced there")
+    if m.kind.endswith("tail"):
+        moved = (f"changes the mass in the {m.kind} (beyond the 2.5% quantile) of {where} by "
+                 f"{100 * m.shift:.1f} percentage points")
+    else:
+        what = "the mean of" if m.kind == "mean" else "the log sd of"
+        moved = f"moves {what} {where} by {m.shift:.2f} sd"
+    return (f"a p-invariant MCMC kernel started from q's draws {moved} in {m.steps} steps (paired-test "
+            f"|t| {m.statistic:.1f} > {m.threshold:.1f}): q is too narrow or misplaced there")

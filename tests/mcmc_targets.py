@@ -139,3 +139,51 @@ def _random_walk_exact(y, n: int, seed: int, grid: int = 500) -> torch.Tensor:
         mean, var = ms[t] + j * (x[-1] - ms[t]), ps[t] * (1 - j)
         x.append(mean + var.sqrt() * torch.randn(n, generator=gg, dtype=torch.float64))
     return torch.cat([ls[:, None], lt[:, None], torch.stack(x[::-1], 1)], 1).float()
+
+
+_ES_Y = (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0)
+_ES_SIGMA = (15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)
+
+
+def eight_schools_centred() -> Case:
+    """Centred eight schools in its unconstrained coordinates (μ, log τ, θ₁..θ₈): μ ~ N(0, 5²),
+    τ ~ HalfCauchy(5), θ_j ~ N(μ, τ²), y_j ~ N(θ_j, σ_j²) (Rubin's data): a funnel between log τ
+    and the θ's spread about μ. ``sample(n, seed, narrow=1.0)``: exact draws (log τ from its
+    marginal on a 8001-point grid, jittered in its cell; then μ | τ and θ | μ, τ, Gaussian);
+    ``narrow`` < 1 shrinks log τ about its mean before drawing the rest (a q that misses the
+    neck, exact given τ)."""
+    y, sig = torch.tensor(_ES_Y, dtype=torch.float64), torch.tensor(_ES_SIGMA, dtype=torch.float64)
+    grid = torch.linspace(-15.0, 6.0, 8001, dtype=torch.float64)
+    t2 = torch.exp(2 * grid)[:, None]
+    var = sig ** 2 + t2                                     # y | τ ~ N(0, diag(var) + 25·11ᵀ)
+    prec_mu = (1 / var).sum(1) + 1 / 25.0
+    quad = (y ** 2 / var).sum(1) - (y / var).sum(1) ** 2 / prec_mu
+    log_marg = -0.5 * quad - 0.5 * torch.log(var).sum(1) - 0.5 * torch.log(25.0 * prec_mu)
+    log_post = log_marg + math.log(2 / (math.pi * 5)) - torch.log1p(torch.exp(2 * grid) / 25) + grid
+
+    def log_density(x):
+        z = x.double()
+        mu, lt, th = z[:, 0], z[:, 1], z[:, 2:]
+        tau = torch.exp(lt)
+        lp = (-mu ** 2 / 50 - torch.log1p(tau ** 2 / 25) + lt
+              - 0.5 * (((th - mu[:, None]) / tau[:, None]) ** 2).sum(1) - 8 * lt
+              - 0.5 * (((y - th) / sig) ** 2).sum(1))
+        return lp.to(x.dtype)
+
+    def sample(n, seed, narrow: float = 1.0):
+        gg = torch.Generator().manual_seed(seed)
+        h = float(grid[1] - grid[0])
+        lt = grid[torch.multinomial(torch.softmax(log_post, 0), n, replacement=True, generator=gg)]
+        lt = lt + h * (torch.rand(n, generator=gg, dtype=torch.float64) - 0.5)
+        if narrow != 1.0:
+            m = float((torch.softmax(log_post, 0) * grid).sum())
+            lt = m + narrow * (lt - m)
+        tt = torch.exp(2 * lt)[:, None]
+        v = sig ** 2 + tt
+        pm = (1 / v).sum(1) + 1 / 25.0
+        mu = (y / v).sum(1) / pm + torch.randn(n, generator=gg, dtype=torch.float64) / pm.sqrt()
+        pt = 1 / sig ** 2 + 1 / tt
+        th = (y / sig ** 2 + mu[:, None] / tt) / pt + torch.randn(n, 8, generator=gg, dtype=torch.float64) / pt.sqrt()
+        return torch.cat([mu[:, None], lt[:, None], th], 1).float()
+
+    return Case("eight_schools_centred", 10, log_density, sample)

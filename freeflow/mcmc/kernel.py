@@ -325,8 +325,13 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
             dcoords = torch.randperm(d, generator=gen, device=gen.device)[:kd].tolist()
             xd, lpd, dacc = dilate(gen, state.position, state.logdensity, dcoords, log_dil.exp())
             density_evals += n * kd
-            state = HMCState(xd, lpd, state.logdensity_grad) if k else init(xd, logdensity_fn, chunk_size=chunk_size)
-            evals += 0 if k else n
+            moved = (xd != state.position).any(1)
+            grad = state.logdensity_grad
+            if not k and bool(moved.any()):               # the gradient where a dilation moved a chain
+                lpd, grad = lpd.clone(), grad.clone()
+                lpd[moved], grad[moved] = value_and_grad(logdensity_fn, xd[moved], chunk_size=chunk_size)
+                evals += int(moved.sum())
+            state = HMCState(xd, lpd, grad)   # (coordinate moves next recompute every gradient)
             if adapting:
                 log_dil[dcoords] += 2.0 / math.sqrt(t_adapt + 1) * (dacc - 0.44)
                 dil_history.append(log_dil.clone())
