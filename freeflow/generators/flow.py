@@ -24,7 +24,6 @@ from typing import Literal
 
 import normflows as nf
 import torch
-from torch import nn
 
 from ..density.flow import build_flow
 from .base import Generator

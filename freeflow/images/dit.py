@@ -26,7 +26,6 @@ published models are not included.
 from __future__ import annotations
 
 import functools
-import math
 import numbers
 from dataclasses import dataclass, fields
 
