@@ -71,3 +71,12 @@ def test_time_limit_in_an_automatic_run_leaves_it_resumable():
     assert 1 <= s.steps_done < s.state.total_steps
     assert not s.auto.done and s.last_reliability is not None
     assert s.last_reliability.trusted is not None         # judged (exact log q), whatever the outcome
+
+
+def test_ff_sample_passes_time_limit_to_fit():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata, s = ff.sample(gauss, draws=50, chains=2, dim=2, seed=0, batch_size=64, steps=5000, time_limit=0.5,
+                             progress=False, return_sampler=True, callbacks=[SlowStep(0.02)])
+    assert s.steps_done < 5000 and s.stop_reason is not None
+    assert idata.posterior.sizes["draw"] == 50
