@@ -80,3 +80,4 @@ def test_ff_sample_passes_time_limit_to_fit():
                              progress=False, return_sampler=True, callbacks=[SlowStep(0.02)])
     assert s.steps_done < 5000 and s.stop_reason is not None
     assert idata.posterior.sizes["draw"] == 50
+    assert "time_limit=0.5" in idata.posterior.attrs["stopped_early"]
