@@ -24,6 +24,13 @@ Three steps, each cheap next to training (its log-density evaluations are counte
    ELBO over (m, L) in the winner's diagonal frame, x = μ₀ + σ₀ ⊙ (m + L ε), ``draws`` draws a
    step; draws with a non-finite log p̃ are left out of the mean. The KL(q‖p)-optimal
    Gaussian does not collapse into a funnel's neck as a Laplace approximation at the mode does.
+4. **Laplace candidate**: N(x_end, (−H)⁻¹) at the path's end, with the full Hessian from the
+   same 2d rows of central differences, where −H is positive definite. The final frame is the
+   VI run from the path unless another candidate's ELBO (VI from the origin, the diagonal path
+   point, Laplace; ``draws``·8 common draws) is higher by more than a nat. In a latent
+   Gaussian field of 1600 coordinates (the pines Cox process) 500 VI steps of 32 draws stay
+   far from the posterior (ELBO −1891, the diagonal point's 299 won), while the Laplace
+   Gaussian is close to it.
 
 The stage only sets a frame; the generator still carries the non-Gaussian shape (skew, heavy
 tails, several modes). Its covariance is inflated by ``inflate`` (default 1.2) so that the
@@ -181,15 +188,35 @@ def _lbfgs_path(f: _Counter, dim: int, max_iter: int, history: int = 10) -> list
     return path
 
 
-def _diag_scale(f: _Counter, x: Tensor, h: float = 1e-2) -> Tensor:
-    """σ_j = H_jj^{-1/2} from central differences of ∇log p̃ (2d rows in one call)."""
+def _hessian(f: _Counter, x: Tensor, h: float = 1e-2) -> Tensor:
+    """∇²log p̃(x) (d, d) from central differences of ∇log p̃ (2d rows in one call)."""
     d = x.shape[0]
     eye = torch.eye(d, dtype=torch.float64) * h
-    pts = torch.cat([x + eye, x - eye])
-    _, g = f.value_and_grad(pts)
-    hjj = -(g[:d].diagonal() - g[d:].diagonal()) / (2 * h)
+    _, g = f.value_and_grad(torch.cat([x + eye, x - eye]))
+    return (g[:d] - g[d:]) / (2 * h)                                   # row j: ∂∇/∂x_j
+
+
+def _diag_scale(f: _Counter, x: Tensor, h: float = 1e-2) -> Tensor:
+    """σ_j = (−H_jj)^{-1/2} from central differences of ∇log p̃ (2d rows in one call)."""
+    hjj = -_hessian(f, x, h).diagonal()
     hjj = torch.where(torch.isfinite(hjj) & (hjj > 0), hjj, torch.ones_like(hjj))
     return hjj.clamp(1e-6, 1e10).rsqrt()
+
+
+def _laplace(f: _Counter, x: Tensor) -> Tensor | None:
+    """The Cholesky factor of (−∇²log p̃(x))⁻¹ at the path's end (the Laplace approximation's
+    covariance), or None where the finite-difference Hessian is not finite or −H not positive
+    definite (a saddle, a funnel's neck, a flat direction)."""
+    hess = _hessian(f, x)
+    if not bool(torch.isfinite(hess).all()):
+        return None
+    prec_chol, info = torch.linalg.cholesky_ex(-(hess + hess.T) / 2)
+    if int(info) != 0:
+        return None
+    eye = torch.eye(x.shape[0], dtype=torch.float64)
+    inv_t = torch.linalg.solve_triangular(prec_chol, eye, upper=False).T        # L⁻ᵀ: Σ = L⁻ᵀL⁻¹
+    chol, info = torch.linalg.cholesky_ex(inv_t @ inv_t.T)
+    return chol if int(info) == 0 and bool(torch.isfinite(chol).all()) else None
 
 
 def _elbo(f: _Counter, loc: Tensor, chol: Tensor, eps: Tensor) -> float:
@@ -228,10 +255,13 @@ def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int 
         loc, chol = _vi(f, start_loc, start_sd, vi_steps, draws, lr, g)
         runs.append((_elbo(f, loc, chol, eps_cmp), loc, chol, f"full-rank VI {label}"))
     runs.append((_elbo(f, mu0, torch.diag(sd0), eps_cmp), mu0, torch.diag(sd0), "diagonal path point"))
+    lap = _laplace(f, path[-1])
+    if lap is not None:   # a latent Gaussian field in hundreds of dimensions: VI has too few steps
+        runs.append((_elbo(f, path[-1], lap, eps_cmp), path[-1], lap, "Laplace at the path's end"))
     # the path run is the more precise where both found the same bulk (a well-conditioned
     # start): another run replaces it only when its ELBO is higher by more than a nat
     elbo = [r[0] if math.isfinite(r[0]) else -math.inf for r in runs]
-    best_i = 0 if elbo[0] >= max(elbo[1:]) - 1.0 else max((1, 2), key=lambda i: elbo[i])
+    best_i = 0 if elbo[0] >= max(elbo[1:]) - 1.0 else max(range(1, len(runs)), key=lambda i: elbo[i])
     final, loc, chol, note = runs[best_i]
     loc, chol, widened = _scan_widen(f, loc.detach(), chol.detach())
     if widened:
