@@ -198,7 +198,7 @@ class OneStepSampler:
         ``time_limit`` (seconds, from this call): training ends at the first step past it, and
         the verdict judges the draws as they are then (``self.stop_reason`` says where it
         stopped); ``fit()`` again resumes the schedule. For log-densities too expensive for the
-        default schedule (docs/api.md, "Expensive log-densities").
+        default schedule (docs/api.md, "A time budget").
         """
         extra = list(callbacks)
         if time_limit is not None:
