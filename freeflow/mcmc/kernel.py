@@ -299,7 +299,7 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
     coord_kernel = build_coordinate_kernel(logdensity_fn, chunk_size=chunk_size)
     kd = check_int(dilations_per_step, "dilations_per_step", minimum=0, maximum=d)
     dilate = build_dilation_kernel(logdensity_fn, chunk_size=chunk_size)
-    log_dil = torch.full((d,), math.log(0.2), dtype=torch.float64)
+    log_dil = torch.full((d,), math.log(0.2), dtype=torch.float64, device=x0.device)
     dil_history: list = []
     state = init(x0, logdensity_fn, chunk_size=chunk_size)
     evals, density_evals = n, 0
@@ -325,9 +325,9 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
             dcoords = torch.randperm(d, generator=gen, device=gen.device)[:kd].tolist()
             xd, lpd, dacc = dilate(gen, state.position, state.logdensity, dcoords, log_dil.exp())
             density_evals += n * kd
-            moved = (xd != state.position).any(1)
             grad = state.logdensity_grad
-            if not k and bool(moved.any()):               # the gradient where a dilation moved a chain
+            moved = (xd != state.position).any(1) if not k else None
+            if moved is not None and bool(moved.any()):   # the gradient where a dilation moved a chain
                 lpd, grad = lpd.clone(), grad.clone()
                 lpd[moved], grad[moved] = value_and_grad(logdensity_fn, xd[moved], chunk_size=chunk_size)
                 evals += int(moved.sum())
