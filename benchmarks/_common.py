@@ -28,6 +28,12 @@ def machine() -> dict:
     }
 
 
+def write_rows(rows: list, out) -> Path:
+    """{"command", "machine", "rows"} to ``out`` (atomically: rewritten after every row)."""
+    return atomic_write_json({"command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+                              "machine": machine(), "rows": rows}, out)
+
+
 def write_result(name: str, payload: dict) -> Path:
     payload = {**payload, "machine": machine(), "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
     path = atomic_write_json(payload, RESULTS / f"{name}.json")

@@ -20,10 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import RESULTS, machine  # noqa: E402
+from _common import RESULTS, write_rows  # noqa: E402
 
 import freeflow as ff  # noqa: E402
-from freeflow.io import atomic_write_json  # noqa: E402
 import targets  # noqa: E402
 
 
@@ -71,8 +70,7 @@ def main(argv=None):
             err = "n/a" if r["log_z_error"] is None else f"{r['log_z_error']:+.3f}"
             print(f"{name} seed {seed}: log Z {r['log_z_hat']:.3f}, error {err} (ESS fraction {r['ess_fraction_20k']:.3f}), "
                   f"{r['steps']} steps, {r['fit_seconds']} s, {r['verdict'][:120]}", flush=True)
-            atomic_write_json({"command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-                               "machine": machine(), "rows": rows}, args.out)
+            write_rows(rows, args.out)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine  # noqa: E402
+from _common import RESULTS, write_rows  # noqa: E402
 import posterior_models as models  # noqa: E402
 
 import freeflow as ff  # noqa: E402
-from freeflow.io import atomic_write_json  # noqa: E402
 
 
 def run(name: str, seed: int) -> dict:
@@ -53,8 +52,7 @@ def main(argv=None) -> None:
             r = rows[-1]
             print(f"{name} seed {seed}: {r['steps']} steps, {r['fit_seconds']} s, trusted={r['trusted']}, "
                   f"MCMC |t| {r['mcmc_statistic']:.2f} vs {r['mcmc_threshold']:.2f}", flush=True)
-            atomic_write_json({"command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-                               "machine": machine(), "rows": rows}, args.out)
+            write_rows(rows, args.out)
 
 
 if __name__ == "__main__":
