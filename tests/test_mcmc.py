@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import mcmc_targets as mt
-from freeflow.mcmc import (ess_bulk, final_options, mcmc_shift, preconditioner, refine, run_chains, shift_threshold,
+from freeflow.mcmc import (ess_bulk, final_options, logp_floor, mcmc_shift, preconditioner, refine, run_chains, shift_threshold,
                            split_rhat)
 
 GAUSS3 = mt.correlated_gaussian(3)
@@ -227,6 +227,21 @@ def test_final_check_fires_on_eight_schools_missing_the_neck_and_is_quiet_on_exa
         assert r.fired, r
         r = mcmc_shift(case.log_density, case.sample(4000, 60 + seed), n=4000, steps=200, seed=seed, **opts)
         assert not r.fired, r
+
+
+def test_log_density_floor_grows_with_the_dimension():
+    """log p̃'s least move is 0.05·√(d/2) sd: a 56-D q whose every sd is 1.5 % too wide (right
+    coordinate by coordinate) does not fire, 2 seeds; one 10 % too wide everywhere does."""
+    assert logp_floor(2) == 0.05 and abs(logp_floor(56) - 0.05 * math.sqrt(28)) < 1e-12
+
+    def log_density(x):
+        return -0.5 * (x ** 2).sum(1)
+    for seed in range(2):
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randn(1024, 56, generator=g)
+        assert not mcmc_shift(log_density, 1.015 * z, seed=seed).fired
+        r = mcmc_shift(log_density, 1.10 * z, seed=seed)
+        assert r.fired, r
 
 
 def test_tail_tests_raise_the_threshold_for_their_extra_tests():
