@@ -82,6 +82,7 @@ import torch
 
 from ..importance import LOG_DENSITY_CHUNK, log_density_at
 from ..validation import check_float, check_int, check_points, check_seed
+from .dilation import default_dilations
 from .kernel import LogDensity, run_chains
 
 __all__ = ["MCMCShift", "mcmc_shift", "shift_threshold", "final_options", "logp_floor", "MCMC_ALPHA", "MIN_SHIFT",
@@ -153,7 +154,7 @@ def final_options(d: int) -> dict:
     """The options of the final verdict's longer check (:func:`freeflow.datafree.verdict.confirm`):
     the tail tests, and min(d, 10) dilation moves a step (d ≥ 3), which walk along a funnel's
     neck in tens of steps where gradient and single-coordinate moves take hundreds."""
-    return {"tails": True, "dilations_per_step": min(d, 10) if d >= 3 else 0}
+    return {"tails": True, "dilations_per_step": default_dilations(d)}
 
 
 def shift_threshold(d: int, alpha: float = MCMC_ALPHA, tests_per_column: int = 2) -> float:

@@ -27,20 +27,25 @@ import math
 import torch
 from torch import Tensor
 
-from ..importance import LOG_DENSITY_CHUNK
+from ..importance import LOG_DENSITY_CHUNK, log_density_at
 
-__all__ = ["build_dilation_kernel", "GAMMAS"]
+__all__ = ["build_dilation_kernel", "default_dilations", "GAMMAS"]
 
 #: the exponents γ a move draws from (x_j = log scale: 1; x_j = log variance: ½)
 GAMMAS = (0.5, 1.0)
 
 
+def default_dilations(d: int) -> int:
+    """Dilation moves per step where a caller asks for the default: min(d, 10), none below 3-D
+    (with fewer than two other coordinates there is no spread to scale)."""
+    return min(d, 10) if d >= 3 else 0
+
+
 def build_dilation_kernel(logdensity_fn, *, chunk_size: int = LOG_DENSITY_CHUNK):
     """``kernel(generator, x, lp, coordinates, step) -> (x, lp, acceptance (k,))``: one
     dilation move per coordinate j in ``coordinates`` (every chain at once), steps ``step`` (d,)."""
-    def log_density(x: Tensor) -> Tensor:
-        with torch.no_grad():
-            lp = torch.cat([logdensity_fn(c) for c in x.split(chunk_size)])
+    def log_density(x: Tensor) -> Tensor:   # +inf too is outside the support: rejected
+        lp = log_density_at(logdensity_fn, x, chunk_size)
         return torch.where(torch.isfinite(lp), lp, torch.full_like(lp, -math.inf))
 
     def kernel(generator: torch.Generator, x: Tensor, lp: Tensor, coordinates, step: Tensor):

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..importance import LOG_DENSITY_CHUNK
 from ..validation import check_int, check_points
+from .dilation import default_dilations
 from .kernel import LogDensity, run_chains
 
 __all__ = ["RefineResult", "refine", "split_rhat", "ess_bulk"]
@@ -129,8 +130,7 @@ def refine(log_density: LogDensity, x0, steps: int, *, chains: int = 4, warmup: 
     steps = check_int(steps, "steps", minimum=1)
     chains = check_int(chains, "chains", minimum=1, maximum=x0.shape[0])
     warmup = check_int(warmup, "warmup", minimum=0)
-    d = x0.shape[1]
-    dil = (min(d, 10) if d >= 3 else 0) if dilations_per_step is None else dilations_per_step
+    dil = default_dilations(x0.shape[1]) if dilations_per_step is None else dilations_per_step
     res = run_chains(log_density, x0, steps, warmup=warmup, num_integration_steps=num_integration_steps,
                      target_acceptance=target_acceptance, dilations_per_step=dil, seed=seed, keep_draws=True,
                      chunk_size=chunk_size)
