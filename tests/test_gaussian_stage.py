@@ -110,3 +110,28 @@ def test_stage_on_refuses_a_non_finite_start():
     s = ff.OneStepSampler(log_density, dim=4, seed=0, gaussian_stage="on", batch_size=64)
     with pytest.raises(FloatingPointError, match="gaussian_stage='on'.*origin"):
         s.fit(steps=5, progress=False)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_double_well_coordinate_is_widened_and_decoupled(seed):
+    """x₀ a double well (modes at ±3, equal depth) independent of a correlated 5-D Gaussian
+    block: the stage fits one well, the scan widens x₀ over both wells,
+    and the frame decouples x₀ (row and column 0 of Σ' zero off the diagonal: a frame that
+    mixed it into the others would spread its two modes over all of them), while the Gaussian
+    block keeps its correlations (within 0.08, as the plain Gaussian test)."""
+    d = 6
+    log_gauss, mean, cov = _correlated_gaussian(d - 1, seed + 10)
+
+    def log_density(x):
+        x0 = x[:, 0].double()
+        return (-(x0.pow(2) - 9.0).pow(2) / 8.0 + log_gauss(x[:, 1:]).double()).to(x.dtype)
+
+    fit = fit_gaussian(log_density, d, seed=seed)
+    assert "widened along 1 coordinate" in fit.note
+    c = fit.chol @ fit.chol.T / 1.2 ** 2
+    assert c[0, 1:].abs().max() < 1e-12 and c[1:, 0].abs().max() < 1e-12
+    assert abs(float(fit.loc[0])) < 0.5 and float(c[0, 0].sqrt()) > 2.0   # spans both wells (sd 3)
+    sd = cov.diagonal().sqrt()
+    cb = c[1:, 1:]
+    corr_fit = cb / torch.outer(cb.diagonal().sqrt(), cb.diagonal().sqrt())
+    assert (corr_fit - cov / torch.outer(sd, sd)).abs().max() < 0.08
