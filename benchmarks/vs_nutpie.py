@@ -240,6 +240,29 @@ def table(payload: dict) -> str:
     return "\n".join(lines)
 
 
+def breakdown(payload: dict) -> str:
+    """Markdown: where freeflow's time went, per stage of ``sampler.cost()`` (medians over seeds):
+    seconds and log-density evaluations (rows; training and Gaussian-stage rows carry gradients)."""
+    stages = ("gaussian_stage", "training", "checks")
+    lines = ["| posterior | steps | " + " | ".join(f"{k} s (evaluations)" for k in stages) + " | nutpie compile + tune + draws s |",
+             "|" + "---|" * (len(stages) + 3)]
+    for m in payload["models"]:
+        fr = [r["freeflow"] for r in m["seeds"]]
+        nu = [r["nutpie"] for r in m["seeds"]]
+        if not fr:
+            continue
+        cells = []
+        for k in stages:
+            sec = _median([r["cost"].get(k, {}).get("seconds", 0.0) for r in fr])
+            ev = _median([r["cost"].get(k, {}).get("evaluations", 0) for r in fr])
+            cells.append(f"{sec:.1f} ({ev:.2g})")
+        tune = _median([r["sample_s"] * r["grad_evals_tune"] / max(r["grad_evals"], 1) for r in nu])
+        draws = _median([r["sample_s"] - r["sample_s"] * r["grad_evals_tune"] / max(r["grad_evals"], 1) for r in nu])
+        lines.append(f"| {m['model']} ({m['dim']}-D) | {_median([r['steps'] for r in fr]):.0f} | " + " | ".join(cells)
+                     + f" | {m['nutpie_compile_s']:.0f} + {tune:.1f} + {draws:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(models.MODELS + models.VALIDATION))
@@ -255,7 +278,8 @@ def main(argv=None):
     if args.table:
         import json
 
-        print(table(json.loads(Path(args.table).read_text())))
+        payload = json.loads(Path(args.table).read_text())
+        print(table(payload) + "\n\n" + breakdown(payload))
         return
     import_nutpie()
     if args.quick:
