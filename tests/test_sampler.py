@@ -182,3 +182,20 @@ def test_default_annealing_stays_bounded_on_the_funnel():
     s.fit(60, progress=False)
     x = s.sample(4000, seed=1)
     assert torch.isfinite(x).all() and float(x.abs().max()) < 50, float(x.abs().max())
+
+
+def test_verdict_mcmc_check_shows_progress_only_when_fit_does(capsys):
+    """fit(progress=True) shows a bar for the verdict's MCMC check (it can take minutes on an
+    expensive log-density); progress=False prints nothing, and reliability() called by the user
+    afterwards shows no bar."""
+    def log_density(x):
+        return -0.5 * (x ** 2).sum(1)
+
+    s = ff.OneStepSampler(log_density, dim=4, seed=0)
+    s.fit(60, progress=True)
+    assert "verdict: MCMC check" in capsys.readouterr().err
+    s.reliability()
+    assert "verdict: MCMC check" not in capsys.readouterr().err
+    s2 = ff.OneStepSampler(log_density, dim=4, seed=0)
+    s2.fit(60, progress=False)
+    assert capsys.readouterr().err == ""

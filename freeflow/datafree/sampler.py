@@ -4,11 +4,10 @@
     history = sampler.fit(steps=3000)
     x = sampler.sample(100_000)
 
-The one user-facing class (fit in rounds, sampling, importance weights, the verdict). It is
-assembled in ``build.py`` (generator by the registry, density, drift), trains in the frame of
-the Gaussian stage (``gaussian_stage.py``), saves through ``persistence.py``; its defaults and
-setting rules live in ``defaults.py``, the drifts in ``drift.py``/``logvar.py``, the stopping
-rule in ``autostop.py``.
+Fit in rounds, sampling, importance weights, the verdict: assembled in ``build.py`` (generator,
+density, drift), trains in the frame of the Gaussian stage (``gaussian_stage.py``), saves through
+``persistence.py``; defaults and setting rules in ``defaults.py``, the drifts in
+``drift.py``/``logvar.py``, the stopping rule in ``autostop.py``.
 """
 from __future__ import annotations
 
@@ -219,6 +218,7 @@ class OneStepSampler:
         if auto_run:
             # first, so that a checkpoint written at a step already holds that step's decision
             cbs.insert(0, AutoStop(self, self.auto))
+        self.show_progress = progress  # the verdict's MCMC checks show a bar too (verdict.mcmc_check)
         with self.counted.stage("training"):
             hist = self.trainer.fit(self.state, steps, callbacks=cbs)
         self.history.extend(hist)
@@ -230,6 +230,7 @@ class OneStepSampler:
             if rep.trusted is False:
                 warnings.warn(f"freeflow fit after {self.steps_done} steps: {rep.verdict}",
                               ReliabilityWarning, stacklevel=3)  # (under @placed)
+        self.show_progress = False
         return hist
 
     @placed

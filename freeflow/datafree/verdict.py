@@ -71,7 +71,8 @@ def mcmc_check(sampler, x: Tensor, seed: int, steps: int = ROUND_MCMC_STEPS, cha
     that a q too narrow or misplaced in a direction importance weights cannot see fails.
     ``chains``: default the ``check_chains`` setting (1024); ``options`` go to ``mcmc_shift``."""
     chains = chains or sampler.settings.get("check_chains") or 1024
-    return mcmc_shift(sampler.log_density, x, steps=steps, seed=seed, n=chains, **options)
+    label = f"verdict: MCMC check, {steps} steps" if getattr(sampler, "show_progress", False) else None
+    return mcmc_shift(sampler.log_density, x, steps=steps, seed=seed, n=chains, progress=label, **options)
 
 
 def confirm(sampler, rep: Reliability, seed: int = 12345) -> Reliability:

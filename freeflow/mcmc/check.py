@@ -169,7 +169,7 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
                dilations_per_step: int = 0, warmup: int | None = None, tails: bool = False,
                alpha: float = MCMC_ALPHA, min_shift: float = MIN_SHIFT, min_tail_shift: float = MIN_TAIL_SHIFT,
                seed: int = 0,
-               chunk_size: int = LOG_DENSITY_CHUNK) -> MCMCShift:
+               chunk_size: int = LOG_DENSITY_CHUNK, progress: str | None = None) -> MCMCShift:
     """Run a p-invariant kernel ``steps`` steps from ``n`` of q's draws ``x`` (n, d) (a random
     subset when there are more) and test whether their distribution moved (module docstring).
 
@@ -179,7 +179,8 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
     ``dilations_per_step`` dilation moves (:mod:`freeflow.mcmc.dilation`; default none: the
     calibration above is without them); ``warmup`` (default steps // 2) of the steps adapt the
     step sizes. ``alpha``: the
-    family-wise false-alarm rate; ``min_shift``: the least move (sd) that fires."""
+    family-wise false-alarm rate; ``min_shift``: the least move (sd) that fires; ``progress``:
+    a description to show a progress bar under (None: none)."""
     t0 = time.perf_counter()
     nonfinite = 0
     if isinstance(x, torch.Tensor) and x.ndim == 2:
@@ -207,7 +208,7 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
                      local_step_size=local_step_size and num_integration_steps == 1,
                      coordinates_per_step=min(d, 10) if coordinates_per_step is None else coordinates_per_step,
                      dilations_per_step=dilations_per_step,
-                     seed=seed, chunk_size=chunk_size)
+                     seed=seed, chunk_size=chunk_size, progress=progress)
     before = torch.cat([x, lp0[inside, None]], 1).double().cpu().numpy()                 # (n, d + 1)
     after = torch.cat([res.state.position, res.state.logdensity[:, None]], 1).double().cpu().numpy()
     s = _normal_scores(np.concatenate([before, after]))

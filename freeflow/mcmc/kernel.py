@@ -266,7 +266,7 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
                target_acceptance: float | None = None, step_size: float | None = None,
                precond: Preconditioner | None = None, local_step_size: bool = False, coordinates_per_step: int = 0,
                dilations_per_step: int = 0, seed: int = 0, keep_draws: bool = False,
-               chunk_size: int = LOG_DENSITY_CHUNK) -> Chains:
+               chunk_size: int = LOG_DENSITY_CHUNK, progress: str | None = None) -> Chains:
     """``warmup`` adapted steps then ``steps`` steps at the frozen step sizes, from the rows of
     ``x0`` (one chain per row). Rows outside the support (log p̃ not finite) stay where they are.
 
@@ -281,7 +281,9 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
 
     Without ``precond``, the preconditioner is the draws' (:func:`preconditioner`), estimated
     again from the chains half-way through a warm-up of 10 steps or more (the adaptation of ε
-    and δ restarts there)."""
+    and δ restarts there). ``progress``: a description to show a progress bar over the steps
+    under (None: none).
+    """
     t0 = time.perf_counter()
     steps = check_int(steps, "steps", minimum=0)
     warmup = check_int(warmup, "warmup", minimum=0)
@@ -309,7 +311,10 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
     history, delta_history, acc = [], [], []
     draws, lps, kept_acc = [], [], []
     t_adapt = 0
+    bar = _bar(progress, warmup + steps, n)
     for t in range(warmup + steps):
+        if bar is not None:
+            bar.update(1)
         adapting = t < warmup
         if t == refit_at:                                        # the covariance of the warmed-up chains
             precond = preconditioner(state.position)
@@ -357,6 +362,8 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
         elif keep_draws:
             draws.append(state.position)
             lps.append(state.logdensity)
+    if bar is not None:
+        bar.close()
     acceptance = float(np.mean(kept_acc or acc)) if (kept_acc or acc) else math.nan
     return Chains(state, torch.stack(draws) if keep_draws and draws else None,
                   torch.stack(lps) if keep_draws and lps else None, math.exp(log_eps), acceptance, evals,
@@ -370,3 +377,12 @@ def _conditional_sd(precond: Preconditioner) -> Tensor:
         return scale.abs()
     inv = torch.linalg.solve_triangular(scale, torch.eye(len(scale), dtype=torch.float64), upper=False)
     return 1.0 / inv.pow(2).sum(0).sqrt()
+
+
+def _bar(desc: str | None, total: int, chains: int):
+    """A tqdm bar over a run's steps (closed with the interpreter's or the caller's end), or None."""
+    if desc is None:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", leave=False, postfix=f"{chains} chains")
