@@ -282,8 +282,7 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
     Without ``precond``, the preconditioner is the draws' (:func:`preconditioner`), estimated
     again from the chains half-way through a warm-up of 10 steps or more (the adaptation of ε
     and δ restarts there). ``progress``: a description to show a progress bar over the steps
-    under (None: none).
-    """
+    under (None: none)."""
     t0 = time.perf_counter()
     steps = check_int(steps, "steps", minimum=0)
     warmup = check_int(warmup, "warmup", minimum=0)
@@ -380,7 +379,7 @@ def _conditional_sd(precond: Preconditioner) -> Tensor:
 
 
 def _bar(desc: str | None, total: int, chains: int):
-    """A tqdm bar over a run's steps (closed with the interpreter's or the caller's end), or None."""
+    """A tqdm bar over a run's steps (run_chains closes it), or None without a description."""
     if desc is None:
         return None
     from tqdm.auto import tqdm
