@@ -178,7 +178,7 @@ def run_freeflow(post, seed: int, *, build_s: float, n: int, ref: dict) -> dict:
     return row
 
 
-def run_model(name: str, args) -> dict:
+def run_model(name: str, args, save=None) -> dict:
     nutpie = import_nutpie()
     t0 = time.perf_counter()
     post = models.pymc_posterior(name)
@@ -204,6 +204,8 @@ def run_model(name: str, args) -> dict:
               f"vs nutpie {nrow['time_to_1e+04_ess_s']:.1f} s; raw max |Δmean| {acc['mean_err_max']:.3f} "
               f"sd {acc['sd_err_max']:.3f} (nutpie sd)", flush=True)
         rec["seeds"].append({"seed": seed, "nutpie": nrow, "freeflow": frow})
+        if save is not None:
+            save(rec)
     return rec
 
 
@@ -298,12 +300,19 @@ def main(argv=None):
                    "draws, in nutpie sd units (goal < 0.1); nutpie's own Monte Carlo error is part of it"],
                "models": []}
     t_all = time.perf_counter()
+
+    def save(partial: dict | None = None) -> None:
+        """Write what is measured so far (a model in progress with its finished seeds)."""
+        done = payload["models"] + ([partial] if partial is not None else [])
+        payload_now = {**payload, "models": done, "machine": machine(), "wall_s": time.perf_counter() - t_all,
+                       "command": " ".join(["python", Path(sys.argv[0]).as_posix(),
+                                            *(argv if argv is not None else sys.argv[1:])])}
+        atomic_write_json(_plain(payload_now), out)
+        payload.update(wall_s=payload_now["wall_s"])
+
     for name in args.models:
-        payload["models"].append(run_model(name, args))
-        payload.update(machine=machine(), wall_s=time.perf_counter() - t_all,
-                       command=" ".join(["python", Path(sys.argv[0]).as_posix(),
-                                         *(argv if argv is not None else sys.argv[1:])]))
-        atomic_write_json(_plain(payload), out)  # after every model: a partial run keeps what it measured
+        payload["models"].append(run_model(name, args, save))
+        save()  # after every seed and every model: a stopped run keeps what it measured
     print(table(payload))
     print(f"wrote {out} ({payload['wall_s']:.0f} s)")
 
