@@ -21,6 +21,8 @@ itself is within 3 %.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 import zoo_models as zm
@@ -30,16 +32,21 @@ GRID_A = (-5.0, 1.5, 326)
 GRID_B = (-16.0, 1.5, 876)
 
 
+@functools.lru_cache(maxsize=1)
 def _data():
+    """(obs, y, T, M, M⁻¹, H) of the model's data, computed once (rw_conditional runs per grid point)."""
     _, args, _, _ = zm.REGISTRY["random_walk_missing"]
     obs, y, steps = np.asarray(args[0]).astype(int), np.asarray(args[1], dtype=float), int(args[2])
     t = np.arange(1, steps + 1)
-    return obs, y, steps, np.minimum.outer(t, t).astype(float)
+    m = np.minimum.outer(t, t).astype(float)
+    h = np.zeros((len(obs), steps))
+    h[np.arange(len(obs)), obs] = 1.0
+    return obs, y, steps, m, np.linalg.inv(m), h
 
 
 def rw_log_marginal(a, b) -> np.ndarray:
     """log p(a, b | y) + const on arrays of (a, b) = (log σ_w, log σ_obs)."""
-    obs, y, _, m = _data()
+    obs, y, _, m, _, _ = _data()
     a, b = np.broadcast_arrays(np.asarray(a, float), np.asarray(b, float))
     ev, u = np.linalg.eigh(m[np.ix_(obs, obs)])
     z2 = (u.T @ y) ** 2
@@ -50,10 +57,8 @@ def rw_log_marginal(a, b) -> np.ndarray:
 
 def rw_conditional(a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
     """Mean (T,) and covariance (T, T) of x given (log σ_w, log σ_obs) = (a, b) and y."""
-    obs, y, steps, m = _data()
-    h = np.zeros((len(obs), steps))
-    h[np.arange(len(obs)), obs] = 1.0
-    prec = np.linalg.inv(m) * np.exp(-2 * a) + h.T @ h * np.exp(-2 * b)
+    _, y, _, _, m_inv, h = _data()
+    prec = m_inv * np.exp(-2 * a) + h.T @ h * np.exp(-2 * b)
     cov = np.linalg.inv(prec)
     return cov @ (h.T @ y) * np.exp(-2 * b), cov
 

@@ -155,6 +155,17 @@ def linreg_exact(n: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([beta, (ls[g] + h * (rng.uniform(size=n) - 0.5))[:, None]], 1)
 
 
+def _exact_gaps(mean, sd, exact_draws: dict, direct: dict) -> dict:
+    """The largest gaps of the exact draws' and of NUTS's moments to the exact ``mean``/``sd``
+    (mean gaps in sds, sd gaps relative)."""
+    mean, sd = np.asarray(mean), np.asarray(sd)
+    gaps = {}
+    for label, mom in (("exact_draws", exact_draws), ("nuts", direct)):
+        gaps[f"{label}_max_mean_gap_sd"] = float(np.max(np.abs(np.asarray(mom["mean"]) - mean) / sd))
+        gaps[f"{label}_max_sd_gap_rel"] = float(np.max(np.abs(np.asarray(mom["sd"]) / sd - 1)))
+    return gaps
+
+
 def _random_walk_exact(post, out: dict, draws: np.ndarray, direct: dict, args) -> None:
     """random_walk_missing's exact reference (benchmarks/zoo_exact.py): moments by quadrature
     over (log σ_w, log σ_obs) with x | scales Gaussian; R-hat/ESS/kurtosis from exact draws; the
@@ -168,12 +179,9 @@ def _random_walk_exact(post, out: dict, draws: np.ndarray, direct: dict, args) -
     out.update(_summary(post, exact))
     q = ze.rw_quadrature()
     mean, sd, cons = ze.rw_reference(post, q)
-    u, sd_a = out["unconstrained"], np.asarray(sd)
-    gaps = {"exact_draws_max_mean_gap_sd": float(np.max(np.abs(np.asarray(u["mean"]) - mean) / sd_a)),
-            "exact_draws_max_sd_gap_rel": float(np.max(np.abs(np.asarray(u["sd"]) / sd_a - 1))),
-            "nuts_max_mean_gap_sd": float(np.max(np.abs(np.asarray(direct["mean"]) - mean) / sd_a)),
-            "nuts_max_sd_gap_rel": float(np.max(np.abs(np.asarray(direct["sd"]) / sd_a - 1))),
-            "nuts_sd_gap_rel": (np.asarray(direct["sd"]) / sd_a - 1).round(4).tolist(),
+    u = out["unconstrained"]
+    gaps = {**_exact_gaps(mean, sd, u, direct),
+            "nuts_sd_gap_rel": (np.asarray(direct["sd"]) / np.asarray(sd) - 1).round(4).tolist(),
             "grid_edge_mass": q["grid_edge_mass"], "grid_points_used": q["grid_points_used"]}
     u["mean"], u["sd"] = mean, sd
     for k, (m, s) in cons.items():
@@ -238,11 +246,8 @@ def run_model(name: str, args) -> dict:
             exact = linreg_exact(args.chains * args.draws, seed=args.seed).reshape(args.chains, args.draws, post.dim)
             out.update(_summary(post, exact))
             q = linreg_quadrature()
-            u, sd = out["unconstrained"], np.asarray(q["sd"])
-            q["exact_draws_max_mean_gap_sd"] = float(np.max(np.abs(np.asarray(u["mean"]) - q["mean"]) / sd))
-            q["exact_draws_max_sd_gap_rel"] = float(np.max(np.abs(np.asarray(u["sd"]) / sd - 1)))
-            q["nuts_max_mean_gap_sd"] = float(np.max(np.abs(np.asarray(direct["mean"]) - q["mean"]) / sd))
-            q["nuts_max_sd_gap_rel"] = float(np.max(np.abs(np.asarray(direct["sd"]) / sd - 1)))
+            u = out["unconstrained"]
+            q.update(_exact_gaps(q["mean"], q["sd"], u, direct))
             u["mean"], u["sd"] = q["mean"], q["sd"]  # the quadrature's moments (the draws' R-hat/ESS/kurtosis stay)
             out["quadrature_check"] = q
             out["design_condition_number"] = zm.design_condition_number()
