@@ -262,3 +262,49 @@ def test_flow_forward_dispatch_and_empty():
     assert x.shape == (0, 4) and ld.shape == (0,)
     assert not supports_fused(torch.nn.ModuleList())
     copy.deepcopy(flow)  # the fused pass keeps no state on the modules
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("inverse", [False, True])
+def test_lean_step_is_normflows_bit_for_bit(dtype, inverse):
+    """The training path's coupling pass without normflows' isfinite/where passes: the same
+    values and the same parameter and input gradients, exactly, on finite input."""
+    flow = _flow(6, hidden=16, layers=4, seed=3, dtype=dtype)
+    out = []
+    for lean in (True, False):
+        flow.zero_grad(set_to_none=True)
+        y = torch.randn(64, 6, generator=torch.Generator().manual_seed(1), dtype=dtype).requires_grad_(True)
+        h, ld = y, torch.zeros(64, dtype=dtype)
+        for layer in (reversed(flow) if inverse else flow):
+            h, d = fast_flow.lean_step(layer, h, inverse) if lean else (layer.inverse(h) if inverse else layer(h))
+            ld = ld + d
+        (h.square().sum() + ld.sum()).backward()
+        out.append([h.detach(), ld.detach(), y.grad, *[p.grad for p in flow.parameters()]])
+    assert all(torch.equal(a, b) for a, b in zip(*out))
+
+
+def test_lean_step_non_finite_stays_non_finite():
+    flow = _flow(4, hidden=8, layers=2, seed=1)
+    y = torch.randn(8, 4)
+    y[2, 0], y[5, 3] = float("inf"), float("nan")
+    for inverse in (False, True):
+        h = y
+        for layer in (reversed(flow) if inverse else flow):
+            h, _ = fast_flow.lean_step(layer, h, inverse)
+        ref = y
+        for layer in (reversed(flow) if inverse else flow):
+            ref, _ = layer.inverse(ref) if inverse else layer(ref)
+        assert torch.equal(torch.isfinite(h).all(1), torch.isfinite(ref).all(1))
+        assert not torch.isfinite(h[[2, 5]]).all(1).any()
+
+
+def test_all_finite_and_finite_rows():
+    from freeflow.validation import all_finite, finite_rows
+
+    x = torch.randn(5, 3) * 1e30           # large but finite: x·0 cannot overflow
+    assert all_finite(x, torch.zeros(0), torch.tensor(2.0)) and bool(finite_rows(x).all())
+    for bad in (float("inf"), -float("inf"), float("nan")):
+        y = x.clone()
+        y[1, 2] = bad
+        assert not all_finite(torch.ones(2), y)
+        assert finite_rows(y).tolist() == [True, False, True, True, True]

@@ -29,7 +29,7 @@ from ..density.base import DensityEstimator
 from ..divergences import Divergence
 from ..train.distributed import gather_rows, shard
 from ..train.trainer import NonFiniteError, unwrap
-from ..validation import LogDensity, check_choice, check_float, log_density_and_score, outside_support
+from ..validation import LogDensity, all_finite, check_choice, check_float, log_density_and_score, outside_support
 from ..velocities.common import rms_normalize
 from ..velocities.fdiv import effective_sample_fraction, fdiv_velocity, log_ratio_snis, regularize_log_ratio
 
@@ -177,7 +177,7 @@ class DataFreeDrift:
                 f"log_density has a non-finite gradient at step {step} ({int(bad.sum())} of {len(bad)} "
                 f"samples; the largest |x| in the batch is {float(xd.abs().max()):.3g}). If the samples "
                 f"diverged, the annealed target may be too broad: try anneal_path='geometric' or beta0=1")
-        if not (torch.isfinite(log_q).all() and torch.isfinite(score_q).all()):
+        if not all_finite(log_q, score_q):
             raise NonFiniteError(f"non-finite estimate of log q or its score at step {step}")
         log_pi, score_pi = annealed(log_p, score_p, xd, beta, self.anneal_path, self.base_scale)
         return x, xd, beta, log_pi, score_pi, log_q, score_q, log_p

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..density.flow import build_flow
 from .base import Generator
-from .fast_flow import flow_forward
+from .fast_flow import flow_forward, flow_inverse
 
 Tensor = torch.Tensor
 
@@ -150,11 +150,7 @@ class MixtureGenerator(Generator):
     def _unit(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """y = T⁻¹((x − loc)/e^s) and log|det ∂y/∂x| (n,)."""
         y = (x - self.loc) * torch.exp(-self.log_scale)
-        log_det = (-self.log_scale.sum()).expand(x.shape[0])
-        for layer in reversed(self.flow):
-            y, ld = layer.inverse(y)
-            log_det = log_det + ld
-        return y, log_det
+        return flow_inverse(self.flow, y, (-self.log_scale.sum()).expand(x.shape[0]))
 
     def component_log_prob(self, x: Tensor) -> Tensor:
         """log π_k + log q_k(x) (n, K), with graph; log q(x) is its logsumexp over k."""

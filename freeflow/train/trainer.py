@@ -38,7 +38,7 @@ from torch import nn
 
 from ..generators.mlp import EMA
 from ..placement import noise_generator
-from ..validation import check_choice, check_float, check_int, check_positive_int
+from ..validation import all_finite, check_choice, check_float, check_int, check_positive_int
 from .state import History, StepInfo, TrainState
 from .jko import STEPS, jko_update
 from .recovery import Snapshot, TrainingStoppedWarning
@@ -259,10 +259,10 @@ class Trainer:
         """The drift's output is usable: v detached, x and v finite (else NonFiniteError)."""
         if v.requires_grad:
             raise RuntimeError("the drift must return a detached velocity")
-        if not torch.isfinite(x).all():
+        if not all_finite(x):
             raise NonFiniteError(f"non-finite generator output at {where}: "
                                  f"{int((~torch.isfinite(x).all(-1)).sum())} of {x.shape[0]} samples")
-        if not torch.isfinite(v).all():
+        if not all_finite(v):
             raise NonFiniteError(f"non-finite velocity at {where} (drift diagnostics: {info})")
 
     def _descend(self, state: TrainState, loss: Tensor, where: str) -> float:
@@ -281,7 +281,7 @@ class Trainer:
         if not torch.isfinite(grad_norm):
             raise NonFiniteError(f"non-finite gradient norm at {where}")
         state.optimizer.step()
-        if not all(bool(torch.isfinite(p).all()) for p in params):
+        if not all_finite(*params):
             raise NonFiniteError(f"non-finite generator parameters after the update of {where}")
         return float(grad_norm)
 
