@@ -10,6 +10,7 @@ its short form for the defaults' log Ẑ.) ``--time-limit 1800`` gives the fit a
 from __future__ import annotations
 
 import argparse
+import ast
 import math
 import sys
 import time
@@ -26,10 +27,11 @@ import freeflow as ff  # noqa: E402
 import targets  # noqa: E402
 
 
-def run(name: str, seed: int, n: int, time_limit: float | None = None, save_dir: str | None = None) -> dict:
+def run(name: str, seed: int, n: int, time_limit: float | None = None, save_dir: str | None = None,
+        settings: dict | None = None) -> dict:
     tg = targets.get_target(name)
     t0 = time.perf_counter()
-    s = ff.OneStepSampler(tg, seed=seed)
+    s = ff.OneStepSampler(tg, seed=seed, **(settings or {}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         s.fit(progress=False, time_limit=time_limit)
@@ -48,7 +50,18 @@ def run(name: str, seed: int, n: int, time_limit: float | None = None, save_dir:
             "log_z_error": None if ref is None else lz - ref,
             "ess_fraction_20k": float(1.0 / (w ** 2).sum() / len(w)), "trusted": rel.trusted,
             "verdict": rel.verdict, "cost": s.cost(), "batch_size": s.settings["batch_size"],
-            "time_limit": time_limit, "stopped_early": s.stop_reason}
+            "time_limit": time_limit, "stopped_early": s.stop_reason, "settings_changed": settings or {}}
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` (VALUE a Python literal, else a string) -> (key, value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
 
 
 def main(argv=None):
@@ -59,13 +72,15 @@ def main(argv=None):
     ap.add_argument("--time-limit", type=float, default=None,
                     help="fit(time_limit=...) in seconds (default: none, the plain defaults)")
     ap.add_argument("--save-dir", default=None, help="save each fitted sampler there")
+    ap.add_argument("--set", nargs="*", type=parse_setting, default=[], metavar="KEY=VALUE",
+                    help="settings changed from the defaults (e.g. mixture_flow_layers=0), for comparisons")
     ap.add_argument("--out", default=str(RESULTS / "logz_defaults.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     rows = []
     for name in args.targets:
         for seed in args.seeds:
-            rows.append(run(name, seed, args.n, args.time_limit, args.save_dir))
+            rows.append(run(name, seed, args.n, args.time_limit, args.save_dir, dict(args.set)))
             r = rows[-1]
             err = "n/a" if r["log_z_error"] is None else f"{r['log_z_error']:+.3f}"
             print(f"{name} seed {seed}: log Z {r['log_z_hat']:.3f}, error {err} (ESS fraction {r['ess_fraction_20k']:.3f}), "
