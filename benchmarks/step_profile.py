@@ -1,6 +1,8 @@
 """Where a default training step spends its time, before and after issue 10 (cProfile).
 
     python benchmarks/step_profile.py            # -> benchmarks/results/step_profile.json
+    python benchmarks/step_profile.py --configs lgcp1600/flow4 lgcp1600/flow0 --steps 50 --threads 1 \
+        --name step_profile_lgcp                 # the shared flow's share of a 1600-D step
 
 Configurations (200 profiled steps after 20 warm-up steps, 2 threads):
   ring8/before       MLP generator + KDE of q (the d ≤ 3 default before)
@@ -11,6 +13,7 @@ Each part is the cumulative time of the function(s) named beside it, per step in
 """
 from __future__ import annotations
 
+import argparse
 import cProfile
 import pstats
 import sys
@@ -31,6 +34,7 @@ PARTS = {
     "log q and its score": [("kde.py", "log_prob_and_score"), ("generators/flow.py", "log_prob_and_score"),
                             ("generators/mixture.py", "log_prob_and_score"), ("kde.py", "fit")],
     "log p and its score": [("validation.py", "log_density_and_score")],
+    "  of which the Gaussian stage's frame": [("datafree/gaussian_stage.py", "to_x")],
     "reaction (Fisher-Rao + births)": [("datafree/reaction.py", "__call__")],
     "  of which births": [("datafree/reaction.py", "_birth")],
     "backward": [("_tensor.py", "backward")],
@@ -42,7 +46,12 @@ CONFIGS = {
     "ring8/after": ("ring8", {}),
     "manywell32/before": ("manywell32", dict(generator="flow")),
     "manywell32/after": ("manywell32", {}),
+    # the 1600-D Cox process, batch fixed (the cost probe would pick 512 or 1024 with the load):
+    # the product mixture with and without its shared 4-layer RealNVP flow
+    "lgcp1600/flow4": ("lgcp_pines", dict(batch_size=1024, mixture_flow_layers=4)),
+    "lgcp1600/flow0": ("lgcp_pines", dict(batch_size=1024, mixture_flow_layers=0)),
 }
+DEFAULT_CONFIGS = ("ring8/before", "ring8/after", "manywell32/before", "manywell32/after")
 
 
 def run(target_name: str, kw: dict, steps: int = 200) -> dict:
@@ -78,13 +87,21 @@ class _StopAt(ff.train.trainer.Callback):
             state.total_steps = state.step
 
 
-def main():
-    torch.set_num_threads(2)
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(DEFAULT_CONFIGS))
+    ap.add_argument("--steps", type=int, default=200, help="profiled steps per configuration")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default="step_profile", help="results/<name>.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
     rows = {}
-    for name, (target, kw) in CONFIGS.items():
-        rows[name] = run(target, kw)
+    for name in args.configs:
+        target, kw = CONFIGS[name]
+        rows[name] = run(target, kw, args.steps)
         print(name, {k: round(v, 2) if isinstance(v, float) else v for k, v in rows[name].items()}, flush=True)
-    write_result("step_profile", {"rows": rows, "parts": {k: [f"{f}:{n}" for f, n in v] for k, v in PARTS.items()}})
+    write_result(args.name, {"rows": rows, "parts": {k: [f"{f}:{n}" for f, n in v] for k, v in PARTS.items()},
+                             "steps": args.steps, "threads": args.threads})
 
 
 if __name__ == "__main__":

@@ -67,3 +67,23 @@ def test_save_load_roundtrip(name, tmp_path):
     t = ff.OneStepSampler.load(path, log_density)
     assert t.generator_name == name
     assert torch.equal(s.sample(100, seed=7), t.sample(100, seed=7))
+
+
+@pytest.mark.parametrize("dim, layers", [(4, 4), (1024, 4), (1025, 0), (1600, 0)])
+def test_product_mixture_shared_flow_by_dimension(dim, layers):
+    """The product mixture's shared flow is on up to PRODUCT_FLOW_MAX_DIM coordinates and off
+    above (its linear maps cost d × flow_hidden a row); an explicit setting always wins."""
+    from freeflow.generators.registry import PRODUCT_FLOW_MAX_DIM
+
+    assert PRODUCT_FLOW_MAX_DIM == 1024
+    spec = GENERATORS["product_mixture"]
+    s = default_settings(dim)
+    s["noise_dim"] = spec.noise_dim(dim)
+    assert resolve_settings(spec, dim, s)["mixture_flow_layers"] == layers
+    assert resolve_settings(spec, dim, {**s, "mixture_flow_layers": 2})["mixture_flow_layers"] == 2
+    assert resolve_settings(GENERATORS["mixture"], dim, s)["mixture_flow_layers"] == 0
+    if dim == 1600:   # what is built: no flow layers, and the sampler reports the same setting
+        net = spec.build(dim, resolve_settings(spec, dim, s))
+        assert len(net.flow) == 0
+        sampler = ff.OneStepSampler(lambda x: -0.5 * (x ** 2).sum(-1), dim=dim, batch_size=64, seed=0)
+        assert sampler.settings["mixture_flow_layers"] == 0

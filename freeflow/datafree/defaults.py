@@ -63,7 +63,7 @@ def default_settings(dim: int) -> dict[str, Any]:
         # -- mixture generator and its Fisher-Rao step (docs/theory.md §7) --
         "components": None,  # K; None: default_components(dim, batch_size)
         "component_scale": 0.5,  # initial std of a component (unit-scale space)
-        "mixture_flow_layers": None,  # shared flow after the components; None: 0 (mixture), 4 (product_mixture)
+        "mixture_flow_layers": None,  # shared flow after the components; None: 0 (mixture), 4 (product_mixture, d ≤ 1024)
         "mixture_lr_scale": 10.0,  # lr multiplier of the components and the global affine map
         "reaction_step": 0.2,  # η of the Fisher-Rao step on log π (0: transport only)
         "birth_every": 10,  # steps between birth checks (0: no births)

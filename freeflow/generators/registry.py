@@ -16,7 +16,8 @@ from .flow import FlowGenerator
 from .mixture import MixtureGenerator, ProductMixtureGenerator, default_components
 from .mlp import ResidualMLP
 
-__all__ = ["GeneratorSpec", "GENERATORS", "register_generator", "get_generator_spec", "available_generators"]
+__all__ = ["GeneratorSpec", "GENERATORS", "register_generator", "get_generator_spec", "available_generators",
+           "default_mixture_flow_layers", "PRODUCT_FLOW_MAX_DIM"]
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,21 @@ def _resolve_mixture(product: bool) -> Callable[[int, dict], dict]:
             raise ValueError(f"components={k} cannot be fitted with batch_size={s['batch_size']}: "
                              f"the Fisher-Rao step needs at least 2 samples per component")
         layers = s["mixture_flow_layers"]
-        return {"components": k, "mixture_flow_layers": (4 if product else 0) if layers is None else layers}
+        return {"components": k, "mixture_flow_layers": default_mixture_flow_layers(dim, product) if layers is None else layers}
     return resolve
+
+
+#: above this dimension the product mixture has no shared flow by default
+PRODUCT_FLOW_MAX_DIM = 1024
+
+
+def default_mixture_flow_layers(dim: int, product: bool) -> int:
+    """The shared RealNVP flow's depth: 4 for the product mixture up to ``PRODUCT_FLOW_MAX_DIM``
+    coordinates, else 0 (and 0 for the full-covariance mixture). A coupling layer costs
+    d × ``flow_hidden`` per row in each of its four linear maps, so at d = 1600 the flow was 57 %
+    of a training step (2.3× slower steps at batch 1024), and on the 1600-D Cox process the
+    mixture without it reached a better log Ẑ (docs/benchmarks.md, "Standard targets")."""
+    return 4 if product and dim <= PRODUCT_FLOW_MAX_DIM else 0
 
 
 def _mixture(product: bool) -> Callable[[int, dict], Generator]:
