@@ -321,8 +321,7 @@ def lean_step(layer: nn.Module, z: Tensor, inverse: bool = False) -> tuple[Tenso
     normflows does it but without its two ``isfinite``/``where`` passes, which map a non-finite
     s or t to NaN: for finite s and t they are the identity (same values, same gradients, bit
     for bit), and a non-finite s or t gives a non-finite output here too (±inf or NaN rather
-    than NaN), which the trainer refuses alike. Those passes cost ~7 % of a training step at
-    d = 1600. Any other layer: its own method."""
+    than NaN), which the trainer refuses alike. Any other layer: its own method."""
     if ENABLED and type(layer) is nf.flows.MaskedAffineFlow:
         b = layer.b
         z_masked = b * z

@@ -85,8 +85,8 @@ PRODUCT_FLOW_MAX_DIM = 1024
 def default_mixture_flow_layers(dim: int, product: bool) -> int:
     """The shared RealNVP flow's depth: 4 for the product mixture up to ``PRODUCT_FLOW_MAX_DIM``
     coordinates, else 0 (and 0 for the full-covariance mixture). A coupling layer costs
-    d × ``flow_hidden`` per row in each of its four linear maps, so at d = 1600 the flow was 53 %
-    of a training step (864 against 403 ms at batch 1024, ``benchmarks/step_profile.py``), and
+    d × ``flow_hidden`` per row in each of its four linear maps, so at d = 1600 the flow was 45 %
+    of a training step (838 against 463 ms at batch 1024, ``benchmarks/step_profile.py``), and
     on the 1600-D Cox process the mixture without it reached as good a log Ẑ
     (docs/benchmarks.md, "Standard targets")."""
     return 4 if product and dim <= PRODUCT_FLOW_MAX_DIM else 0
