@@ -93,6 +93,9 @@ class Reliability:
     mcmc_threshold: float | None = None   # its Bonferroni threshold (depends on d)
     mcmc_coordinate: int | None = None    # where (−1: log p̃)
     mcmc_grad_evals: int | None = None    # the check's cost: rows of log p̃ with a gradient
+    #: a round check that stopped once the importance checks had failed: the Gibbs and MCMC
+    #: checks, which could not have made it trusted, did not run (their fields are None)
+    partial: bool = False
 
     @property
     def ess(self) -> float | None:

@@ -199,3 +199,22 @@ def test_verdict_mcmc_check_shows_progress_only_when_fit_does(capsys):
     s2 = ff.OneStepSampler(log_density, dim=4, seed=0)
     s2.fit(60, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_cheap_first_round_check_same_verdict_without_the_costly_checks():
+    """reliability(cheap_first=True), the check before an auto run's last round: where the
+    importance checks fail (a 2-D Gaussian after 5 steps) it stops there (``partial``: no Gibbs
+    or MCMC numbers), with the same "do not trust" and the importance reasons of the full
+    check; where they pass (after 300 steps) it is the full check, number for number."""
+    def log_density(x):
+        return -0.5 * ((x - torch.tensor([3.0, -2.0])) ** 2 / torch.tensor([1.0, 4.0])).sum(1)
+
+    s = ff.OneStepSampler(log_density, dim=2, seed=0)
+    s.fit(5, progress=False, check=False)
+    cheap, full = s.reliability(cheap_first=True), s.reliability()
+    assert cheap.trusted is False and full.trusted is False and cheap.partial and not full.partial
+    assert cheap.gibbs_shift is None and cheap.mcmc_statistic is None and full.gibbs_shift is not None
+    assert cheap.reasons == full.reasons[:len(cheap.reasons)] and cheap.pareto_k == full.pareto_k
+    s.fit(300, progress=False, check=False)
+    cheap, full = s.reliability(cheap_first=True), s.reliability()
+    assert full.trusted is True and not cheap.partial and cheap.to_dict() == full.to_dict()

@@ -75,10 +75,11 @@ class FakeSampler:
     """reliability() answers from a script: untrusted ``fails`` times, then trusted."""
 
     def __init__(self, fails):
-        self.fails, self.calls = fails, 0
+        self.fails, self.calls, self.cheap_first = fails, 0, []
 
-    def reliability(self):
+    def reliability(self, *, cheap_first=False):
         self.calls += 1
+        self.cheap_first.append(cheap_first)
         trusted = self.calls > self.fails
         return ff.Reliability(trusted, [] if trusted else ["not yet"])
 
@@ -88,10 +89,13 @@ def test_autostop_adds_rounds_until_trusted_or_budget(fails, steps, stopped):
     run = AutoRun(max_steps=11, round_steps=3, anneal_steps=0)
     tr = _trainer()
     state = tr.init()
-    hist = tr.fit(state, 5, callbacks=[AutoStop(FakeSampler(fails), run)])
+    sampler = FakeSampler(fails)
+    hist = tr.fit(state, 5, callbacks=[AutoStop(sampler, run)])
     assert state.step == steps and run.stopped_at == stopped and len(hist) == steps
     checks = [r["step"] for r in run.rounds]
     assert checks == [5, 8, 11][:min(fails + 1, 3)]
+    # only the last possible round's check is complete; the earlier ones may stop early
+    assert sampler.cheap_first == [True, True, False][:len(checks)]
     assert [s for s, v in zip(hist["step"], hist["round_check"]) if v is not None] == checks
 
 

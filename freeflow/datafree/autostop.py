@@ -4,8 +4,10 @@ A round is a run of ``round_steps`` steps with its own cosine learning-rate deca
 also anneals the target, over ``anneal_steps``). At the end of each round the sampler's
 reliability check runs (:mod:`freeflow.reliability`: Pareto k̂, importance ESS, raw against
 importance-weighted estimates and, for a mixture, whether its weights match their
-importance-weighted values), and a verdict that passes is confirmed by the longer MCMC check
-of the final verdict (:func:`freeflow.datafree.verdict.confirm`). If both pass, training stops; otherwise the run is extended by
+importance-weighted values; then the Gibbs and MCMC checks), and a verdict that passes is
+confirmed by the longer MCMC check of the final verdict (:func:`freeflow.datafree.verdict.confirm`).
+Before the last round the check stops once the importance checks fail (the Gibbs and MCMC
+checks could only add reasons; ``rounds[i]["partial"]``). If both pass, training stops; otherwise the run is extended by
 another round (the cosine decay is stretched over the longer run, so the learning rate
 jumps back up: to lr/2 for the second round), up to
 ``max_steps``. Only generators with an exact log q can be checked; the others train
@@ -20,7 +22,7 @@ from typing import Any, Mapping
 
 from ..train.trainer import Callback
 from .defaults import AUTO_ROUND_STEPS, default_steps
-from .verdict import confirm
+from .verdict import round_check
 
 __all__ = ["AutoRun", "AutoStop"]
 
@@ -93,11 +95,12 @@ class AutoStop(Callback):
         run = self.run
         if run.done or state.step != state.total_steps:
             return None
-        rep = self.sampler.reliability()
-        if rep.trusted is True:  # the final verdict's longer MCMC check, before the run may stop
-            rep = confirm(self.sampler, rep)
-        self.sampler.last_reliability = rep  # fit's final check reuses it (same state, same seed)
-        run.rounds.append({"step": state.step, "trusted": rep.trusted, "reasons": list(rep.reasons)})
+        last = state.step + run.round_steps > run.max_steps
+        rep = round_check(self.sampler, last)  # (trusted: confirmed by the final verdict's MCMC check)
+        # fit's final check reuses a complete one (same state, same seed)
+        self.sampler.last_reliability = None if rep.partial else rep
+        run.rounds.append({"step": state.step, "trusted": rep.trusted, "reasons": list(rep.reasons),
+                           "partial": rep.partial})
         if rep.trusted is False and state.step + run.round_steps <= run.max_steps:
             state.total_steps = state.step + run.round_steps
         else:
