@@ -237,8 +237,7 @@ class OneStepSampler:
     def reliability(self, n: int = 4000, *, seed: int = 12345, cheap_first: bool = False) -> Reliability:
         """Should the samples be trusted? Pareto k̂, importance ESS, raw vs importance-weighted
         estimates and (mixture) whether the weights settled, from n fresh samples; see
-        :mod:`freeflow.reliability`. "unverified" where log q is not exact. ``cheap_first``:
-        stop before the Gibbs and MCMC checks when those already fail (``partial``)."""
+        :mod:`freeflow.reliability`. "unverified" where log q is not exact; ``partial``: see verdict.py."""
         check_positive_int(n, "n")
         with self.counted.stage("checks"):
             return _verdict.reliability(self, n, seed, cheap_first=bool(cheap_first))
