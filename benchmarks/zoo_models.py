@@ -21,6 +21,9 @@ lv_bridge                    90  Lotka-Volterra (log scale) latent path, RK4 + p
 eight_schools_centered       10  centred eight schools
 linreg_illcond               26  diabetes (raw units) with squares/interactions, cond(X) ~ 1e7
 funnel10                     10  Neal's funnel, v ~ N(0, 3^2), x_i ~ N(0, e^{v/2} sd)
+poisson_hier                 22  Poisson counts of 20 groups, centred log-rates (a funnel in tau)
+horseshoe_logreg             26  logistic regression with a centred horseshoe prior
+robust_regression            11  Student-t regression with unknown degrees of freedom
 ==========================  ===  ==========================================================
 
 ``TWINS``: for the centred models, the same posterior written non-centred (deterministic
@@ -40,6 +43,9 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.control_flow import scan
+
+from zoo_models_glm import (horseshoe_data, horseshoe_logreg, horseshoe_logreg_twin, poisson_data,  # noqa: E402
+                            poisson_hier, poisson_hier_twin, robust_data, robust_regression)
 
 jax.config.update("jax_enable_x64", True)
 
@@ -306,16 +312,26 @@ def _entries():
                            "linear regression on raw-unit diabetes features with squares and interactions "
                            f"(unscaled, cond(X) = {np.linalg.cond(X):.2e}), beta ~ N(0, 100^2), sigma ~ HalfNormal(100)"),
         "funnel10": (funnel, (), {"dim": 10}, "Neal's funnel, v ~ N(0, 3^2), x_i ~ N(0, (e^{v/2})^2), 10-D"),
+        "poisson_hier": (poisson_hier, poisson_data(), {},
+                         "Poisson counts of 20 groups with exposures, centred a_g ~ N(mu, tau), tau ~ HalfNormal(1)"),
+        "horseshoe_logreg": (horseshoe_logreg, horseshoe_data(), {},
+                             "logistic regression, 100 x 12 design, 3 non-zero, centred horseshoe "
+                             "(tau, lambda_j ~ HalfCauchy(1))"),
+        "robust_regression": (robust_regression, robust_data(), {},
+                              "Student-t regression, 120 x 8, nu ~ Gamma(2, 0.1), sigma ~ HalfNormal(2)"),
     }
 
 
 REGISTRY = _entries()  # name -> (model, args, kwargs, description)
 ORDER = ("random_walk_missing", "stochastic_volatility", "gp_cox", "irt_2pl", "lv_bridge",
-         "eight_schools_centered", "linreg_illcond", "funnel10")
+         "eight_schools_centered", "linreg_illcond", "funnel10", "poisson_hier", "horseshoe_logreg",
+         "robust_regression")
 DIMS = {"random_walk_missing": 32, "stochastic_volatility": 103, "gp_cox": 102, "irt_2pl": 604,
-        "lv_bridge": 90, "eight_schools_centered": 10, "linreg_illcond": 26, "funnel10": 10}
+        "lv_bridge": 90, "eight_schools_centered": 10, "linreg_illcond": 26, "funnel10": 10,
+        "poisson_hier": 22, "horseshoe_logreg": 26, "robust_regression": 11}
 TWINS = {"random_walk_missing": random_walk_missing_twin, "lv_bridge": lv_bridge_twin,
-         "eight_schools_centered": eight_schools_twin}
+         "eight_schools_centered": eight_schools_twin, "poisson_hier": poisson_hier_twin,
+         "horseshoe_logreg": horseshoe_logreg_twin}
 
 
 def get(name: str):

@@ -124,8 +124,9 @@ def test_nan_mid_training_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_p
 
     s = ff.OneStepSampler(flaky, dim=2, **SMALL)
     with pytest.warns(ff.train.TrainingStoppedWarning, match=r"log_density returned NaN .* at step \d+"):
-        with pytest.warns(ReliabilityWarning, match="do not trust these samples: training stopped at step"):
+        with pytest.warns(ReliabilityWarning, match="do not trust these samples: training stopped at step") as w:
             s.fit(50, progress=False, checkpoint=tmp_path / "c.pt", checkpoint_every=5)
+    assert not any("refine=" in str(m.message) for m in w)  # (no MCMC advice for a failed training)
     assert 0 < s.steps_done < 50 and s.state.recoveries == 20
     assert s.last_reliability.trusted is False
     assert any("reliability check could not run" in r for r in s.last_reliability.reasons)
@@ -210,7 +211,8 @@ def test_cheap_first_round_check_same_verdict_without_the_costly_checks():
         return -0.5 * ((x - torch.tensor([3.0, -2.0])) ** 2 / torch.tensor([1.0, 4.0])).sum(1)
 
     s = ff.OneStepSampler(log_density, dim=2, seed=0)
-    s.fit(5, progress=False, check=False)
+    with pytest.warns(ReliabilityWarning, match=r"do not trust.*sampler.sample\(n, refine=100\)"):
+        s.fit(5, progress=False)   # (the warning says how to correct the draws)
     cheap, full = s.reliability(cheap_first=True), s.reliability()
     assert cheap.trusted is False and full.trusted is False and cheap.partial and not full.partial
     assert cheap.gibbs_shift is None and cheap.mcmc_statistic is None and full.gibbs_shift is not None

@@ -81,11 +81,12 @@ def warm_fit(sampler: Any, *, round_steps: int = 200, max_steps: int | None = No
         return sampler
     check_positive_int(round_steps, "round_steps")
     budget = default_steps(sampler.dim) if max_steps is None else check_positive_int(max_steps, "max_steps")
-    rep = sampler.reliability()
+    rep = sampler.reliability(cheap_first=True)  # (partial: the same decision, cheaper)
     while rep.trusted is False and sampler.steps_done - start + round_steps <= budget:
         sampler.fit(sampler.steps_done + round_steps, progress=progress, check=False, **fit_options)
-        rep = sampler.reliability()
-    sampler.last_reliability = rep
+        rep = sampler.reliability(cheap_first=True)
+    sampler.last_reliability = sampler.reliability() if rep.partial else rep
+    rep = sampler.last_reliability
     if rep.trusted is False:
         warnings.warn(f"freeflow warm start after {sampler.steps_done - start} more steps: {rep.verdict}",
                       ReliabilityWarning, stacklevel=3)

@@ -228,7 +228,7 @@ class OneStepSampler:
         if check:
             rep = self.last_reliability = _verdict.final(self, auto_run)
             if rep.trusted is False:
-                warnings.warn(f"freeflow fit after {self.steps_done} steps: {rep.verdict}",
+                warnings.warn(_verdict.warning_text(self, rep),
                               ReliabilityWarning, stacklevel=3)  # (under @placed)
         self.show_progress = False
         return hist

@@ -16,6 +16,9 @@ Tensor = torch.Tensor
 
 __all__ = ["reliability", "round_check", "confirm", "final", "mcmc_check", "draw", "ROUND_MCMC_STEPS", "FINAL_MCMC_STEPS"]
 
+#: what the warning after a fit that should not be trusted suggests
+ADVICE = ("To correct the draws: sampler.sample(n, refine=100) moves each one with a p-invariant "
+          "MCMC kernel, R-hat and ESS in sampler.last_refine (docs/refine.md says when it helps)")
 #: MCMC-check lengths: every round's verdict, and the final one (docs/refine.md)
 ROUND_MCMC_STEPS, FINAL_MCMC_STEPS = 40, 200
 #: the final check runs this many times the round check's chains (all 4000 checked draws by
@@ -25,6 +28,13 @@ CONFIRM_CHAINS_FACTOR = 4
 #: the final check's length: one step per this many training steps (≈ a quarter of the
 #: training time on the posteriors measured: a 1000-step fit gets the full 200)
 CONFIRM_STEPS_DIVISOR = 5
+
+
+def warning_text(sampler, rep: Reliability) -> str:
+    """The ReliabilityWarning after a fit: the verdict, and (unless training itself failed) how
+    to correct the draws."""
+    advice = "" if sampler.state.failure is not None else f". {ADVICE}"
+    return f"freeflow fit after {sampler.steps_done} steps: {rep.verdict}{advice}"
 
 
 def reliability(sampler, n: int, seed: int, *, cheap_first: bool = False) -> Reliability:
