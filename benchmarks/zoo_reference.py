@@ -46,7 +46,10 @@ from freeflow.io import atomic_write_json  # noqa: E402
 
 OUT = RESULTS / "zoo_reference"
 #: per-model NUTS options beyond the defaults
-OPTIONS = {"linreg_illcond": {"dense_mass": True}, "horseshoe_logreg": {"target_acceptance_rate": 0.99}}
+#: NUTS settings per model: the horseshoe and SV diverge at the default target acceptance (SV:
+#: 300 divergences in 10⁵ draws at 0.9, mu's sd 2.2 % wider than at 0.99 with 40)
+OPTIONS = {"linreg_illcond": {"dense_mass": True}, "horseshoe_logreg": {"target_acceptance_rate": 0.99},
+           "stochastic_volatility": {"target_acceptance_rate": 0.99}}
 
 
 def _stats(draws: dict[str, np.ndarray]) -> dict[str, dict]:
