@@ -251,7 +251,7 @@ def assess(x: torch.Tensor, log_p: torch.Tensor | None, log_q: torch.Tensor | No
 
 def mcmc_reason(m: MCMCShift) -> str:
     """The verdict's reason when the MCMC check fired."""
-    where = "log p̃" if m.coordinate < 0 else f"coordinate {m.coordinate}"
+    where = m.where or ("log p̃" if m.coordinate < 0 else f"coordinate {m.coordinate}")
     if m.kind.endswith("tail"):
         moved = (f"changes the mass in the {m.kind} (beyond the 2.5% quantile) of {where} by "
                  f"{100 * m.shift:.1f} percentage points")

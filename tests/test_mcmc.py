@@ -295,3 +295,24 @@ def test_assess_turns_a_fired_mcmc_check_into_do_not_trust():
     unverified = assess(x, None, None, mcmc=fired)                        # the KDE route: no log q
     assert unverified.trusted is False and "MCMC kernel" in unverified.verdict
     assert assess(x, None, None, mcmc=quiet).trusted is None
+
+
+def test_mcmc_shift_tests_features_a_q_right_on_every_coordinate_gets_wrong():
+    """``features``: functions of the draws tested like the coordinates. p = N(0, I₂); q has
+    p's exact marginals but correlation 0.6, so x₁ + x₂'s sd is 1.26× p's: the kernel moves it
+    back, and the check names the feature (|t| far above the threshold on 2 seeds). On exact
+    draws (2 seeds) it stays quiet, with a constant feature among the columns (dropped, not NaN)."""
+    def log_p(x):
+        return -0.5 * (x ** 2).sum(1)
+
+    def feats(z):
+        return torch.stack([z.sum(1), torch.zeros(len(z), dtype=z.dtype)], 1)
+
+    for seed in (0, 1):
+        g = torch.Generator().manual_seed(seed)
+        e = torch.randn(4000, 2, generator=g, dtype=torch.float64)
+        q = torch.stack([e[:, 0], 0.6 * e[:, 0] + 0.8 * e[:, 1]], 1)
+        m = mcmc_shift(log_p, q, steps=40, n=2000, seed=seed, features=feats, feature_names=["sum", "zero"])
+        assert m.fired and m.where == "sum" and m.statistic > 2 * m.threshold, (m.where, m.statistic)
+        m = mcmc_shift(log_p, e, steps=40, n=2000, seed=seed, features=feats, feature_names=["sum", "zero"])
+        assert not m.fired and math.isfinite(m.statistic), (m.where, m.statistic)

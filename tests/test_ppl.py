@@ -368,3 +368,30 @@ def test_pymc_log_likelihood_deterministics_and_predictive(pymc_post):
     again = ff.bayes.draws_inference_data(post, z[:, :20], posterior_predictive=True, seed=7)
     twice = ff.bayes.draws_inference_data(post, z[:, :20], posterior_predictive=True, seed=7)
     np.testing.assert_array_equal(again.posterior_predictive["y"].values, twice.posterior_predictive["y"].values)
+
+
+def test_final_check_tests_a_posteriors_deterministic_sites():
+    """The final verdict's MCMC check also tests the model's deterministic sites (a latent path
+    built from standardised innovations: right coordinates, wrong path), one named column each."""
+    pytest.importorskip("numpyro")
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+
+    from freeflow.datafree.verdict import derived_features
+
+    def model():
+        s = numpyro.sample("s", dist.HalfNormal(1.0))
+        e = numpyro.sample("e", dist.Normal(0.0, 1.0).expand([3]))
+        numpyro.deterministic("path", jnp.cumsum(s * e))
+        numpyro.deterministic("total", jnp.sum(e))
+
+    post = ff.from_numpyro(model)
+    sampler = ff.OneStepSampler(post, seed=0)
+    kw = derived_features(sampler)
+    assert kw["feature_names"] == ["path[0]", "path[1]", "path[2]", "total"]
+    z = torch.randn(5, post.dim, dtype=torch.float64)
+    f = kw["features"](z)
+    vals = post.derived(z)
+    assert f.shape == (5, 4) and torch.allclose(f[:, 3].double(), vals["total"].double())
+    assert derived_features(ff.OneStepSampler(lambda x: -0.5 * (x ** 2).sum(1), dim=2, seed=0)) == {}

@@ -121,6 +121,7 @@ class MCMCShift:
     steps: int
     seconds: float
     dropped: int = 0      # rows of x not finite or outside the support (log p̃ not finite), not started
+    where: str = ""       # the tested column in words: "log p̃", "coordinate j" or a feature's name
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -168,7 +169,7 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
                local_step_size: bool = True, coordinates_per_step: int | None = None,
                dilations_per_step: int = 0, warmup: int | None = None, tails: bool = False,
                alpha: float = MCMC_ALPHA, min_shift: float = MIN_SHIFT, min_tail_shift: float = MIN_TAIL_SHIFT,
-               seed: int = 0,
+               seed: int = 0, features=None, feature_names=(),
                chunk_size: int = LOG_DENSITY_CHUNK, progress: str | None = None) -> MCMCShift:
     """Run a p-invariant kernel ``steps`` steps from ``n`` of q's draws ``x`` (n, d) (a random
     subset when there are more) and test whether their distribution moved (module docstring).
@@ -180,7 +181,10 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
     calibration above is without them); ``warmup`` (default steps // 2) of the steps adapt the
     step sizes. ``alpha``: the
     family-wise false-alarm rate; ``min_shift``: the least move (sd) that fires; ``progress``:
-    a description to show a progress bar under (None: none)."""
+    a description to show a progress bar under (None: none). ``features``: a function
+    (m, d) -> (m, k) of the draws (e.g. a posterior's deterministic sites) whose k columns are
+    tested too (``coordinate`` d + j for the j-th; ``feature_names`` name them): a q right on
+    every coordinate can be wrong on a function of several."""
     t0 = time.perf_counter()
     nonfinite = 0
     if isinstance(x, torch.Tensor) and x.ndim == 2:
@@ -209,8 +213,20 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
                      coordinates_per_step=min(d, 10) if coordinates_per_step is None else coordinates_per_step,
                      dilations_per_step=dilations_per_step,
                      seed=seed, chunk_size=chunk_size, progress=progress)
-    before = torch.cat([x, lp0[inside, None]], 1).double().cpu().numpy()                 # (n, d + 1)
-    after = torch.cat([res.state.position, res.state.logdensity[:, None]], 1).double().cpu().numpy()
+    def columns(z, lp):                                     # (n, d [+ k] + 1)
+        extra = [] if features is None else [features(z).reshape(len(z), -1).to(z.dtype)]
+        return torch.cat([z, *extra, lp[:, None].to(z.dtype)], 1).double().cpu().numpy()
+
+    before, after = columns(x, lp0[inside]), columns(res.state.position, res.state.logdensity)
+    k = before.shape[1] - d - 1
+    fnames = list(feature_names)[:k] + [f"feature {j}" for j in range(len(feature_names), k)]
+    names = [f"coordinate {j}" for j in range(d)] + fnames + ["log p̃"]
+    both = np.concatenate([before, after])
+    keep = np.isfinite(both).all(0) & (both.max(0) > both.min(0))  # (a feature may overflow, or be constant)
+    keep[:d] = keep[-1] = True
+    before, after = before[:, keep], after[:, keep]
+    names = [nm for nm, kept in zip(names, keep) if kept]
+    d_all = before.shape[1] - 1
     s = _normal_scores(np.concatenate([before, after]))
     sa, sb = s[:nn], s[nn:]
     t_mean = _paired_t(sb - sa)                                                      # (d + 1,)
@@ -219,24 +235,24 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
     sd_eff = np.log(sb.std(0, ddof=1) / sa.std(0, ddof=1))
     tt = [np.abs(t_mean), np.abs(t_sd)]
     eff = [np.abs(mean_eff), np.abs(sd_eff)]
-    floor = np.full(d + 1, min_shift)
-    floor[d] = logp_floor(d, min_shift)
+    floor = np.full(d_all + 1, min_shift)
+    floor[d_all] = logp_floor(d, min_shift)
     floors = [floor, floor]
     if tails:   # the mass beyond the pooled 2.5% and 97.5% quantiles, before and after
         for side in (-1, 1):
             ia, ib = (side * sa > TAIL_Z).astype(float), (side * sb > TAIL_Z).astype(float)
             tt.append(np.abs(_paired_t(ib - ia)))
             eff.append(np.abs(ib.mean(0) - ia.mean(0)))
-            floors.append(np.full(d + 1, min_tail_shift))
-    tt, eff = np.stack(tt), np.stack(eff)                                            # (tests, d + 1)
-    threshold = shift_threshold(d, alpha, tests_per_column=len(tt))
+            floors.append(np.full(d_all + 1, min_tail_shift))
+    tt, eff = np.stack(tt), np.stack(eff)                                            # (tests, d_all + 1)
+    threshold = shift_threshold(d_all, alpha, tests_per_column=len(tt))
     fires = (tt > threshold) & (eff >= np.stack(floors))
     kind, col = np.unravel_index(int(np.argmax(np.where(fires, tt, -1.0) if fires.any() else tt)), tt.shape)
     stat = float(tt[kind, col])
     return MCMCShift(
         fired=bool(fires.any()), statistic=stat, threshold=threshold, shift=float(eff[kind, col]),
         kind=("mean", "sd", "lower tail", "upper tail")[kind],
-        coordinate=int(col) if col < d else -1, mean_shift=float(np.abs(mean_eff[:d]).max()),
-        sd_shift=float(np.abs(sd_eff[:d]).max()), logp_shift=float(mean_eff[d]), acceptance=res.acceptance,
+        coordinate=int(col) if col < d_all else -1, mean_shift=float(np.abs(mean_eff[:d]).max()),
+        sd_shift=float(np.abs(sd_eff[:d]).max()), logp_shift=float(mean_eff[-1]), acceptance=res.acceptance,
         step_size=res.step_size, grad_evals=res.grad_evals, density_evals=res.density_evals + len(lp0), n=nn, d=d,
-        steps=steps, seconds=time.perf_counter() - t0, dropped=dropped)
+        steps=steps, seconds=time.perf_counter() - t0, dropped=dropped, where=names[col])
