@@ -112,7 +112,10 @@ def derived_features(sampler) -> dict:
     post = getattr(sampler, "posterior", None)
     if post is None or not getattr(post, "derived_names", ()):
         return {}
-    shapes = {k: v for k, v in post.derived(sampler.sample_unconstrained(1, seed=0)).items()}
+    try:   # (a model whose deterministic sites cannot be computed in batches: the check without them)
+        shapes = dict(post.derived(sampler.sample_unconstrained(2, seed=0)))
+    except Exception:  # noqa: BLE001
+        return {}
     names = [f"{k}[{i}]" if v[0].numel() > 1 else k for k, v in shapes.items() for i in range(v[0].numel())]
 
     def features(z):
