@@ -316,3 +316,14 @@ def test_mcmc_shift_tests_features_a_q_right_on_every_coordinate_gets_wrong():
         assert m.fired and m.where == "sum" and m.statistic > 2 * m.threshold, (m.where, m.statistic)
         m = mcmc_shift(log_p, e, steps=40, n=2000, seed=seed, features=feats, feature_names=["sum", "zero"])
         assert not m.fired and math.isfinite(m.statistic), (m.where, m.statistic)
+
+
+def test_mcmc_shift_features_that_raise_are_left_out():
+    """A features function that fails is left out (the check without it), never an abort."""
+    def boom(z):
+        raise RuntimeError("cannot")
+
+    x = torch.randn(500, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    m = mcmc_shift(lambda z: -0.5 * (z ** 2).sum(1), x, steps=10, n=200, seed=0, features=boom)
+    plain = mcmc_shift(lambda z: -0.5 * (z ** 2).sum(1), x, steps=10, n=200, seed=0)
+    assert m.statistic == plain.statistic and m.threshold == plain.threshold

@@ -183,8 +183,9 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
     family-wise false-alarm rate; ``min_shift``: the least move (sd) that fires; ``progress``:
     a description to show a progress bar under (None: none). ``features``: a function
     (m, d) -> (m, k) of the draws (e.g. a posterior's deterministic sites) whose k columns are
-    tested too (``coordinate`` d + j for the j-th; ``feature_names`` name them): a q right on
-    every coordinate can be wrong on a function of several."""
+    tested too (``feature_names`` name them, ``where`` names the column that decided; constant
+    or non-finite columns are dropped, a function that raises is left out): a q right on every
+    coordinate can be wrong on a function of several."""
     t0 = time.perf_counter()
     nonfinite = 0
     if isinstance(x, torch.Tensor) and x.ndim == 2:
@@ -213,11 +214,17 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
                      coordinates_per_step=min(d, 10) if coordinates_per_step is None else coordinates_per_step,
                      dilations_per_step=dilations_per_step,
                      seed=seed, chunk_size=chunk_size, progress=progress)
-    def columns(z, lp):                                     # (n, d [+ k] + 1)
-        extra = [] if features is None else [features(z).reshape(len(z), -1).to(z.dtype)]
+    def columns(z, lp, f):                                  # (n, d [+ k] + 1)
+        extra = [] if f is None else [f.reshape(len(z), -1).to(z.dtype)]
         return torch.cat([z, *extra, lp[:, None].to(z.dtype)], 1).double().cpu().numpy()
 
-    before, after = columns(x, lp0[inside]), columns(res.state.position, res.state.logdensity)
+    fb = fa = None
+    if features is not None:
+        try:   # (features that fail on some draws: the check without them, never an abort)
+            fb, fa = features(x), features(res.state.position)
+        except Exception:  # noqa: BLE001
+            fb = fa = None
+    before, after = columns(x, lp0[inside], fb), columns(res.state.position, res.state.logdensity, fa)
     k = before.shape[1] - d - 1
     fnames = list(feature_names)[:k] + [f"feature {j}" for j in range(len(feature_names), k)]
     names = [f"coordinate {j}" for j in range(d)] + fnames + ["log p̃"]
