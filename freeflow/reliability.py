@@ -91,7 +91,7 @@ class Reliability:
     mcmc_shift: float | None = None       # movement (sd) at the MCMC check's largest statistic
     mcmc_statistic: float | None = None   # that paired-test |t|
     mcmc_threshold: float | None = None   # its Bonferroni threshold (depends on d)
-    mcmc_coordinate: int | None = None    # where (−1: log p̃)
+    mcmc_coordinate: int | None = None    # where (−1: log p̃; ≥ d: a deterministic site, named in the reason)
     mcmc_grad_evals: int | None = None    # the check's cost: rows of log p̃ with a gradient
     #: a round check that stopped once the importance checks had failed: the Gibbs and MCMC
     #: checks, which could not have made it trusted, did not run (their fields are None)

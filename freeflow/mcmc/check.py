@@ -108,7 +108,7 @@ class MCMCShift:
     threshold: float      # Bonferroni critical value z_{1−α/(2m)}, m = 2(d+1)
     shift: float          # the movement at that test: sd units (Δmean/sd, log sd ratio) or a tail's Δmass
     kind: str             # "mean", "sd", "lower tail" or "upper tail"
-    coordinate: int       # where; −1 = log p̃
+    coordinate: int       # where; −1 = log p̃; ≥ d: a ``features`` column (``where`` names it)
     mean_shift: float     # max_j |Δmean_j| / sd_j over coordinates (rank-normalised)
     sd_shift: float       # max_j |log(sd_after/sd_before)| over coordinates (rank-normalised)
     logp_shift: float     # Δ mean log p̃ / sd (rank-normalised; < 0: log p̃ dropped)
