@@ -66,7 +66,7 @@ class PyMCPosterior(Posterior):
     def __init__(self, model=None, *, name: str | None = None):
         pm, pytensor = _import_pymc()
         import pytensor.tensor as pt
-        from pytensor.graph.replace import graph_replace, vectorize_graph
+        from pytensor.graph.replace import clone_replace, vectorize_graph
 
         model = pm.modelcontext(model)
         free = list(model.free_RVs)
@@ -122,7 +122,10 @@ class PyMCPosterior(Posterior):
         transforms = [model.rvs_to_transforms.get(rv) for rv in free]
         single = [rv.type() for rv in free]
         forward = [rv if t is None else t.forward(rv, *rv.owner.inputs) for rv, t in zip(free, transforms)]
-        forward = graph_replace(forward, dict(zip(free, single)), strict=False)
+        # (clone_replace, not graph_replace: a free RV may be both an output here and an input
+        # of another, e.g. the imputed values of an observation with missing entries depend on
+        # the RVs of its mean and scale; graph_replace refuses such a graph)
+        forward = clone_replace(forward, replace=dict(zip(free, single)))
         cons_in = [pt.tensor(dtype="float64", shape=(None,) + tuple(rv.type.shape)) for rv in free]
         forward = vectorize_graph(forward, replace={s: c.astype(s.dtype) for s, c in zip(single, cons_in)})
         self._unconstrain_fn = pytensor.function(cons_in, forward, **compile_kw)
