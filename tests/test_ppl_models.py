@@ -47,3 +47,38 @@ def test_pymc_missing_observations_are_imputed_parameters():
     observed = np.setdiff1d(np.arange(y.size), missing)
     np.testing.assert_allclose(cons["y"][:, observed].numpy(), np.broadcast_to(y[observed], (6, observed.size)))
     np.testing.assert_allclose(cons["y"][:, missing].numpy(), cons["y_unobserved"].numpy())
+
+
+def test_numpyro_improper_uniform_ordered_cutpoints():
+    """Ordered-logistic regression with its cutpoints written as NumPyro's examples write them,
+    ``dist.ImproperUniform(ordered_vector)`` plus a ``numpyro.factor`` prior: the site cannot be
+    sampled, so the structure trace initialises it as NumPyro's MCMC does; the log-density
+    equals NumPyro's own potential (1e-8) and every constrained draw is ordered."""
+    pytest.importorskip("numpyro")
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.distributions import constraints
+    from numpyro.infer.util import potential_energy
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 2))
+    y = (((X @ np.array([1.0, -0.5]))[:, None] + rng.logistic(size=(40, 1))) > np.array([-1.0, 0.0, 1.5])).sum(1)
+
+    def model(X, y=None):
+        beta = numpyro.sample("beta", dist.Normal(0.0, 2.0).expand([2]).to_event(1))
+        c = numpyro.sample("c", dist.ImproperUniform(constraints.ordered_vector, (), event_shape=(3,)))
+        numpyro.factor("c_prior", dist.Normal(0.0, 5.0).log_prob(c).sum())
+        with numpyro.plate("N", X.shape[0]):
+            numpyro.sample("y", dist.OrderedLogistic(X @ beta, c), obs=y)
+
+    post = ff.from_numpyro(model, X, y=y.astype(np.int32))
+    assert post.names == ("beta", "c") and post.dim == 5
+    z = torch.randn(5, post.dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    lp = post.log_density(z)
+    for i in range(z.shape[0]):   # (from_numpyro runs JAX in float64)
+        params = {k: np.asarray(z[i, post.slices[k]].numpy()).reshape(post.raw_shapes[k]) for k in post.names}
+        u = potential_energy(model, (X,), {"y": y.astype(np.int32)}, params)
+        assert float(lp[i]) == pytest.approx(-float(u), rel=1e-8, abs=1e-8)
+    c = post.constrain(z)["c"]
+    assert bool((c[:, 1:] > c[:, :-1]).all())
+    torch.testing.assert_close(post.unconstrain(post.constrain(z)), z, rtol=1e-8, atol=1e-8)

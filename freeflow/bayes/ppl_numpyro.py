@@ -52,6 +52,22 @@ def _padded_rows(n: int) -> int:
     return max(8, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
 
+def _structure_trace(model, model_args: tuple, model_kwargs: dict, seed: int):
+    """One run of the model, for its sites' names, shapes and supports. A site that cannot be
+    sampled (``dist.ImproperUniform``, NumPyro's way to write e.g. an ordered cutpoint vector
+    with a flat or factor prior) gets a value as NumPyro's MCMC initialises it: uniform in
+    (−2, 2) on the unconstrained scale (``init_to_uniform``)."""
+    from numpyro import handlers
+    from numpyro.infer.initialization import init_to_uniform
+
+    seeded = handlers.seed(model, rng_seed=seed)
+    try:
+        return handlers.trace(seeded).get_trace(*model_args, **model_kwargs)
+    except NotImplementedError:
+        return handlers.trace(handlers.substitute(seeded, substitute_fn=init_to_uniform)).get_trace(
+            *model_args, **model_kwargs)
+
+
 class NumPyroPosterior(Posterior):
     """A :class:`~freeflow.Posterior` whose log-density and transforms are a NumPyro model's
     (built by :func:`from_numpyro`; see the module docstring)."""
@@ -68,7 +84,7 @@ class NumPyroPosterior(Posterior):
         if not callable(model):
             raise TypeError(f"model must be a NumPyro model (a callable), got {type(model).__name__}")
         model_kwargs = dict(model_kwargs or {})
-        trace = handlers.trace(handlers.seed(model, rng_seed=seed)).get_trace(*model_args, **model_kwargs)
+        trace = _structure_trace(model, model_args, model_kwargs, seed)
         latent, observed, derived = [], {}, {}
         for site_name, site in trace.items():
             if site["type"] == "sample" and site["is_observed"]:
