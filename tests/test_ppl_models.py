@@ -82,3 +82,26 @@ def test_numpyro_improper_uniform_ordered_cutpoints():
     c = post.constrain(z)["c"]
     assert bool((c[:, 1:] > c[:, :-1]).all())
     torch.testing.assert_close(post.unconstrain(post.constrain(z)), z, rtol=1e-8, atol=1e-8)
+
+
+def test_pymc_gaussian_random_walk_with_an_unknown_scale():
+    """``pm.GaussianRandomWalk`` with its innovation scale a free RV (the RV of the walk depends on
+    another free RV, as imputed observations do): PyMC's log-density (1e-10), batched, and the
+    transforms round-trip."""
+    pm = pytest.importorskip("pymc")
+    rng = np.random.default_rng(2)
+    y = np.cumsum(rng.normal(0.0, 0.3, 15)) + rng.normal(0.0, 0.5, 15)
+    with pm.Model() as model:
+        sig = pm.HalfNormal("sig", 1.0)
+        pm.GaussianRandomWalk("rw", sigma=sig, init_dist=pm.Normal.dist(0.0, 1.0), steps=14)
+        pm.Normal("y", model["rw"], 0.5, observed=y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = ff.from_pymc(model)
+    assert post.vectorised and post.shapes == {"sig": (), "rw": (15,)}
+    z = torch.randn(4, post.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    lp = post.log_density(z)
+    own = model.compile_logp(jacobian=True)
+    for i in range(z.shape[0]):
+        assert float(lp[i]) == pytest.approx(float(own(_pymc_point(model, post, z[i].numpy()))), abs=1e-10)
+    torch.testing.assert_close(post.unconstrain(post.constrain(z)), z, rtol=1e-9, atol=1e-9)
