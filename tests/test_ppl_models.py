@@ -4,6 +4,7 @@ observations, ...). Each: the posterior builds, its log-density equals the packa
 random points, and constrain/unconstrain round-trip."""
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -105,3 +106,42 @@ def test_pymc_gaussian_random_walk_with_an_unknown_scale():
     for i in range(z.shape[0]):
         assert float(lp[i]) == pytest.approx(float(own(_pymc_point(model, post, z[i].numpy()))), abs=1e-10)
     torch.testing.assert_close(post.unconstrain(post.constrain(z)), z, rtol=1e-9, atol=1e-9)
+
+
+def test_numpyro_truncated_likelihood_that_overflows_to_plus_inf():
+    """NumPyro's ``TruncatedNormal`` likelihood is +inf where its normaliser underflows (mean far
+    outside the bounds, small scale). Such points are outside the support (−inf, zero gradient),
+    as NUTS rejects them: the sampler builds (its cost probe meets them) and trains; elsewhere
+    the log-density is NumPyro's."""
+    pytest.importorskip("numpyro")
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer.util import potential_energy
+
+    rng = np.random.default_rng(1)
+    y = rng.normal(2.0, 1.5, 200)
+    y = y[(y > 0.0) & (y < 3.5)]
+
+    def model(y=None):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+        s = numpyro.sample("s", dist.HalfNormal(3.0))
+        with numpyro.plate("N", len(y)):
+            numpyro.sample("y", dist.TruncatedNormal(mu, s, low=0.0, high=3.5), obs=y)
+
+    post = ff.from_numpyro(model, y=y)
+    z = torch.tensor([[-3.0, -2.5], [-2.0, -3.0], [0.0, 0.0], [2.5, 0.5]], dtype=torch.float64)  # (mu, log s)
+    zg = z.clone().requires_grad_(True)
+    lp = post.log_density(zg)
+    (g,) = torch.autograd.grad(lp[2:].sum(), zg)
+    assert lp[0] == -math.inf and lp[1] == -math.inf
+    for i in (2, 3):
+        u = potential_energy(model, (), {"y": y}, {"mu": np.float64(z[i, 0]), "s": np.float64(z[i, 1])})
+        assert float(lp[i]) == pytest.approx(-float(u), rel=1e-10)
+    assert torch.isfinite(g).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = ff.OneStepSampler(post, seed=0)
+        s.fit(steps=50, progress=False)
+    draws = s.sample(500)
+    assert all(bool(torch.isfinite(v).all()) for v in draws.values())
+    assert s.last_reliability is not None

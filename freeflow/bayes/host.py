@@ -8,6 +8,12 @@ copies z to float64 numpy, calls it once and keeps the gradient; the backward pa
 ``grad_output[:, None] * ∇log p̃`` (valid because row i of the output depends on row i of z
 only).  First derivatives only: the saved gradient is a constant, so a second
 differentiation (a Hessian) would silently be zero, and is refused instead.
+
+A value of +inf is returned as −inf (outside the support) with a zero gradient: in a PPL's
+log-density it is a normalising term that underflowed (e.g. NumPyro's ``TruncatedNormal`` with
+its mean far outside the bounds and a small scale: log of a difference of two CDFs that are
+both 1), not a density that is infinite, and NUTS rejects such a point too. A user's own torch
+log-density that returns +inf is still refused (:func:`freeflow.validation.log_density_and_score`).
 """
 from __future__ import annotations
 
@@ -28,8 +34,9 @@ class _HostLogDensity(torch.autograd.Function):
         x = z.detach().cpu().to(torch.float64).numpy().copy()
         val, grad = fn(x, True)
         # copies: JAX (and some PyTensor) outputs are read-only buffers torch cannot wrap
-        val_t = torch.from_numpy(np.array(val, dtype=np.float64).reshape(z.shape[0]))
-        grad_t = torch.from_numpy(np.array(grad, dtype=np.float64).reshape(z.shape))
+        val, grad = _overflow_outside(np.array(val, dtype=np.float64).reshape(z.shape[0]),
+                                      np.array(grad, dtype=np.float64).reshape(z.shape))
+        val_t, grad_t = torch.from_numpy(val), torch.from_numpy(grad)
         ctx.save_for_backward(grad_t.to(device=z.device, dtype=z.dtype))
         return val_t.to(device=z.device, dtype=z.dtype)
 
@@ -47,4 +54,15 @@ def host_log_density(z: Tensor, fn: HostValueAndGrad) -> Tensor:
     if z.requires_grad:
         return _HostLogDensity.apply(z, fn)
     val, _ = fn(z.detach().cpu().to(torch.float64).numpy().copy(), False)
-    return torch.from_numpy(np.array(val, dtype=np.float64).reshape(z.shape[0])).to(device=z.device, dtype=z.dtype)
+    val, _ = _overflow_outside(np.array(val, dtype=np.float64).reshape(z.shape[0]), None)
+    return torch.from_numpy(val).to(device=z.device, dtype=z.dtype)
+
+
+def _overflow_outside(val: np.ndarray, grad: np.ndarray | None):
+    """Rows whose value is +inf: −inf with a zero gradient (module docstring)."""
+    over = val == np.inf
+    if over.any():
+        val[over] = -np.inf
+        if grad is not None:
+            grad[over] = 0.0
+    return val, grad
