@@ -145,3 +145,33 @@ def test_numpyro_truncated_likelihood_that_overflows_to_plus_inf():
     draws = s.sample(500)
     assert all(bool(torch.isfinite(v).all()) for v in draws.values())
     assert s.last_reliability is not None
+
+
+def test_numpyro_factor_is_part_of_the_density_not_data():
+    """A ``numpyro.factor`` term (a soft constraint) counts in log p̃ but is not an observation:
+    not in ``observed_data``, and the pointwise log-likelihood (LOO's input) is the likelihood's
+    alone."""
+    pytest.importorskip("numpyro")
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer.util import potential_energy
+    from scipy.stats import norm
+
+    y = np.random.default_rng(0).normal(1.0, 1.0, 20)
+
+    def model(y=None):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+        numpyro.factor("soft", -0.5 * (mu - 1.0) ** 2)
+        with numpyro.plate("N", 20):
+            numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    post = ff.from_numpyro(model, y=y)
+    assert list(post.observed_data) == ["y"]
+    z = torch.tensor([[0.3], [1.7]], dtype=torch.float64)
+    lp = post.log_density(z)
+    for i in range(2):
+        u = potential_energy(model, (), {"y": y}, {"mu": np.float64(z[i, 0])})
+        assert float(lp[i]) == pytest.approx(-float(u), rel=1e-10)
+    ll = post.pointwise_log_likelihood(z)
+    assert list(ll) == ["y"]
+    np.testing.assert_allclose(ll["y"].numpy(), norm.logpdf(y[None, :], loc=z.numpy()), rtol=1e-10)

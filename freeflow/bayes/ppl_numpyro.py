@@ -52,6 +52,16 @@ def _padded_rows(n: int) -> int:
     return max(8, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
 
+def _is_factor(site) -> bool:
+    """A ``numpyro.factor`` site: an observed sample site of NumPyro's ``Unit`` distribution."""
+    from numpyro.distributions.distribution import Unit
+
+    fn = site["fn"]
+    while hasattr(fn, "base_dist") and not isinstance(fn, Unit):  # (masked / expanded wrappers)
+        fn = fn.base_dist
+    return isinstance(fn, Unit)
+
+
 def _structure_trace(model, model_args: tuple, model_kwargs: dict, seed: int):
     """One run of the model, for its sites' names, shapes and supports. A site that cannot be
     sampled (``dist.ImproperUniform``, NumPyro's way to write e.g. an ordered cutpoint vector
@@ -87,6 +97,8 @@ class NumPyroPosterior(Posterior):
         trace = _structure_trace(model, model_args, model_kwargs, seed)
         latent, observed, derived = [], {}, {}
         for site_name, site in trace.items():
+            if site["type"] == "sample" and site["is_observed"] and _is_factor(site):
+                continue  # numpyro.factor: a term of log p̃, not data (no log_likelihood entry)
             if site["type"] == "sample" and site["is_observed"]:
                 observed[site_name] = np.asarray(site["value"])
             elif site["type"] == "sample":
@@ -217,7 +229,8 @@ class NumPyroPosterior(Posterior):
         parts: dict[str, list] = {}
         for m, padded in self._chunks(z.detach().cpu().to(torch.float64).numpy()):
             for k, v in self._log_likelihood(padded).items():
-                parts.setdefault(k, []).append(np.asarray(v)[:m])
+                if k in self.observed_data:   # (not numpyro.factor sites)
+                    parts.setdefault(k, []).append(np.asarray(v)[:m])
         return {k: torch.from_numpy(np.concatenate(v)) for k, v in parts.items()}
 
     def _predict(self, z: Tensor, seed: int) -> dict[str, Tensor]:
