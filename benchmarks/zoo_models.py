@@ -24,6 +24,13 @@ funnel10                     10  Neal's funnel, v ~ N(0, 3^2), x_i ~ N(0, e^{v/2
 poisson_hier                 22  Poisson counts of 20 groups, centred log-rates (a funnel in tau)
 horseshoe_logreg             26  logistic regression with a centred horseshoe prior
 robust_regression            11  Student-t regression with unknown degrees of freedom
+garch11                       4  GARCH(1,1), beta1 ~ U(0, 1 - alpha1) (zoo_models_ts.py, as below)
+garch11_persist               4  GARCH(1,1) on a persistent series (alpha1 + beta1 = 0.95)
+ar5                           7  AR(5) regression
+radon                        60  varying intercepts, 56 groups of 1-40, centred
+radon_funnel                 60  varying intercepts, 56 small groups, small group scale, centred
+gp_pois_regr                 13  latent GP with Poisson counts, centred MVN prior
+logreg_corr                   8  logistic regression with correlated predictors
 ==========================  ===  ==========================================================
 
 ``TWINS``: for the centred models, the same posterior written non-centred (deterministic
@@ -46,6 +53,7 @@ from numpyro.contrib.control_flow import scan
 
 from zoo_models_glm import (horseshoe_data, horseshoe_logreg, horseshoe_logreg_twin, poisson_data,  # noqa: E402
                             poisson_hier, poisson_hier_twin, robust_data, robust_regression)
+import zoo_models_ts  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -319,19 +327,20 @@ def _entries():
                              "(tau, lambda_j ~ HalfCauchy(1))"),
         "robust_regression": (robust_regression, robust_data(), {},
                               "Student-t regression, 120 x 8, nu ~ Gamma(2, 0.1), sigma ~ HalfNormal(2)"),
+        **zoo_models_ts.entries(),
     }
 
 
 REGISTRY = _entries()  # name -> (model, args, kwargs, description)
 ORDER = ("random_walk_missing", "stochastic_volatility", "gp_cox", "irt_2pl", "lv_bridge",
          "eight_schools_centered", "linreg_illcond", "funnel10", "poisson_hier", "horseshoe_logreg",
-         "robust_regression")
+         "robust_regression", *zoo_models_ts.DIMS)
 DIMS = {"random_walk_missing": 32, "stochastic_volatility": 103, "gp_cox": 102, "irt_2pl": 604,
         "lv_bridge": 90, "eight_schools_centered": 10, "linreg_illcond": 26, "funnel10": 10,
-        "poisson_hier": 22, "horseshoe_logreg": 26, "robust_regression": 11}
+        "poisson_hier": 22, "horseshoe_logreg": 26, "robust_regression": 11, **zoo_models_ts.DIMS}
 TWINS = {"random_walk_missing": random_walk_missing_twin, "lv_bridge": lv_bridge_twin,
          "eight_schools_centered": eight_schools_twin, "poisson_hier": poisson_hier_twin,
-         "horseshoe_logreg": horseshoe_logreg_twin}
+         "horseshoe_logreg": horseshoe_logreg_twin, **zoo_models_ts.TWINS}
 
 
 def get(name: str):
