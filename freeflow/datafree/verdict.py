@@ -82,11 +82,12 @@ def reliability(sampler, n: int, seed: int, *, cheap_first: bool = False) -> Rel
 def spike_reason(log_p: Tensor) -> str | None:
     """Why draws with these log p̃ values should not be trusted because some of them lie where p
     has (numerically) no mass: log p̃ more than max(``SPIKE_NATS``, ``SPIKE_SPREADS`` × half the
-    16–84 % range of the finite values) below their median; None when there are none. Importance weights and every rank-based check are blind
-    to such draws (their weight is 0, their rank merely the last), but a raw average of an
-    unbounded function is not: a GARCH fit whose q sent 2·10⁻⁴ of its mass to log α₀ ≈ 20–26
-    (posterior sd 0.5, log p̃ ≈ −10¹⁷) was trusted, and one draw in 20 000 made the raw mean of
-    α₀ 10⁷ instead of 0.49."""
+    16–84 % range of the finite values) below their median; None when there are none.
+    Importance weights and every rank-based check are blind to such draws (their weight is 0,
+    their rank merely the last), but a raw average of an unbounded function is not: a GARCH fit
+    whose q sent ~10⁻⁴ of its mass far out along log α₀ (up to 26, posterior sd 0.5, log p̃ down
+    to −10¹⁷) was trusted, and one draw in 20 000 made the raw mean of α₀ 1.3·10⁷ instead of
+    0.49 (benchmarks/spike_check.py)."""
     finite = log_p[torch.isfinite(log_p)]
     if finite.numel() < 2:
         return None
