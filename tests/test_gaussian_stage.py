@@ -135,3 +135,65 @@ def test_a_double_well_coordinate_is_widened_and_decoupled(seed):
     cb = c[1:, 1:]
     corr_fit = cb / torch.outer(cb.diagonal().sqrt(), cb.diagonal().sqrt())
     assert (corr_fit - cov / torch.outer(sd, sd)).abs().max() < 0.08
+
+
+def _varying_intercepts(seed=20270203, groups=56):
+    """Centred varying intercepts (the radon shape): y_i ~ N(a_{g_i} + β x_i, σ_y),
+    a_j ~ N(μ_a, σ_a), μ_a, β ~ N(0, 10), σ_a ~ HalfNormal(10), σ_y ~ HalfNormal(1); coordinates
+    (μ_a, log σ_a, β, log σ_y, a_1..a_G) with the log-Jacobian. Returns (log_density, dim, post),
+    post(log σ_a grid, log σ_y grid) the exact log marginal of (log σ_a, log σ_y) up to a constant
+    (the rest is a linear Gaussian model given the two scales: Woodbury on y's covariance)."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    sizes = np.minimum(np.concatenate([[1, 1, 1, 2, 2, 2, 1, 2], rng.geometric(0.15, size=groups - 8)]), 40)
+    g = np.repeat(np.arange(groups), sizes)
+    x = rng.binomial(1, 0.7, size=g.size).astype(float)
+    y = (1.3 + 0.3 * rng.normal(size=groups))[g] - 0.6 * x + 0.75 * rng.normal(size=g.size)
+    g, x, y = torch.as_tensor(g), torch.as_tensor(x), torch.as_tensor(y)
+
+    def log_density(th):
+        th = th.double()
+        mu, sa, beta, sy, a = th[:, 0], th[:, 1], th[:, 2], th[:, 3], th[:, 4:]
+        lp = -0.5 * (mu / 10) ** 2 - 0.5 * (beta / 10) ** 2 - 0.5 * (sa.exp() / 10) ** 2 - 0.5 * sy.exp() ** 2 + sa + sy
+        lp = lp - 0.5 * (((a - mu[:, None]) / sa.exp()[:, None]) ** 2).sum(1) - groups * sa
+        resid = (y - a[:, g] - beta[:, None] * x) / sy.exp()[:, None]
+        return lp - 0.5 * (resid ** 2).sum(1) - y.numel() * sy
+
+    u = torch.cat([torch.ones(y.numel(), 1, dtype=torch.float64), x[:, None],
+                   torch.nn.functional.one_hot(g, groups).double()], 1)            # y = U (μ_a, β, a − μ_a) + e
+    utu, uty, n = u.T @ u, u.T @ y, y.numel()
+
+    def post(sa, sy):
+        va, vy = (2 * sa).exp()[:, None], (2 * sy).exp()[:, None]                    # (m, 1)
+        dinv = torch.cat([torch.full_like(va, 0.01).expand(-1, 2), va.reciprocal().expand(-1, groups)], 1)
+        inner = torch.diag_embed(dinv) + utu / vy[..., None]                           # (m, G+2, G+2)
+        ch = torch.linalg.cholesky(inner)
+        sol = torch.cholesky_solve((uty / vy)[..., None], ch)[..., 0]
+        quad = (y @ y) / vy[:, 0] - ((uty / vy) * sol).sum(1)
+        logdet = n * vy[:, 0].log() - dinv.log().sum(1) + 2 * ch.diagonal(dim1=1, dim2=2).log().sum(1)
+        prior = -0.5 * (sa.exp() / 10) ** 2 - 0.5 * sy.exp() ** 2 + sa + sy
+        return prior - 0.5 * (quad + logdet)
+    return log_density, 4 + groups, post
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_stage_on_centred_varying_intercepts_leaves_the_funnel_neck(seed):
+    """The L-BFGS path of centred varying intercepts (56 groups of 1–40) ends in the funnel's
+    neck (log σ_a ≈ −5; the posterior is −1.1 ± 0.2), and VI started there stays there; the
+    runs from the origin find the bulk. The stage's mean of log σ_a and log σ_y lie within 1.5
+    exact posterior sds of the exact means (2-D quadrature over the scales, the rest integrated
+    in closed form), its sds of them within 40 % (before the 1.2 inflation: mode-seeking VI is
+    ~33 % narrow on log σ_a here; in the neck the means are ~20 sds off)."""
+    log_density, dim, post = _varying_intercepts()
+    sa = torch.linspace(-3.0, 0.5, 141, dtype=torch.float64)
+    sy = torch.linspace(-0.6, 0.0, 121, dtype=torch.float64)
+    ga, gy = torch.meshgrid(sa, sy, indexing="ij")
+    w = torch.softmax(post(ga.reshape(-1), gy.reshape(-1)), 0)
+    fit = fit_gaussian(log_density, dim, seed=seed)
+    for j, grid in ((1, ga.reshape(-1)), (3, gy.reshape(-1))):
+        mean = (w * grid).sum()
+        sd = ((w * (grid - mean) ** 2).sum()).sqrt()
+        assert float(w[(grid - grid.min()) < 1e-9].sum() + w[(grid.max() - grid) < 1e-9].sum()) < 1e-6  # grid covers it
+        fit_sd = (fit.chol[j] / 1.2).norm()
+        assert abs(float(fit.loc[j] - mean)) < 1.5 * float(sd), (j, float(fit.loc[j]), float(mean), float(sd), fit.note)
+        assert abs(float(fit_sd / sd) - 1) < 0.4, (j, float(fit_sd), float(sd), fit.note)

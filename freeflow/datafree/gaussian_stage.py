@@ -11,7 +11,7 @@ where the target is near N(0, I): every setting measured at unit scale (the anne
 the component spread, the learning rates) is right again, and the drift is preconditioned
 (V_u = Lᵀ V_x). Importance weights are unchanged by the change of variables.
 
-Three steps, each cheap next to training (its log-density evaluations are counted):
+Four steps, each cheap next to training (its log-density evaluations are counted):
 
 1. **Path** (Pathfinder's idea, Zhang et al. 2022): L-BFGS on −log p̃ from the origin, at most
    ``max_iter`` iterations; a funnel's or a centred hierarchy's mode lies in the neck, so the
@@ -23,11 +23,22 @@ Three steps, each cheap next to training (its log-density evaluations are counte
 3. **Full-rank Gaussian VI** from the winner: ``vi_steps`` Adam steps on the reparameterised
    ELBO over (m, L) in the winner's diagonal frame, x = μ₀ + σ₀ ⊙ (m + L ε), ``draws`` draws a
    step; draws with a non-finite log p̃ are left out of the mean. The KL(q‖p)-optimal
-   Gaussian does not collapse into a funnel's neck as a Laplace approximation at the mode does.
+   Gaussian does not collapse into a funnel's neck as a Laplace approximation at the mode does,
+   but VI started in the neck stays there (a local optimum), so a second run starts from the
+   origin at unit scale: ADVI (Kucukelbir et al. 2017: Adam on the mean too) for
+   ``origin_factor``·``vi_steps`` steps, then the VI above for ``vi_steps`` steps in the diagonal
+   frame of ADVI's result. From unit scale the Newton step on the mean overshoots every
+   coordinate whose posterior is narrower than the current q, and its clamped steps wander (on
+   centred varying intercepts over 56 groups it reached the bulk on some seeds only); Adam's
+   steps are bounded by its learning rate, and the Newton steps from its result make the fit
+   precise (``benchmarks/gaussian_stage_starts.py``).
 4. **Laplace candidate**: N(x_end, (−H)⁻¹) at the path's end, with the full Hessian from the
    same 2d rows of central differences, where −H is positive definite. The final frame is the
    VI run from the path unless another candidate's ELBO (VI from the origin, the diagonal path
-   point, Laplace; ``draws``·8 common draws) is higher by more than a nat. In a latent
+   point, Laplace; ``draws``·8 common draws) is higher by more than a nat. A candidate whose
+   draws reach log p̃ more than max(100, 10 d) above the best point of the L-BFGS path is left
+   out: no Gaussian's draws climb that far above a mode the path found, but a log-density's
+   numerical garbage does (a NumPyro model at a bound evaluated to 10⁵⁶ there). In a latent
    Gaussian field of 1600 coordinates (the pines Cox process) 500 VI steps of 32 draws stay
    far from the posterior (ELBO −1891, the diagonal point's 299 won), while the Laplace
    Gaussian is close to it.
@@ -219,18 +230,30 @@ def _laplace(f: _Counter, x: Tensor) -> Tensor | None:
     return chol if int(info) == 0 and bool(torch.isfinite(chol).all()) else None
 
 
-def _elbo(f: _Counter, loc: Tensor, chol: Tensor, eps: Tensor) -> float:
+def _path_top(f: _Counter, path: list[Tensor]) -> float:
+    """The largest finite log p̃ along the L-BFGS path (its iterates ascend, so its end)."""
+    lp = log_density_at(f, path[-1][None])
+    return float(lp[0]) if bool(torch.isfinite(lp).all()) else -math.inf
+
+
+def _elbo(f: _Counter, loc: Tensor, chol: Tensor, eps: Tensor, top: float = math.inf) -> float:
+    """The ELBO up to a constant on common draws (non-finite log p̃ counts as −10³⁰); −inf
+    when a draw's log p̃ exceeds ``top`` (numerical garbage: see the module docstring)."""
     x = loc + eps @ chol.T
     lp = log_density_at(f, x)
+    if bool((lp[torch.isfinite(lp)] > top).any()):
+        return -math.inf
     lp = torch.where(torch.isfinite(lp), lp, torch.full_like(lp, -1e30))
     return float(lp.mean() + chol.diagonal().abs().log().sum())
 
 
 def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int = 8, draws: int = 32,
-                 vi_steps: int = 500, lr: float = 0.1, inflate: float = 1.2, seed: int = 0) -> GaussianFit:
+                 vi_steps: int = 500, lr: float = 0.1, inflate: float = 1.2, seed: int = 0,
+                 origin_factor: int = 2) -> GaussianFit:
     """The Gaussian stage (see the module docstring). Raises FloatingPointError when the MAP
     search cannot start (log p̃ not finite at the origin)."""
-    for name, v in (("max_iter", max_iter), ("candidates", candidates), ("draws", draws), ("vi_steps", vi_steps)):
+    for name, v in (("max_iter", max_iter), ("candidates", candidates), ("draws", draws), ("vi_steps", vi_steps),
+                    ("origin_factor", origin_factor)):
         check_positive_int(v, name)
     t0 = time.perf_counter()
     f = _Counter(log_density, dim)
@@ -246,18 +269,21 @@ def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int 
             best = (e, path[i], sd)
     _, mu0, sd0 = best
     # two VI runs: from the best path point, and from the origin at unit scale (ADVI's start);
-    # the path can end in a funnel's neck, where a Gaussian is a poor local optimum
+    # the path can end in a funnel's neck, where a Gaussian is a poor local optimum: runs from
+    # the origin too (the Newton mean step, and ADVI's Adam on the mean for longer)
     eps_cmp = torch.randn(draws * 8, dim, generator=g, dtype=torch.float64)
+    zero, one = torch.zeros(dim, dtype=torch.float64), torch.ones(dim, dtype=torch.float64)
+    top = _path_top(f, path) + max(100.0, 10.0 * dim)
     runs = []
-    for start_loc, start_sd, label in ((mu0, sd0, "from the best L-BFGS path point"),
-                                       (torch.zeros(dim, dtype=torch.float64),
-                                        torch.ones(dim, dtype=torch.float64), "from the origin")):
-        loc, chol = _vi(f, start_loc, start_sd, vi_steps, draws, lr, g)
-        runs.append((_elbo(f, loc, chol, eps_cmp), loc, chol, f"full-rank VI {label}"))
-    runs.append((_elbo(f, mu0, torch.diag(sd0), eps_cmp), mu0, torch.diag(sd0), "diagonal path point"))
+    loc, chol = _vi(f, mu0, sd0, vi_steps, draws, lr, g)
+    runs.append((_elbo(f, loc, chol, eps_cmp, top), loc, chol, "full-rank VI from the best L-BFGS path point"))
+    loc, chol = _vi(f, zero, one, origin_factor * vi_steps, draws, lr, g, mean_step="adam")
+    loc, chol = _vi(f, loc, chol.pow(2).sum(1).sqrt(), vi_steps, draws, lr, g)     # polished in its frame
+    runs.append((_elbo(f, loc, chol, eps_cmp, top), loc, chol, "full-rank VI from the origin (ADVI, then VI in its frame)"))
+    runs.append((_elbo(f, mu0, torch.diag(sd0), eps_cmp, top), mu0, torch.diag(sd0), "diagonal path point"))
     lap = _laplace(f, path[-1])
     if lap is not None:   # a latent Gaussian field in hundreds of dimensions: VI has too few steps
-        runs.append((_elbo(f, path[-1], lap, eps_cmp), path[-1], lap, "Laplace at the path's end"))
+        runs.append((_elbo(f, path[-1], lap, eps_cmp, top), path[-1], lap, "Laplace at the path's end"))
     # the path run is the more precise where both found the same bulk (a well-conditioned
     # start): another run replaces it only when its ELBO is higher by more than a nat
     elbo = [r[0] if math.isfinite(r[0]) else -math.inf for r in runs]
@@ -270,16 +296,18 @@ def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int 
 
 
 def _vi(f: _Counter, mu0: Tensor, sd0: Tensor, steps: int, draws: int, lr: float,
-        g: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Full-rank Gaussian VI in the diagonal frame x = μ₀ + σ₀ ⊙ (m + L ε): Adam on L, natural-
-    gradient steps on m (m += η C_u E[∇_u log p̃], Newton's step on a Gaussian, at most one frame
-    unit per coordinate); draws with a non-finite log p̃ are left out. Returns (loc, chol)."""
+        g: torch.Generator, *, mean_step: str = "newton") -> tuple[Tensor, Tensor]:
+    """Full-rank Gaussian VI in the diagonal frame x = μ₀ + σ₀ ⊙ (m + L ε): Adam on L; on m
+    natural-gradient steps (``mean_step="newton"``: m += η C_u E[∇_u log p̃], Newton's step on a
+    Gaussian, at most one frame unit per coordinate) or Adam (``"adam"``: ADVI); draws with a
+    non-finite log p̃ are left out. Returns (loc, chol)."""
     dim = mu0.shape[0]
-    m = torch.zeros(dim, dtype=torch.float64)
+    adam_mean = mean_step == "adam"
+    m = torch.zeros(dim, dtype=torch.float64, requires_grad=adam_mean)
     low = torch.zeros(dim, dim, dtype=torch.float64, requires_grad=True)
     log_diag = torch.zeros(dim, dtype=torch.float64, requires_grad=True)
     tril = torch.tril(torch.ones(dim, dim, dtype=torch.float64), -1)
-    opt = torch.optim.Adam([low, log_diag], lr=lr)
+    opt = torch.optim.Adam([low, log_diag] + ([m] if adam_mean else []), lr=lr)
     for k in range(steps):
         decay = 0.5 * (1 + math.cos(math.pi * k / steps))
         for group in opt.param_groups:
@@ -296,12 +324,13 @@ def _vi(f: _Counter, mu0: Tensor, sd0: Tensor, steps: int, draws: int, lr: float
         surrogate = (g_u * u[ok]).sum(1).mean() + log_diag.sum()
         opt.zero_grad()
         (-surrogate).backward()
-        with torch.no_grad():
-            m += (0.5 * decay * (chol_u @ (chol_u.T @ g_u.mean(0)))).clamp(-1.0, 1.0)
+        if not adam_mean:
+            with torch.no_grad():
+                m += (0.5 * decay * (chol_u @ (chol_u.T @ g_u.mean(0)))).clamp(-1.0, 1.0)
         opt.step()
     with torch.no_grad():
         chol_u = low * tril + torch.diag(log_diag.exp())
-        return mu0 + sd0 * m, sd0[:, None] * chol_u
+        return mu0 + sd0 * m.detach(), sd0[:, None] * chol_u
 
 
 def _scan_widen(f: _Counter, loc: Tensor, chol: Tensor, *, width: float = 20.0, grid: int = 128,
