@@ -1,8 +1,9 @@
-"""Six more posteriors of the zoo (benchmarks/zoo_models.py registers them), in shapes of the
+"""Eight more posteriors of the zoo (benchmarks/zoo_models.py registers them), in shapes of the
 public posterior collection the zoo imitates, written as users write them: GARCH(1,1) volatility
 (a support that depends on another parameter), an AR(5) regression, a varying-intercept
 hierarchical regression of the radon kind (centred; groups of 1–40 observations), the same with
-small groups and a small group scale (a funnel), a latent Gaussian process with Poisson counts
+small groups and a small group scale (a funnel), varying intercepts and slopes over 85 groups
+(both centred), a latent Gaussian process with Poisson counts
 (centred, MVN prior), and a logistic regression with correlated predictors. Data are simulated
 with fixed seeds; ``radon_funnel_twin`` is the funnel written non-centred (its NUTS reference)."""
 from __future__ import annotations
@@ -115,6 +116,44 @@ def radon_funnel_data(seed: int = 20270207, G: int = 56):
     return x, g, G, y
 
 
+def radon_slopes(x, g, G, y):
+    """Varying intercepts and slopes, both centred (posteriordb's radon_variable_intercept_slope_centered
+    shape): y_i ~ N(a_{g_i} + b_{g_i} x_i, sigma_y), a_j ~ N(mu_a, sigma_a), b_j ~ N(mu_b, sigma_b)."""
+    mu_a = numpyro.sample("mu_a", dist.Normal(0.0, 10.0))
+    sigma_a = numpyro.sample("sigma_a", dist.HalfNormal(10.0))
+    mu_b = numpyro.sample("mu_b", dist.Normal(0.0, 10.0))
+    sigma_b = numpyro.sample("sigma_b", dist.HalfNormal(10.0))
+    sigma_y = numpyro.sample("sigma_y", dist.HalfNormal(1.0))
+    a = numpyro.sample("a", dist.Normal(mu_a, sigma_a).expand([G]).to_event(1))
+    b = numpyro.sample("b", dist.Normal(mu_b, sigma_b).expand([G]).to_event(1))
+    numpyro.sample("y", dist.Normal(a[g] + b[g] * x, sigma_y), obs=y)
+
+
+def radon_slopes_twin(x, g, G, y):
+    mu_a = numpyro.sample("mu_a", dist.Normal(0.0, 10.0))
+    sigma_a = numpyro.sample("sigma_a", dist.HalfNormal(10.0))
+    mu_b = numpyro.sample("mu_b", dist.Normal(0.0, 10.0))
+    sigma_b = numpyro.sample("sigma_b", dist.HalfNormal(10.0))
+    sigma_y = numpyro.sample("sigma_y", dist.HalfNormal(1.0))
+    a_raw = numpyro.sample("a_raw", dist.Normal(0.0, 1.0).expand([G]).to_event(1))
+    b_raw = numpyro.sample("b_raw", dist.Normal(0.0, 1.0).expand([G]).to_event(1))
+    a = numpyro.deterministic("a", mu_a + sigma_a * a_raw)
+    b = numpyro.deterministic("b", mu_b + sigma_b * b_raw)
+    numpyro.sample("y", dist.Normal(a[g] + b[g] * x, sigma_y), obs=y)
+
+
+@functools.lru_cache(maxsize=None)
+def radon_slopes_data(seed: int = 20270208, G: int = 85):
+    """85 groups of 1–116 (Minnesota's county sizes' shape: many of 1–5, a few large), a binary
+    predictor (present in 80 %): a group whose x are all equal says nothing of its slope."""
+    rng = np.random.default_rng(seed)
+    sizes = np.minimum(np.concatenate([[116, 1, 1, 1, 2, 2, 3], rng.geometric(0.12, size=G - 7)]), 116)
+    g = np.repeat(np.arange(G), sizes)
+    x = rng.binomial(1, 0.8, size=g.size).astype(float)
+    y = (1.5 + 0.3 * rng.normal(size=G))[g] + (-0.7 + 0.2 * rng.normal(size=G))[g] * x + 0.75 * rng.normal(size=g.size)
+    return x, g, G, y
+
+
 # -- 17. a latent GP with Poisson counts (centred) -----------------------------------------------
 def gp_pois_regr(x, k):
     rho = numpyro.sample("rho", dist.Gamma(25.0, 4.0))
@@ -162,6 +201,8 @@ def entries() -> dict:
                   "varying intercepts, 56 groups of 1-40, centred a_j ~ N(mu_a, sigma_a)"),
         "radon_funnel": (radon, radon_funnel_data(), {},
                          "varying intercepts, 56 small groups, small sigma_a (a funnel), centred"),
+        "radon_slopes": (radon_slopes, radon_slopes_data(), {},
+                         "varying intercepts and slopes, 85 groups of 1-116, both centred"),
         "gp_pois_regr": (gp_pois_regr, gp_pois_data(), {},
                          "latent GP (11 points, rho ~ Gamma(25, 4), alpha ~ HalfNormal(2)), Poisson counts, centred MVN"),
         "logreg_corr": (logreg_corr, logreg_corr_data(), {},
@@ -169,7 +210,7 @@ def entries() -> dict:
     }
 
 
-DIMS = {"garch11": 4, "garch11_persist": 4, "ar5": 7, "radon": 60, "radon_funnel": 60, "gp_pois_regr": 13,
-        "logreg_corr": 8}
-TWINS = {"radon_funnel": radon_twin}
-DATA = (garch_data, ar_data, radon_data, radon_funnel_data, gp_pois_data, logreg_corr_data)
+DIMS = {"garch11": 4, "garch11_persist": 4, "ar5": 7, "radon": 60, "radon_funnel": 60, "radon_slopes": 175,
+        "gp_pois_regr": 13, "logreg_corr": 8}
+TWINS = {"radon_funnel": radon_twin, "radon_slopes": radon_slopes_twin}
+DATA = (garch_data, ar_data, radon_data, radon_funnel_data, radon_slopes_data, gp_pois_data, logreg_corr_data)
