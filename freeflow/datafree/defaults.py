@@ -70,7 +70,7 @@ def default_settings(dim: int) -> dict[str, Any]:
         "birth_mass": 0.005,  # a birth needs an estimated missing mass ∫(p − q)₊ above this
         "birth_fraction": 0.7,  # births only in the first fraction of training
         # -- the Gaussian stage (freeflow.datafree.gaussian_stage): "auto" = on for generators with
-        # exact log q in d > 3, "on", "off"
+        # exact log q in d > 3 and in d ≤ 3 where p̃ is badly scaled at its mode, "on", "off"
         "gaussian_stage": "auto",
         # -- the verdict's MCMC check: chains (None: 1024, or the batch where the cost probe
         # reduced it, freeflow.datafree.cost)

@@ -61,7 +61,11 @@ from ..validation import check_positive_int
 
 Tensor = torch.Tensor
 
-__all__ = ["GaussianFit", "fit_gaussian", "Frame", "FrameLogDensity"]
+__all__ = ["GaussianFit", "fit_gaussian", "badly_scaled", "Frame", "FrameLogDensity"]
+
+# in d ≤ 3 the stage runs (gaussian_stage="auto") only where p̃ is badly scaled at its mode
+SCALE_RANGE = (1e-2, 1e2)     # every Laplace sd inside this range, and
+MAX_CONDITION = 1e3           # the Laplace covariance's condition number below this: unit scale is fine
 
 
 @dataclass
@@ -293,6 +297,33 @@ def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int 
     if widened:
         note += f"; widened along {widened} coordinate(s) whose conditional is broader than the Gaussian's"
     return GaussianFit(loc, inflate * chol, final, f.rows, time.perf_counter() - t0, len(path) - 1, note)
+
+
+def badly_scaled(log_density, dim: int, *, max_iter: int = 100) -> str:
+    """Why p̃ is too badly scaled for the unit-scale generator ("" if it is not): at the end of
+    the L-BFGS path, the Laplace covariance (−∇²log p̃)⁻¹ has a condition number above
+    ``MAX_CONDITION`` or an sd outside ``SCALE_RANGE`` (a regression on raw years: condition
+    10⁸). "" too where the search cannot start or the Hessian there is not negative definite
+    (nothing to measure: a mixture's saddle, a flat direction). Costs the path and 2d rows, so
+    the sampler asks it in low dimension only, where the stage is otherwise skipped (2-D mixtures
+    at unit scale train as they always did)."""
+    f = _Counter(log_density, dim)
+    try:
+        path = _lbfgs_path(f, dim, max_iter)
+    except FloatingPointError:
+        return ""
+    chol = _laplace(f, path[-1])
+    if chol is None:
+        return ""
+    eig = torch.linalg.eigvalsh(chol @ chol.T)
+    sd = (chol @ chol.T).diagonal().sqrt()
+    cond = float(eig[-1] / eig[0]) if float(eig[0]) > 0 else math.inf
+    if cond > MAX_CONDITION:
+        return f"the Laplace covariance at the mode has condition number {cond:.2g} > {MAX_CONDITION:g}"
+    lo, hi = SCALE_RANGE
+    if float(sd.min()) < lo or float(sd.max()) > hi:
+        return f"Laplace sds at the mode span {float(sd.min()):.2g}–{float(sd.max()):.2g}, outside [{lo:g}, {hi:g}]"
+    return ""
 
 
 def _vi(f: _Counter, mu0: Tensor, sd0: Tensor, steps: int, draws: int, lr: float,

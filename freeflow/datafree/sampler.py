@@ -32,7 +32,7 @@ from .build import (CountedLogDensity, distribute, is_target, make_density, make
                     resolve_generator, resolve_target, train_config)
 from .cost import cost_settings, time_limit_callback
 from .defaults import check_settings, default_generator, default_settings, default_steps
-from .gaussian_stage import Frame, fit_gaussian
+from .gaussian_stage import Frame, badly_scaled, fit_gaussian
 from .persistence import load_sampler, sampler_state_dict
 from . import verdict as _verdict
 
@@ -67,7 +67,8 @@ class OneStepSampler:
         **settings: override any key of :func:`default_settings`; among them ``step``
             (``"explicit"``, default, or ``"jko"``: the implicit proximal step with ``jko_tau``
             (None: = ``step_size``) and ``jko_inner`` inner steps, default 5; docs/jko.md);
-            ``gaussian_stage`` (``"auto"``: on for exact generators in d > 3; ``"on"``, ``"off"``):
+            ``gaussian_stage`` (``"auto"``: on for exact generators in d > 3, and in d ≤ 3 where
+            p̃ is badly scaled at its mode (``gaussian_stage.badly_scaled``); ``"on"``, ``"off"``):
             a full-covariance Gaussian fitted before training, whose frame the generator
             trains in (:mod:`freeflow.datafree.gaussian_stage`).
         device: where the generator, its optimiser state and EMA, the noise, the drift, the
@@ -150,9 +151,15 @@ class OneStepSampler:
         """Fit the Gaussian frame before the first training step (when the setting asks)."""
         mode = self.settings["gaussian_stage"]
         if self.gaussian_fit is not None or self.state.step > 0 or mode == "off" or (
-                mode == "auto" and not (self.spec.exact and self.dim > 3)):
+                mode == "auto" and not self.spec.exact):
             return
         with self.counted.stage("gaussian_stage"):
+            why = ""
+            if mode == "auto" and self.dim <= 3:      # low dimension: only where unit scale is wrong
+                why = badly_scaled(self.counted, self.dim)
+                if not why:
+                    self.gaussian_fit = {"used": False, "reason": f"d = {self.dim} ≤ 3 and p̃ is not badly scaled at its mode"}
+                    return
             try:
                 fit = fit_gaussian(self.counted, self.dim, seed=self.seed)
             except FloatingPointError as e:
@@ -162,7 +169,8 @@ class OneStepSampler:
                 return
         self.frame.set(fit.loc, fit.chol)
         self.gaussian_fit = {"used": True, "elbo": fit.elbo, "evaluations": fit.evaluations,
-                             "seconds": fit.seconds, "path_length": fit.path_length, "note": fit.note}
+                             "seconds": fit.seconds, "path_length": fit.path_length,
+                             "note": fit.note + (f"; run in d = {self.dim} because {why}" if why else "")}
 
     # -- training ------------------------------------------------------------------------------
     @placed
