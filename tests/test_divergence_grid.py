@@ -80,16 +80,24 @@ def test_grid_resumes_after_a_kill(tmp_path, monkeypatch):
 
 
 def test_a_cell_whose_training_stops_records_the_reason():
-    """ring8's log-density turns NaN for good after its 8th call (the probe, one per step and the
-    evaluation at step 4: between steps 4 and 8): the fit stops there without an exception (the
-    failing step is retried, then given up); the cell keeps its checkpoint at step 4 and ends
-    with a row naming the step and the failure."""
+    """ring8's log-density turns NaN for good after its 8th call of training (the probe, one per
+    step and the evaluation at step 4: between steps 4 and 8; the Gaussian stage's scale check
+    before training, which keeps ring8 at unit scale, makes its own calls first): the fit stops
+    there without an exception (the failing step is retried, then given up); the cell keeps its
+    checkpoint at step 4 and ends with a row naming the step and the failure."""
+    from freeflow.datafree.gaussian_stage import badly_scaled
     t = get_target("ring8")
     calls, real = {"n": 0}, t.log_prob
 
+    def counting(x):
+        calls["n"] += 1
+        return real(x)
+    assert badly_scaled(counting, 2) == ""
+    before_training, calls["n"] = calls["n"], 0
+
     def flaky(x):
         calls["n"] += 1
-        return real(x) * math.nan if calls["n"] > 8 else real(x)
+        return real(x) * math.nan if calls["n"] > 8 + before_training else real(x)
 
     t.log_prob = flaky
     cell = {"target": "ring8", "generator": "transport", "divergence": "kl_qp", "seed": 0, "steps": 12,
