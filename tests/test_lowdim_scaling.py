@@ -1,8 +1,9 @@
 """The Gaussian stage in low dimension: ``gaussian_stage="auto"`` runs it in d ≤ 3 only where p̃
 is badly scaled at its mode (``gaussian_stage.badly_scaled``). A linear trend on raw years (the
 shape of a public collection's 3-D temperature-trend posterior) has intercept and slope
-correlated −0.99999 (condition ~10⁸): unit-scale training cannot follow it (27 posterior sds off
-before this rule, flagged), the stage's frame makes it a unit Gaussian."""
+correlated −0.99996 (the Laplace covariance's condition number 6.5·10¹⁰): unit-scale training
+cannot follow it (8.6–34 posterior sds off before this rule, flagged), the stage's frame makes it
+a unit Gaussian."""
 import math
 import sys
 from pathlib import Path

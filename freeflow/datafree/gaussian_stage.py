@@ -303,7 +303,7 @@ def badly_scaled(log_density, dim: int, *, max_iter: int = 100) -> str:
     """Why p̃ is too badly scaled for the unit-scale generator ("" if it is not): at the end of
     the L-BFGS path, the Laplace covariance (−∇²log p̃)⁻¹ has a condition number above
     ``MAX_CONDITION`` or an sd outside ``SCALE_RANGE`` (a regression on raw years: condition
-    10⁸). "" too where the search cannot start or the Hessian there is not negative definite
+    6.5·10¹⁰). "" too where the search cannot start or the Hessian there is not negative definite
     (nothing to measure: a mixture's saddle, a flat direction). Costs the path and 2d rows, so
     the sampler asks it in low dimension only, where the stage is otherwise skipped (2-D mixtures
     at unit scale train as they always did)."""
