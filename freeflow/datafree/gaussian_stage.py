@@ -62,7 +62,7 @@ from .frame import Frame, FrameLogDensity
 
 Tensor = torch.Tensor
 
-__all__ = ["GaussianFit", "fit_gaussian", "badly_scaled", "Frame", "FrameLogDensity"]
+__all__ = ["GaussianFit", "fit_gaussian", "badly_scaled", "stage_for_sampler", "Frame", "FrameLogDensity"]
 
 # in d ≤ 3 the stage runs (gaussian_stage="auto") only where p̃ is badly scaled at its mode
 SCALE_RANGE = (1e-2, 1e2)     # every Laplace sd inside this range, and
@@ -275,6 +275,25 @@ def badly_scaled(log_density, dim: int, *, max_iter: int = 100) -> str:
     if float(sd.min()) < lo or float(sd.max()) > hi:
         return f"Laplace sds at the mode span {float(sd.min()):.2g}–{float(sd.max()):.2g}, outside [{lo:g}, {hi:g}]"
     return ""
+
+
+def stage_for_sampler(log_density, dim: int, *, mode: str, seed: int) -> tuple[GaussianFit | None, dict]:
+    """The sampler's stage (``gaussian_stage`` "auto" or "on", an exact generator): (the fit or
+    None, the summary the sampler keeps as ``gaussian_fit``). "auto" in d ≤ 3 fits only where
+    :func:`badly_scaled` says why; a search that cannot start is noted ("auto") or raised ("on")."""
+    why = ""
+    if mode == "auto" and dim <= 3:
+        why = badly_scaled(log_density, dim)
+        if not why:
+            return None, {"used": False, "reason": f"d = {dim} ≤ 3 and p̃ is not badly scaled at its mode"}
+    try:
+        fit = fit_gaussian(log_density, dim, seed=seed)
+    except FloatingPointError as e:
+        if mode == "on":
+            raise FloatingPointError(f"gaussian_stage='on': {e}") from e
+        return None, {"used": False, "reason": str(e)}
+    return fit, {"used": True, "elbo": fit.elbo, "evaluations": fit.evaluations, "seconds": fit.seconds,
+                 "path_length": fit.path_length, "note": fit.note + (f"; run in d = {dim} because {why}" if why else "")}
 
 
 def _vi(f: _Counter, mu0: Tensor, sd0: Tensor, steps: int, draws: int, lr: float,

@@ -32,7 +32,7 @@ from .build import (CountedLogDensity, distribute, is_target, make_density, make
                     resolve_generator, resolve_target, train_config)
 from .cost import cost_settings, time_limit_callback
 from .defaults import check_settings, default_generator, default_settings, default_steps
-from .gaussian_stage import Frame, badly_scaled, fit_gaussian
+from .gaussian_stage import Frame, stage_for_sampler
 from .persistence import load_sampler, sampler_state_dict
 from . import verdict as _verdict
 
@@ -154,23 +154,9 @@ class OneStepSampler:
                 mode == "auto" and not self.spec.exact):
             return
         with self.counted.stage("gaussian_stage"):
-            why = ""
-            if mode == "auto" and self.dim <= 3:      # low dimension: only where unit scale is wrong
-                why = badly_scaled(self.counted, self.dim)
-                if not why:
-                    self.gaussian_fit = {"used": False, "reason": f"d = {self.dim} ≤ 3 and p̃ is not badly scaled at its mode"}
-                    return
-            try:
-                fit = fit_gaussian(self.counted, self.dim, seed=self.seed)
-            except FloatingPointError as e:
-                if mode == "on":
-                    raise FloatingPointError(f"gaussian_stage='on': {e}") from e
-                self.gaussian_fit = {"used": False, "reason": str(e)}
-                return
-        self.frame.set(fit.loc, fit.chol)
-        self.gaussian_fit = {"used": True, "elbo": fit.elbo, "evaluations": fit.evaluations,
-                             "seconds": fit.seconds, "path_length": fit.path_length,
-                             "note": fit.note + (f"; run in d = {self.dim} because {why}" if why else "")}
+            fit, self.gaussian_fit = stage_for_sampler(self.counted, self.dim, mode=mode, seed=self.seed)
+        if fit is not None:
+            self.frame.set(fit.loc, fit.chol)
 
     # -- training ------------------------------------------------------------------------------
     @placed
