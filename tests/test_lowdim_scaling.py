@@ -62,3 +62,17 @@ def test_fit_defaults_right_on_a_trend_over_raw_years(seed):
     assert (np.abs(x.mean(0) - mean) / sd).max() < 0.1
     assert np.abs(x.std(0) / sd - 1).max() < 0.1
     assert s.last_reliability is not None and s.last_reliability.trusted
+
+
+def test_badly_scaled_is_quiet_where_it_cannot_measure():
+    """A log-density that is −inf at the origin, or that raises on a single row, gives "" (the
+    sampler then trains as before; training's own checks name the problem)."""
+    def hole(x):                                        # −inf within 0.5 of the origin
+        return torch.where(x.norm(dim=1) < 0.5, torch.full_like(x[:, 0], -math.inf), -0.5 * (x ** 2).sum(1))
+    assert badly_scaled(hole, 2) == ""
+
+    def batch_only(x):
+        if x.shape[0] == 1:
+            raise ValueError("one row")
+        return -0.5 * (x ** 2).sum(1)
+    assert badly_scaled(batch_only, 2) == ""
