@@ -29,6 +29,7 @@ garch11_persist               4  GARCH(1,1) on a persistent series (alpha1 + bet
 ar5                           7  AR(5) regression
 radon                        60  varying intercepts, 56 groups of 1-40, centred
 radon_funnel                 60  varying intercepts, 56 small groups, small group scale, centred
+radon85                      89  varying intercepts, 85 groups of 1-116, centred
 radon_slopes                175  varying intercepts and slopes, 85 groups of 1-116, both centred
 gp_pois_regr                 13  latent GP with Poisson counts, centred MVN prior
 logreg_corr                   8  logistic regression with correlated predictors

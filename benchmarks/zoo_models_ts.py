@@ -1,9 +1,9 @@
-"""Eight more posteriors of the zoo (benchmarks/zoo_models.py registers them), in shapes of the
+"""Nine more posteriors of the zoo (benchmarks/zoo_models.py registers them), in shapes of the
 public posterior collection the zoo imitates, written as users write them: GARCH(1,1) volatility
 (a support that depends on another parameter), an AR(5) regression, a varying-intercept
 hierarchical regression of the radon kind (centred; groups of 1–40 observations), the same with
-small groups and a small group scale (a funnel), varying intercepts and slopes over 85 groups
-(both centred), a latent Gaussian process with Poisson counts
+small groups and a small group scale (a funnel), varying intercepts over 85 groups of 1–116 and
+varying intercepts and slopes over the same groups (both centred), a latent Gaussian process with Poisson counts
 (centred, MVN prior), and a logistic regression with correlated predictors. Data are simulated
 with fixed seeds; ``radon_funnel_twin`` is the funnel written non-centred (its NUTS reference)."""
 from __future__ import annotations
@@ -201,6 +201,8 @@ def entries() -> dict:
                   "varying intercepts, 56 groups of 1-40, centred a_j ~ N(mu_a, sigma_a)"),
         "radon_funnel": (radon, radon_funnel_data(), {},
                          "varying intercepts, 56 small groups, small sigma_a (a funnel), centred"),
+        "radon85": (radon, radon_slopes_data(), {},
+                    "varying intercepts, 85 groups of 1-116 (radon_slopes' data), centred"),
         "radon_slopes": (radon_slopes, radon_slopes_data(), {},
                          "varying intercepts and slopes, 85 groups of 1-116, both centred"),
         "gp_pois_regr": (gp_pois_regr, gp_pois_data(), {},
@@ -210,7 +212,7 @@ def entries() -> dict:
     }
 
 
-DIMS = {"garch11": 4, "garch11_persist": 4, "ar5": 7, "radon": 60, "radon_funnel": 60, "radon_slopes": 175,
+DIMS = {"garch11": 4, "garch11_persist": 4, "ar5": 7, "radon": 60, "radon_funnel": 60, "radon85": 89, "radon_slopes": 175,
         "gp_pois_regr": 13, "logreg_corr": 8}
-TWINS = {"radon_funnel": radon_twin, "radon_slopes": radon_slopes_twin}
+TWINS = {"radon_funnel": radon_twin, "radon85": radon_twin, "radon_slopes": radon_slopes_twin}
 DATA = (garch_data, ar_data, radon_data, radon_funnel_data, radon_slopes_data, gp_pois_data, logreg_corr_data)
