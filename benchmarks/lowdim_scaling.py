@@ -4,7 +4,8 @@
 
 The shape of a public collection's 3-D temperature-trend posterior: y_t ~ N(α + β t, σ) over
 the years 1952–2013 (not centred), α ~ N(ȳ, 100), β ~ N(0, 1/30), σ ~ HalfNormal(1), written in
-NumPyro as a user writes it. Intercept and slope are correlated −0.99996 (the Laplace covariance at the mode has condition number 6.5·10¹⁰).
+NumPyro as a user writes it. Intercept and slope are correlated −0.99996 (the Laplace covariance
+at the mode has condition number 6.5·10¹⁰).
 Exact moments by quadrature over log σ with (α, β) Gaussian given σ (``trend_exact``).
 Per seed (0, 1, 2): ``fit()`` with the defaults, and with ``gaussian_stage="off"`` (what the
 defaults did in d ≤ 3 before the stage ran where p̃ is badly scaled); 20 000 draws; the largest

@@ -212,7 +212,7 @@ def entries() -> dict:
     }
 
 
-DIMS = {"garch11": 4, "garch11_persist": 4, "ar5": 7, "radon": 60, "radon_funnel": 60, "radon85": 89, "radon_slopes": 175,
-        "gp_pois_regr": 13, "logreg_corr": 8}
+DIMS = {"garch11": 4, "garch11_persist": 4, "ar5": 7, "radon": 60, "radon_funnel": 60, "radon85": 89,
+        "radon_slopes": 175, "gp_pois_regr": 13, "logreg_corr": 8}
 TWINS = {"radon_funnel": radon_twin, "radon85": radon_twin, "radon_slopes": radon_slopes_twin}
 DATA = (garch_data, ar_data, radon_data, radon_funnel_data, radon_slopes_data, gp_pois_data, logreg_corr_data)

@@ -233,7 +233,8 @@ def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int 
     runs.append((_elbo(f, loc, chol, eps_cmp, top), loc, chol, "full-rank VI from the best L-BFGS path point"))
     loc, chol = _vi(f, zero, one, origin_factor * vi_steps, draws, lr, g, mean_step="adam")
     loc, chol = _vi(f, loc, chol.pow(2).sum(1).sqrt(), vi_steps, draws, lr, g)     # polished in its frame
-    runs.append((_elbo(f, loc, chol, eps_cmp, top), loc, chol, "full-rank VI from the origin (ADVI, then VI in its frame)"))
+    runs.append((_elbo(f, loc, chol, eps_cmp, top), loc, chol,
+                 "full-rank VI from the origin (ADVI, then VI in its frame)"))
     runs.append((_elbo(f, mu0, torch.diag(sd0), eps_cmp, top), mu0, torch.diag(sd0), "diagonal path point"))
     lap = _laplace(f, path[-1])
     if lap is not None:   # a latent Gaussian field in hundreds of dimensions: VI has too few steps
@@ -290,8 +291,9 @@ def stage_for_sampler(log_density, dim: int, *, mode: str, seed: int) -> tuple[G
         if mode == "on":
             raise FloatingPointError(f"gaussian_stage='on': {e}") from e
         return None, {"used": False, "reason": str(e)}
+    note = fit.note + (f"; run in d = {dim} because {why}" if why else "")
     return fit, {"used": True, "elbo": fit.elbo, "evaluations": fit.evaluations, "seconds": fit.seconds,
-                 "path_length": fit.path_length, "note": fit.note + (f"; run in d = {dim} because {why}" if why else "")}
+                 "path_length": fit.path_length, "note": note}
 
 
 def _vi(f: _Counter, mu0: Tensor, sd0: Tensor, steps: int, draws: int, lr: float,
