@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 
@@ -34,13 +34,14 @@ from .cost import cost_settings, time_limit_callback
 from .defaults import check_settings, default_generator, default_settings, default_steps
 from .gaussian_stage import Frame, stage_for_sampler
 from .persistence import load_sampler, sampler_state_dict
+from .weighted import ImportanceMethods
 from . import verdict as _verdict
 
 Tensor = torch.Tensor
 
 __all__ = ["OneStepSampler", "default_settings", "default_steps", "default_generator"]
 
-class OneStepSampler:
+class OneStepSampler(ImportanceMethods):
     """A generator trained to sample from exp(log_density) in one forward pass.
 
     Args:
@@ -329,66 +330,3 @@ class OneStepSampler:
         training continues with a fresh noise stream (seeded from the seed and the step).
         """
         return load_sampler(cls, path, log_density, check_target, map_location=map_location, dtype=dtype)
-
-    # -- importance weights (flow route; docs/flow-route.md) ------------------------------------
-    @placed
-    @torch.no_grad()
-    def sample_and_log_prob(self, n: int, *, seed: int | None = None, ema: bool = True,
-                            chunk_size: int = 16384) -> tuple[Tensor, Tensor]:
-        """n samples x ~ q (n, d) and log q(x): exact for generator="flow", the auxiliary flow's
-        estimate for density="flow"; any other estimator is refused with a ValueError (a KDE's
-        log q̂ is too biased to weight with)."""
-        check_positive_int(n, "n")
-        net = self.state.ema.module if ema else self.generator
-        if self.spec.exact:
-            u, log_q = _verdict.draw(net, n, seed, self.settings["noise_dim"], self._sample_rng, chunk_size)
-        elif isinstance(self.density, DensityEstimator) and getattr(self.density, "normalized", False):
-            u = self.frame.to_u(self.sample_unconstrained(n, seed=seed, ema=ema))
-            log_q = torch.cat([self.density.log_prob(c) for c in u.split(chunk_size)])
-        else:
-            raise ValueError(
-                f"importance weights need log q: use a generator with exact log q (e.g. generator='flow') "
-                f"or density='flow' (approximate), not density={self.density_name!r}"
-            )
-        return self.frame.to_x(u), log_q - self.frame.log_det
-
-    @torch.no_grad()
-    @placed
-    def importance_weights(self, n: int, *, seed: int | None = None, ema: bool = True,
-                           constrained: bool | None = None):
-        """Samples x ~ q (n, d) and log w = log p̃(x) − log q(x) (float64).
-
-        For a :class:`~freeflow.Posterior` the samples are the dict of :meth:`sample` (named
-        constrained values, deterministic sites included); ``constrained=False`` gives the
-        unconstrained (n, dim) tensor instead."""
-        if constrained and self.posterior is None:
-            raise ValueError("constrained=True needs a sampler built on a freeflow.Posterior; this one "
-                             "samples a plain log_density on R^d")
-        x, log_q = self.sample_and_log_prob(n, seed=seed, ema=ema)
-        lw = _iw.log_importance_weights(self._log_density_chunked(x), log_q)
-        if self.posterior is not None and constrained is not False:
-            return self.posterior.constrain(x), lw
-        return x, lw
-
-    @placed
-    def log_normalizer(self, n: int, *, seed: int | None = None, ema: bool = True) -> tuple[float, float]:
-        """(log Ẑ, standard error) from n importance samples (see :mod:`freeflow.importance`)."""
-        return _iw.log_normalizer(self.importance_weights(n, seed=seed, ema=ema, constrained=False)[1])
-
-    @placed
-    def importance_summary(self, n: int, *, seed: int | None = None, ema: bool = True) -> "_iw.ImportanceSummary":
-        """log Ẑ ± se, reverse ESS (``ess_fraction``, ``ess``), ELBO and Pareto k̂ (``pareto_k``)
-        from n importance samples."""
-        return _iw.summarize(self.importance_weights(n, seed=seed, ema=ema, constrained=False)[1])
-
-    @placed
-    def expectation(self, f: Callable, n: int, *, seed: int | None = None, ema: bool = True):
-        """Self-normalised importance estimate of E_p[f(x)] and its standard error.
-
-        ``f`` takes the samples as :meth:`importance_weights` gives them: x (n, d) for a plain
-        log-density; for a :class:`~freeflow.Posterior`, the dict of named constrained values,
-        e.g. ``sampler.expectation(lambda d: d["tau"], 100_000)``; returns (n,) or (n, k)."""
-        if not callable(f):
-            raise TypeError(f"f must be callable (samples -> values (n,) or (n, k)), got {type(f).__name__}")
-        x, lw = self.importance_weights(n, seed=seed, ema=ema)
-        return _iw.self_normalized_expectation(f(x), lw)
