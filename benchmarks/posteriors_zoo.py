@@ -224,6 +224,9 @@ def run_one(name: str, seed: int, args, ref: dict) -> dict:
     row["training_seconds_sampler"] = float(sampler.training_seconds)
     row["steps"] = int(sampler.steps_done)
     row["generator"] = getattr(sampler, "generator_name", None)
+    fit_info = getattr(sampler, "gaussian_fit", None) or {}
+    row["coordinates"] = fit_info.get("coordinates", "as written")   # (a twin's, where the stage chose one)
+    row["coordinates_tried"] = fit_info.get("coordinates_tried")
     row["stopped_by_time_limit"] = stopped
     if stopped is not None or sampler.last_reliability is None:
         with warnings.catch_warnings():
@@ -264,7 +267,8 @@ def _print(row: dict) -> None:
           f"mean err max {row['mean_err_max']:.3f} ({row['mean_err_at']}), sd err max {row['sd_err_max']:.3f} "
           f"({row['sd_err_at']}; testable {row['sd_err_max_testable']}), train {row['train_seconds']:.0f} s, "
           f"{row['steps']} steps, evals {row.get('log_density_evals_total', '?')}, "
-          f"constrained: {row.get('status_constrained', '-')}, {row['verdict']}", flush=True)
+          f"constrained: {row.get('status_constrained', '-')}, coordinates: {row.get('coordinates')}, "
+          f"{row['verdict']}", flush=True)
     for r in row["refine"]:
         print(f"    refine={r['refine']}: " + (r.get("error") or f"{r['status']}, mean err max {r['mean_err_max']:.3f}, "
                                               f"sd err max {r['sd_err_max']:.3f}, {r['seconds']:.1f} s"), flush=True)

@@ -216,6 +216,12 @@ class Posterior:
         """Same as :meth:`log_density` (so that a Posterior is accepted wherever a Target is)."""
         return self.log_density(z)
 
+    def reparametrizations(self) -> tuple:
+        """Other parameterisations of this posterior the sampler may train in
+        (:class:`freeflow.bayes.reparam.Reparametrized`; a NumPyro model's non-centred twin);
+        none for a model written as a Posterior."""
+        return ()
+
     def log_prob_jax(self, z):
         """A JAX single-position log-density ``(dim,) -> ()`` where the model has one (NumPyro);
         NotImplementedError otherwise (NUTS then bridges :meth:`log_density`)."""

@@ -83,7 +83,7 @@ class NumPyroPosterior(Posterior):
     (built by :func:`from_numpyro`; see the module docstring)."""
 
     def __init__(self, model: Callable, model_args: tuple = (), model_kwargs: dict | None = None, *,
-                 seed: int = 0, name: str | None = None):
+                 seed: int = 0, name: str | None = None, noncentre: bool = True):
         jax, numpyro = _import_numpyro()
         import jax.numpy as jnp
         from numpyro import handlers
@@ -133,6 +133,9 @@ class NumPyroPosterior(Posterior):
                           observed_data=observed, constant_data=_constant_data(model, model_args, model_kwargs, observed),
                           derived_names=tuple(derived))
         self.model, self.model_args, self.model_kwargs = model, tuple(model_args), model_kwargs
+        if not isinstance(noncentre, bool):
+            raise TypeError(f"noncentre must be True or False, got {noncentre!r}")
+        self.noncentre, self._twins = noncentre, None
         self.derived_shapes = derived
         slices, raw = dict(self.slices), dict(self.raw_shapes)
 
@@ -248,6 +251,16 @@ class NumPyroPosterior(Posterior):
         return torch.cat([torch.from_numpy(np.array(out[k], dtype=np.float64)).reshape(n, -1)
                           for k in self.names], dim=1).to(dtype)
 
+    def reparametrizations(self) -> tuple:
+        """The model's non-centred twin where it has centred Normal / random-walk sites
+        (:func:`freeflow.bayes.reparam.noncentred_twin`; built once; ``noncentre=False``: none)."""
+        if self._twins is None:
+            from .reparam import noncentred_twin
+
+            twin = noncentred_twin(self) if self.noncentre else None
+            self._twins = (twin,) if twin is not None else ()
+        return self._twins
+
     def log_prob_jax(self, z):
         """NumPyro's log-density −U(z) at one position ``(dim,) -> ()`` (JAX; for blackjax)."""
         return self._jax_log_density(z)
@@ -281,7 +294,8 @@ def _constant_data(model, args, kwargs, observed: dict) -> dict[str, np.ndarray]
     return out
 
 
-def from_numpyro(model: Callable, *args: Any, seed: int = 0, name: str | None = None, **kwargs: Any) -> NumPyroPosterior:
+def from_numpyro(model: Callable, *args: Any, seed: int = 0, name: str | None = None, noncentre: bool = True,
+                 **kwargs: Any) -> NumPyroPosterior:
     """A :class:`~freeflow.Posterior` from a NumPyro model and the arguments to call it with.
 
         def eight_schools(sigma, y=None):
@@ -296,6 +310,9 @@ def from_numpyro(model: Callable, *args: Any, seed: int = 0, name: str | None = 
     The parameter names and shapes are the model's latent sites; constrained values come from
     the model's own transforms; observed sites go to ``observed_data`` and other array
     arguments to ``constant_data``.  ``seed`` only seeds the trace that reads the model's
-    structure; ``seed`` and ``name`` are freeflow's keywords (pass a model argument with one
-    of these names positionally).  A discrete latent site raises a ValueError naming it."""
-    return NumPyroPosterior(model, args, kwargs, seed=seed, name=name)
+    structure.  ``noncentre``: let the sampler train in the model's non-centred twin where its
+    Gaussian stage fits better there (:mod:`freeflow.bayes.reparam`; draws come back in the
+    model's own coordinates either way); ``False`` keeps the model as written.  ``seed``,
+    ``name`` and ``noncentre`` are freeflow's keywords (pass a model argument with one of these
+    names positionally).  A discrete latent site raises a ValueError naming it."""
+    return NumPyroPosterior(model, args, kwargs, seed=seed, name=name, noncentre=noncentre)

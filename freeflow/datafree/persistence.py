@@ -12,6 +12,7 @@ from ..io import load_checkpoint
 from ..placement import checkpoint_placement, resumed_rng_state
 from ..train import History
 from .autostop import AutoRun
+from . import space
 from .build import is_target
 
 Tensor = torch.Tensor
@@ -41,7 +42,9 @@ def sampler_state_dict(sampler) -> dict:
         "generator": sampler.generator_name,
         "settings": json.loads(json.dumps(sampler.settings)),
         "target": sampler.target_config,
-        "fingerprint": fingerprint(sampler.log_density, sampler.dim),
+        "fingerprint": fingerprint(sampler.log_density if sampler.reparam is None else sampler.model_log_density,
+                                   sampler.dim),   # (the model's log p̃, also where training ran in a twin's)
+        "coordinates": sampler.reparam.label if sampler.reparam is not None else "as written",
         "trainer": sampler.trainer.state_dict(sampler.state),
         "history": sampler.history.rows(),
         "auto": sampler.auto.to_dict() if sampler.auto is not None else None,
@@ -86,6 +89,7 @@ def load_sampler(cls, path: str | os.PathLike, log_density, check_target: bool =
                 "log-density (its values at the probe points differ); pass check_target=False "
                 "to load anyway"
             )
+    space.use(sampler, ck.get("coordinates"))   # (a twin's coordinates: freeflow/datafree/space.py)
     sampler.trainer.load_state_dict(sampler.state, resumed_rng_state(ck, ck["trainer"], sampler.placement))
     sampler.history = History(ck.get("history", []))
     sampler.auto = AutoRun.from_dict(ck.get("auto"))  # (a dict in every version's checkpoints)

@@ -35,6 +35,7 @@ from .defaults import check_settings, default_generator, default_settings, defau
 from .gaussian_stage import Frame, stage_for_sampler
 from .persistence import load_sampler, sampler_state_dict
 from .weighted import ImportanceMethods
+from . import space as _space
 from . import verdict as _verdict
 
 Tensor = torch.Tensor
@@ -111,6 +112,8 @@ class OneStepSampler(ImportanceMethods):
         settings = {**settings, **cost_settings(log_density, dim, settings, default_settings(dim)["batch_size"],
                                                 name=probe_name)}
         self.counted = CountedLogDensity(log_density)
+        # the model's log p̃; training may move to a twin's coordinates (space.py, self.reparam)
+        self.model_log_density, self.reparam = log_density, None
         self.log_density, self.dim, self.seed = self.counted, dim, seed
         self.divergence_name, self.divergence, schedule = resolve_divergence(divergence)
         self.spec, density, self.settings = resolve_generator(generator, density, dim, settings)
@@ -154,8 +157,11 @@ class OneStepSampler(ImportanceMethods):
         if self.gaussian_fit is not None or self.state.step > 0 or mode == "off" or (
                 mode == "auto" and not self.spec.exact):
             return
+        def stage(f):
+            return stage_for_sampler(f, self.dim, mode=mode, seed=self.seed)
+
         with self.counted.stage("gaussian_stage"):
-            fit, self.gaussian_fit = stage_for_sampler(self.counted, self.dim, mode=mode, seed=self.seed)
+            fit, self.gaussian_fit = _space.choose(self, stage, *stage(self.counted))
         if fit is not None:
             self.frame.set(fit.loc, fit.chol)
 
@@ -264,19 +270,27 @@ class OneStepSampler(ImportanceMethods):
         For a :class:`~freeflow.Posterior`: a dict {name: constrained values (n, *shape)}
         (:meth:`sample_unconstrained` gives the (n, dim) tensor the generator produces)."""
         refine = check_int(refine, "refine", minimum=0)
-        x = self.sample_unconstrained(n, seed=seed, ema=ema, chunk_size=chunk_size)
+        x = self._draw(n, seed=seed, ema=ema, chunk_size=chunk_size)
         if refine:
             with self.counted.stage("refine"):
                 res = run_refine(self.log_density, x, refine, seed=self.seed if seed is None else seed)
             self.last_refine = res._replace(draws=None, all_draws=None)
             x = res.draws.to(x.dtype)
+        x = _space.to_model(self, x)
         return self.posterior.constrain(x) if self.posterior is not None else x
 
     @placed
     @torch.no_grad()
     def sample_unconstrained(self, n: int, *, seed: int | None = None, ema: bool = True,
                              chunk_size: int = 65536) -> Tensor:
-        """n samples (n, dim) of the generator, in the log-density's coordinates."""
+        """n samples (n, dim) of the generator, in the log-density's coordinates (the model's
+        own, also where training ran in a twin's: ``self.reparam``)."""
+        return _space.to_model(self, self._draw(n, seed=seed, ema=ema, chunk_size=chunk_size))
+
+    @placed
+    @torch.no_grad()
+    def _draw(self, n: int, *, seed: int | None = None, ema: bool = True, chunk_size: int = 65536) -> Tensor:
+        """n samples in the coordinates training ran in (those of ``self.log_density``)."""
         check_positive_int(n, "n")
         net = self.state.ema.module if ema else self.generator
         rng = self.placement.generator(seed) if seed is not None else self._sample_rng

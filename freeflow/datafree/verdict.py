@@ -11,6 +11,7 @@ from .. import importance as _iw
 from ..mcmc import final_options, mcmc_shift
 from ..placement import noise_generator
 from ..reliability import TAIL_WIDEN, Reliability, assess, gibbs_shift, mcmc_reason
+from . import space as _space
 
 Tensor = torch.Tensor
 
@@ -51,7 +52,7 @@ def reliability(sampler, n: int, seed: int, *, cheap_first: bool = False) -> Rel
     evaluations and could only add reasons; the verdict (trusted or not) is the same."""
     net = sampler.state.ema.module
     if not sampler.spec.exact:
-        x = sampler.sample_unconstrained(n, seed=seed)
+        x = sampler._draw(n, seed=seed)
         return assess(x, None, None, gibbs=gibbs_check(sampler, x, seed),
                       mcmc=mcmc_check(sampler, x, seed), unverified_reason=(
             f"density={sampler.density_name!r} gives no exact log q, so importance checks are "
@@ -154,7 +155,7 @@ def derived_features(sampler) -> dict:
     names = [f"{k}[{i}]" if v[0].numel() > 1 else k for k, v in shapes.items() for i in range(v[0].numel())]
 
     def features(z):
-        return torch.cat([v.reshape(len(z), -1) for v in post.derived(z).values()], 1)
+        return torch.cat([v.reshape(len(z), -1) for v in post.derived(_space.to_model(sampler, z)).values()], 1)
     return {"features": features, "feature_names": names}
 
 
@@ -176,13 +177,13 @@ def confirm(sampler, rep: Reliability, seed: int = 12345) -> Reliability:
     if rep.trusted is not True or rep.mcmc_statistic is None:
         return rep
     with sampler.counted.stage("checks"), torch.no_grad():   # rare spikes of q (spike_reason)
-        log_p = sampler._log_density_chunked(sampler.sample_unconstrained(SPIKE_DRAWS, seed=seed + 7))
+        log_p = sampler._log_density_chunked(sampler._draw(SPIKE_DRAWS, seed=seed + 7))
     if _add_spikes(rep, log_p).trusted is not True:
         return rep
     steps = min(FINAL_MCMC_STEPS, sampler.steps_done // CONFIRM_STEPS_DIVISOR)
     if steps <= ROUND_MCMC_STEPS:
         return rep
-    x = sampler.sample_unconstrained(4000, seed=seed)   # the draws reliability() checked
+    x = sampler._draw(4000, seed=seed)   # the draws reliability() checked
     base = sampler.settings.get("check_chains")
     chains = min(len(x), CONFIRM_CHAINS_FACTOR * 1024 if base is None else base)
     with sampler.counted.stage("checks"):

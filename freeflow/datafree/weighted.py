@@ -11,6 +11,7 @@ from .. import importance as _iw
 from ..density import DensityEstimator
 from ..placement import placed
 from ..validation import check_positive_int
+from . import space as _space
 from . import verdict as _verdict
 
 Tensor = torch.Tensor
@@ -25,13 +26,22 @@ class ImportanceMethods:
                             chunk_size: int = 16384) -> tuple[Tensor, Tensor]:
         """n samples x ~ q (n, d) and log q(x): exact for generator="flow", the auxiliary flow's
         estimate for density="flow"; any other estimator is refused with a ValueError (a KDE's
-        log q̂ is too biased to weight with)."""
+        log q̂ is too biased to weight with). In the model's own coordinates, also where training
+        ran in a twin's (``self.reparam``: log q then carries the map's log-Jacobian)."""
+        x, log_q = self._draw_and_log_prob(n, seed=seed, ema=ema, chunk_size=chunk_size)
+        if self.reparam is None:
+            return x, log_q
+        return _space.to_model(self, x), log_q - _space.model_log_det(self, x).to(log_q.dtype)
+
+    def _draw_and_log_prob(self, n: int, *, seed: int | None = None, ema: bool = True,
+                           chunk_size: int = 16384) -> tuple[Tensor, Tensor]:
+        """:meth:`sample_and_log_prob` in the coordinates training ran in."""
         check_positive_int(n, "n")
         net = self.state.ema.module if ema else self.generator
         if self.spec.exact:
             u, log_q = _verdict.draw(net, n, seed, self.settings["noise_dim"], self._sample_rng, chunk_size)
         elif isinstance(self.density, DensityEstimator) and getattr(self.density, "normalized", False):
-            u = self.frame.to_u(self.sample_unconstrained(n, seed=seed, ema=ema))
+            u = self.frame.to_u(self._draw(n, seed=seed, ema=ema))
             log_q = torch.cat([self.density.log_prob(c) for c in u.split(chunk_size)])
         else:
             raise ValueError(
@@ -52,8 +62,9 @@ class ImportanceMethods:
         if constrained and self.posterior is None:
             raise ValueError("constrained=True needs a sampler built on a freeflow.Posterior; this one "
                              "samples a plain log_density on R^d")
-        x, log_q = self.sample_and_log_prob(n, seed=seed, ema=ema)
-        lw = _iw.log_importance_weights(self._log_density_chunked(x), log_q)
+        x, log_q = self._draw_and_log_prob(n, seed=seed, ema=ema)
+        lw = _iw.log_importance_weights(self._log_density_chunked(x), log_q)   # (the same in any coordinates)
+        x = _space.to_model(self, x)
         if self.posterior is not None and constrained is not False:
             return self.posterior.constrain(x), lw
         return x, lw
