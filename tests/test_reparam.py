@@ -120,3 +120,6 @@ def test_funnel_trains_in_the_twin_and_reports_the_model_coordinates(seed, tmp_p
     with pytest.raises(ValueError, match="coordinates"):
         ff.OneStepSampler.load(path, ff.from_numpyro(funnel, 5, noncentre=False))
     assert math.isfinite(float(s.importance_weights(100, seed=1, constrained=False)[1].max()))
+    idata = s.to_inference_data(200, chains=2, seed=0)   # (its log weights use the model's log q)
+    assert idata.posterior.attrs["coordinates"] == "non-centred: x"
+    assert float(np.std(idata.sample_stats["log_weight"].values)) < 0.2

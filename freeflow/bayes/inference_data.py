@@ -182,12 +182,15 @@ def sampler_inference_data(sampler: Any, draws: int | None = None, chains: int =
 def fit_attrs(sampler: Any) -> dict[str, Any]:
     """What a fit leaves in the InferenceData attrs: library, generator, steps, seconds and the
     reliability verdict (``reliability``: the verdict's text, or "not checked"; ``trusted``: 1,
-    0, or -1 for unverified / not checked; ``stopped_early``: where a time limit ended training)."""
+    0, or -1 for unverified / not checked; ``coordinates``: the model as written or the twin
+    training ran in; ``stopped_early``: where a time limit ended training)."""
     attrs = {"inference_library": "freeflow", "generator": sampler.generator_name,
              "steps": int(sampler.steps_done), "training_seconds": float(sampler.training_seconds)}
     rel = getattr(sampler, "last_reliability", None)
     attrs["reliability"] = "not checked (fit(check=False))" if rel is None else str(rel.verdict)
     attrs["trusted"] = -1 if rel is None else {True: 1, False: 0}.get(rel.trusted, -1)
+    rep = getattr(sampler, "reparam", None)   # trained in a non-centred twin (freeflow.bayes.reparam)
+    attrs["coordinates"] = rep.label if rep is not None else "as written"
     if getattr(sampler, "stop_reason", None):   # fit(time_limit=) ended training early
         attrs["stopped_early"] = str(sampler.stop_reason)
     return attrs
