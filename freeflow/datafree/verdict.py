@@ -144,18 +144,28 @@ def derived_features(sampler) -> dict:
     """The final check's extra columns: a posterior's deterministic sites (e.g. a latent path
     computed from standardised innovations and scales), which a q right on every coordinate can
     still get wrong (stochastic volatility: every coordinate within 8.4 %, the path's sds up to
-    12 % wide). {} where there are none."""
+    12 % wide); where training ran in a twin's coordinates (``sampler.reparam``), the model's own
+    coordinates first. {} where there are none."""
     post = getattr(sampler, "posterior", None)
-    if post is None or not getattr(post, "derived_names", ()):
+    twin = getattr(sampler, "reparam", None) is not None
+    if post is None or not (getattr(post, "derived_names", ()) or twin):
         return {}
     try:   # (a model whose deterministic sites cannot be computed in batches: the check without them)
-        shapes = dict(post.derived(sampler.sample_unconstrained(2, seed=0)))
+        shapes = dict(post.derived(sampler.sample_unconstrained(2, seed=0))) if post.derived_names else {}
     except Exception:  # noqa: BLE001
-        return {}
+        shapes = {}
     names = [f"{k}[{i}]" if v[0].numel() > 1 else k for k, v in shapes.items() for i in range(v[0].numel())]
+    if twin:
+        names = [f"model:{c}" for c in post.coordinate_names()] + names
+    if not names:
+        return {}
 
-    def features(z):
-        return torch.cat([v.reshape(len(z), -1) for v in post.derived(_space.to_model(sampler, z)).values()], 1)
+    def features(w):
+        z = _space.to_model(sampler, w)
+        cols = [z] if twin else []
+        if shapes:
+            cols += [v.reshape(len(z), -1).to(z.dtype) for v in post.derived(z).values()]
+        return torch.cat(cols, 1)
     return {"features": features, "feature_names": names}
 
 
