@@ -72,7 +72,9 @@ class OneStepSampler(ImportanceMethods):
             ``gaussian_stage`` (``"auto"``: on for exact generators in d > 3, and in d ≤ 3 where
             p̃ is badly scaled at its mode (``gaussian_stage.badly_scaled``); ``"on"``, ``"off"``):
             a full-covariance Gaussian fitted before training, whose frame the generator
-            trains in (:mod:`freeflow.datafree.gaussian_stage`).
+            trains in (:mod:`freeflow.datafree.gaussian_stage`); for a posterior with a
+            non-centred twin (a NumPyro model's centred hierarchy), fitted in both, and training
+            runs in the better (:mod:`freeflow.datafree.space`; ``self.reparam``).
         device: where the generator, its optimiser state and EMA, the noise, the drift, the
             estimator of q, the Gaussian stage, importance weights and the checks live: ``"cpu"``
             (default), ``"cuda"``, ``"cuda:1"``, a ``torch.device``. A torch log-density is
