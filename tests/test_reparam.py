@@ -123,3 +123,21 @@ def test_funnel_trains_in_the_twin_and_reports_the_model_coordinates(seed, tmp_p
     idata = s.to_inference_data(200, chains=2, seed=0)   # (its log weights use the model's log q)
     assert idata.posterior.attrs["coordinates"] == "non-centred: x"
     assert float(np.std(idata.sample_stats["log_weight"].values)) < 0.2
+
+
+def test_choice_rule_and_the_gaussians_khat():
+    from types import SimpleNamespace
+
+    from freeflow.datafree import space
+
+    # better by ELBO, or by k̂ without a worse ELBO; never by k̂ alone at a much lower ELBO
+    assert space.better(-10.0, 0.9, -11.5, 0.9)
+    assert space.better(-10.5, 0.2, -10.0, 0.9)
+    assert not space.better(-12.0, 0.1, -10.0, 0.9)
+    assert not space.better(-10.2, 0.8, -10.0, 0.9)
+    # k̂ of N(0, I) against itself is far below 0.5; against a Cauchy-tailed target far above
+    d = 4
+    fit = SimpleNamespace(loc=torch.zeros(d, dtype=torch.float64), chol=torch.eye(d, dtype=torch.float64))
+    exact = space.gaussian_khat(lambda x: -0.5 * x.pow(2).sum(1), fit, seed=0)
+    heavy = space.gaussian_khat(lambda x: -torch.log1p(x.pow(2)).sum(1), fit, seed=0)
+    assert exact < 0.2 and heavy > 0.7
