@@ -251,6 +251,10 @@ class NumPyroPosterior(Posterior):
         return torch.cat([torch.from_numpy(np.array(out[k], dtype=np.float64)).reshape(n, -1)
                           for k in self.names], dim=1).to(dtype)
 
+    def structure_trace(self, seed: int):
+        """One seeded run of the model (its sites, their distributions and values)."""
+        return _structure_trace(self.model, self.model_args, self.model_kwargs, seed)
+
     def reparametrizations(self) -> tuple:
         """The model's non-centred twin where it has centred Normal / random-walk sites
         (:func:`freeflow.bayes.reparam.noncentred_twin`; built once; ``noncentre=False``: none)."""

@@ -119,12 +119,9 @@ def noncentred_twin(post) -> Reparametrized | None:
     from numpyro import handlers
     from numpyro.infer.reparam import LocScaleReparam
 
-    from .ppl_numpyro import NumPyroPosterior, _structure_trace
-
     model, args, kwargs = post.model, post.model_args, post.model_kwargs
     try:
-        trace_a = _structure_trace(model, args, kwargs, 1)
-        trace_b = _structure_trace(model, args, kwargs, 2)
+        trace_a, trace_b = post.structure_trace(1), post.structure_trace(2)
     except Exception:  # noqa: BLE001 - a model that cannot be traced twice: no twin
         return None
     sites = _dependent_sites(trace_a, trace_b, list(post.names))
@@ -133,7 +130,7 @@ def noncentred_twin(post) -> Reparametrized | None:
     config = {k: (LocScaleReparam(centered=0) if kind == "loc_scale" else _random_walk_reparam())
               for k, kind in sites.items()}
     try:
-        twin = NumPyroPosterior(handlers.reparam(model, config=config), args, kwargs,
+        twin = type(post)(handlers.reparam(model, config=config), args, kwargs,
                                 name=f"{post.name} (non-centred)", noncentre=False)
         rep = Reparametrized("non-centred: " + ", ".join(sites), twin, post, tuple(sites))
         if twin.dim != post.dim or not all(k in twin.derived_names or k in twin.names for k in post.names):
