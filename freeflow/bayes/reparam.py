@@ -44,11 +44,13 @@ class Reparametrized:
         z = self.base.unconstrain({k: values[k] for k in self.base.names})
         return z.to(device=w.device, dtype=w.dtype)
 
-    def log_det(self, w: Tensor) -> Tensor:
-        """log |det ∂z/∂w| per row: the twin's log p̃ minus the model's at the mapped point (the
-        same joint density in two coordinate systems)."""
+    def log_det(self, w: Tensor, z: Tensor | None = None) -> Tensor:
+        """log |det ∂z/∂w| per row: the twin's log p̃ minus the model's at the mapped point z
+        (``to_model(w)``, computed here where not given; the same joint density in two
+        coordinate systems)."""
         w64 = w.detach().to(torch.float64)
-        return (self.posterior.log_density(w64).double() - self.base.log_density(self.to_model(w64)).double())
+        z64 = self.to_model(w64) if z is None else z.detach().to(torch.float64)
+        return self.posterior.log_density(w64).double() - self.base.log_density(z64).double()
 
     def __repr__(self) -> str:
         return f"Reparametrized({self.label!r})"

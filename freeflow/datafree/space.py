@@ -129,9 +129,10 @@ def to_model(sampler, w: Tensor, chunk: int = 65536) -> Tensor:
     return torch.cat([rep.to_model(c) for c in w.split(chunk)]) if len(w) else w
 
 
-def model_log_det(sampler, w: Tensor, chunk: int = 16384) -> Tensor:
-    """log |det ∂z/∂w| per row (zeros where the sampler trains in the model's coordinates)."""
+def model_log_det(sampler, w: Tensor, z: Tensor, chunk: int = 16384) -> Tensor:
+    """log |det ∂z/∂w| per row, z = :func:`to_model` (w) (zeros where the sampler trains in the
+    model's coordinates)."""
     rep = getattr(sampler, "reparam", None)
     if rep is None:
         return torch.zeros(len(w), dtype=torch.float64, device=w.device)
-    return torch.cat([rep.log_det(c) for c in w.split(chunk)]).to(w.device)
+    return torch.cat([rep.log_det(a, b) for a, b in zip(w.split(chunk), z.split(chunk))]).to(w.device)

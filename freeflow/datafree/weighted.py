@@ -31,7 +31,8 @@ class ImportanceMethods:
         x, log_q = self._draw_and_log_prob(n, seed=seed, ema=ema, chunk_size=chunk_size)
         if self.reparam is None:
             return x, log_q
-        return _space.to_model(self, x), log_q - _space.model_log_det(self, x).to(log_q.dtype)
+        z = _space.to_model(self, x)
+        return z, log_q - _space.model_log_det(self, x, z).to(log_q.dtype)
 
     def _draw_and_log_prob(self, n: int, *, seed: int | None = None, ema: bool = True,
                            chunk_size: int = 16384) -> tuple[Tensor, Tensor]:
