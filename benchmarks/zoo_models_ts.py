@@ -189,6 +189,33 @@ def logreg_corr_data(seed: int = 20270205, n: int = 300, p: int = 7, rho: float 
     return X, y
 
 
+def logit_hier(g, G, y):
+    """Binary outcomes in G small groups: y_i ~ Bernoulli(logit⁻¹(a_{g_i})), centred
+    a_j ~ N(mu, tau), mu ~ N(0, 2), tau ~ HalfNormal(1) (written after the non-centred twins)."""
+    mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
+    tau = numpyro.sample("tau", dist.HalfNormal(1.0))
+    a = numpyro.sample("a", dist.Normal(mu, tau).expand([G]).to_event(1))
+    numpyro.sample("y", dist.Bernoulli(logits=a[g]), obs=y)
+
+
+def logit_hier_twin(g, G, y):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
+    tau = numpyro.sample("tau", dist.HalfNormal(1.0))
+    a_raw = numpyro.sample("a_raw", dist.Normal(0.0, 1.0).expand([G]).to_event(1))
+    a = numpyro.deterministic("a", mu + tau * a_raw)
+    numpyro.sample("y", dist.Bernoulli(logits=a[g]), obs=y)
+
+
+def logit_hier_data(seed: int = 20270301, G: int = 40):
+    """40 groups of 2–8 binary outcomes, mu = −0.5, tau = 0.4."""
+    rng = np.random.default_rng(seed)
+    n = rng.integers(2, 9, size=G)
+    g = np.repeat(np.arange(G), n)
+    a = -0.5 + 0.4 * rng.normal(size=G)
+    y = rng.binomial(1, 1 / (1 + np.exp(-a[g]))).astype(float)
+    return g, G, y
+
+
 def entries() -> dict:
     """name -> (model, args, kwargs, description), for zoo_models.REGISTRY."""
     return {
@@ -209,10 +236,14 @@ def entries() -> dict:
                          "latent GP (11 points, rho ~ Gamma(25, 4), alpha ~ HalfNormal(2)), Poisson counts, centred MVN"),
         "logreg_corr": (logreg_corr, logreg_corr_data(), {},
                         "logistic regression, 300 x 7, predictors correlated 0.7^|i-j|"),
+        "logit_hier": (logit_hier, logit_hier_data(), {},
+                       "binary outcomes, 40 groups of 2-8, centred a_j ~ N(mu, tau), tau ~ HalfNormal(1)"),
     }
 
 
 DIMS = {"garch11": 4, "garch11_persist": 4, "ar5": 7, "radon": 60, "radon_funnel": 60, "radon85": 89,
-        "radon_slopes": 175, "gp_pois_regr": 13, "logreg_corr": 8}
-TWINS = {"radon_funnel": radon_twin, "radon85": radon_twin, "radon_slopes": radon_slopes_twin}
-DATA = (garch_data, ar_data, radon_data, radon_funnel_data, radon_slopes_data, gp_pois_data, logreg_corr_data)
+        "radon_slopes": 175, "gp_pois_regr": 13, "logreg_corr": 8, "logit_hier": 42}
+TWINS = {"radon_funnel": radon_twin, "radon85": radon_twin, "radon_slopes": radon_slopes_twin,
+         "logit_hier": logit_hier_twin}
+DATA = (garch_data, ar_data, radon_data, radon_funnel_data, radon_slopes_data, gp_pois_data, logreg_corr_data,
+        logit_hier_data)
