@@ -206,6 +206,7 @@ def logit_hier_twin(g, G, y):
     numpyro.sample("y", dist.Bernoulli(logits=a[g]), obs=y)
 
 
+@functools.lru_cache(maxsize=None)
 def logit_hier_data(seed: int = 20270301, G: int = 40):
     """40 groups of 2–8 binary outcomes, mu = −0.5, tau = 0.4."""
     rng = np.random.default_rng(seed)
