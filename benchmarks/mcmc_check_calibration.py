@@ -83,10 +83,12 @@ def run_case(name: str, log_density, draws, seeds: int, **kw) -> dict:
         "acceptance": float(np.mean([r.acceptance for r in rows])),
         "grad_evals": rows[0].grad_evals, "density_evals": rows[0].density_evals,
         "seconds_mean": float(np.mean([r.seconds for r in rows])), "n": rows[0].n, "d": rows[0].d,
-        "steps": rows[0].steps, **{k: v for k, v in kw.items()},
+        "steps": rows[0].steps, "steps_run": [r.steps for r in rows],
+        "steps_run_median": float(np.median([r.steps for r in rows])), **{k: v for k, v in kw.items()},
     }
     print(f"{name:28s} fired {fired:2d}/{seeds} thr {out['threshold']:.2f} stat med {out['statistic_median']:.2f} "
-          f"q95 {out['statistic_q95']:.2f} shift {out['shift_median']:.3f} {out['seconds_mean']:.2f}s", flush=True)
+          f"q95 {out['statistic_q95']:.2f} shift {out['shift_median']:.3f} steps {out['steps_run_median']:.0f} "
+          f"{out['seconds_mean']:.2f}s", flush=True)
     return out
 
 
@@ -96,10 +98,15 @@ def main() -> None:
     ap.add_argument("--detect-seeds", type=int, default=20, help="seeds per detection case")
     ap.add_argument("--name", default="mcmc_check_calibration", help="results/<name>.json")
     ap.add_argument("--final", action="store_true",
-                    help="the final verdict's check: 4000 chains, 200 steps, tail tests and dilation moves")
+                    help="the final verdict's check: 4000 chains, up to 200 steps (ended once the chains have "
+                         "mixed), tail tests and dilation moves")
+    ap.add_argument("--fixed-length", action="store_true",
+                    help="with --final: always the full 200 steps (the final check before it ended on mixing)")
     args = ap.parse_args()
     if args.final:
         FINAL.update(n=4000, steps=200)
+        if args.fixed_length:
+            FINAL.update(until_mixed=None)
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     t0 = time.perf_counter()
@@ -124,7 +131,8 @@ def main() -> None:
     ]
     runs = sum(r["seeds"] for r in null)
     alarms = sum(r["fired"] for r in null)
-    summary = {"alpha": MCMC_ALPHA, "min_shift": MIN_SHIFT, "final": bool(args.final), "false_alarms": alarms, "null_runs": runs, "false_alarm_rate": alarms / runs,
+    summary = {"alpha": MCMC_ALPHA, "min_shift": MIN_SHIFT, "final": bool(args.final),
+               "until_mixed": FINAL.get("until_mixed", final_options(10)["until_mixed"]) if args.final else None, "false_alarms": alarms, "null_runs": runs, "false_alarm_rate": alarms / runs,
                "false_alarm_ci95": clopper_pearson(alarms, runs),
                "worst_target_rate": max(r["rate"] for r in null), "seconds": time.perf_counter() - t0}
     print(summary)

@@ -85,7 +85,8 @@ from ..validation import check_float, check_int, check_points, check_seed
 from .dilation import default_dilations
 from .kernel import LogDensity, run_chains
 
-__all__ = ["MCMCShift", "mcmc_shift", "shift_threshold", "final_options", "logp_floor", "MCMC_ALPHA", "MIN_SHIFT",
+__all__ = ["MCMCShift", "mcmc_shift", "shift_threshold", "final_options", "logp_floor", "mixing_stop",
+           "start_correlations", "MCMC_ALPHA", "MIN_SHIFT", "MIXED_CORRELATION",
            "MIN_TAIL_SHIFT"]
 
 #: family-wise false-alarm rate of mcmc_shift on exact draws (Bonferroni over its 2(d+1) tests)
@@ -98,6 +99,11 @@ MIN_SHIFT = 0.05
 #: a Gaussian 5% too narrow holds 2.0% beyond its 2.5% quantile)
 TAIL_Z = 1.959964
 MIN_TAIL_SHIFT = 0.005
+#: the final check ends once no column's start-to-now correlation exceeds this (:func:`mixing_stop`),
+#: looked at every MIXED_EVERY steps from MIXED_MIN_STEPS on
+MIXED_CORRELATION = 0.1
+MIXED_EVERY = 25
+MIXED_MIN_STEPS = 50
 
 
 @dataclass
@@ -135,6 +141,18 @@ def _normal_scores(a: np.ndarray) -> np.ndarray:
     return ndtri((rankdata(a, axis=0, method="average") - 0.375) / (a.shape[0] + 0.25))
 
 
+def _mixing_columns(z: torch.Tensor, lp: torch.Tensor, features) -> np.ndarray:
+    """The columns whose memory of the start :func:`mixing_stop` watches: coordinates, log p̃ and
+    the ``features`` (left out where they fail)."""
+    cols = [z, lp[:, None].to(z.dtype)]
+    if features is not None:
+        try:
+            cols.append(features(z).reshape(len(z), -1).to(z.dtype))
+        except Exception:  # noqa: BLE001 - as in mcmc_shift: the check without them
+            pass
+    return torch.cat(cols, 1).double().cpu().numpy()
+
+
 def _paired_t(diff: np.ndarray) -> np.ndarray:
     n = diff.shape[0]
     sd = diff.std(0, ddof=1)
@@ -153,9 +171,45 @@ def logp_floor(d: int, min_shift: float = MIN_SHIFT) -> float:
 
 def final_options(d: int) -> dict:
     """The options of the final verdict's longer check (:func:`freeflow.datafree.verdict.confirm`):
-    the tail tests, and min(d, 10) dilation moves a step (d ≥ 3), which walk along a funnel's
-    neck in tens of steps where gradient and single-coordinate moves take hundreds."""
-    return {"tails": True, "dilations_per_step": default_dilations(d)}
+    the tail tests, min(d, 10) dilation moves a step (d ≥ 3), which walk along a funnel's
+    neck in tens of steps where gradient and single-coordinate moves take hundreds, and an end
+    as soon as the chains have forgotten their starts (``until_mixed``, :func:`mixing_stop`)."""
+    return {"tails": True, "dilations_per_step": default_dilations(d), "until_mixed": MIXED_CORRELATION}
+
+
+def start_correlations(start: np.ndarray, now: np.ndarray) -> np.ndarray:
+    """Per column, the larger of |corr| between the chains' starts and their current values, in
+    normal scores z (location) and in z² (spread): (n, k), (n, k) -> (k,)."""
+    za, zb = _normal_scores(start), _normal_scores(now)
+    out = []
+    for a, b in ((za, zb), (za ** 2, zb ** 2)):
+        a, b = a - a.mean(0), b - b.mean(0)
+        den = np.sqrt((a ** 2).sum(0) * (b ** 2).sum(0))
+        out.append(np.abs(np.where(den > 0, (a * b).sum(0) / np.where(den > 0, den, 1.0), 0.0)))
+    return np.maximum(*out)
+
+
+def mixing_stop(columns, start, threshold: float, *, every: int = MIXED_EVERY, min_steps: int = MIXED_MIN_STEPS):
+    """A ``stop`` for :func:`freeflow.mcmc.run_chains`: every ``every`` steps from ``min_steps`` on,
+    True once every column (``columns(position, logdensity)`` -> (n, k)) has a start-to-now
+    correlation (:func:`start_correlations`) below ``threshold``. Why this keeps the check's power:
+    the paired test's t grows with the steps only while the chains still remember their starts
+    (for an AR(1) column with lag-T correlation ρ, E t ∝ √((1 − ρ)/(1 + ρ)): 90% of its limit at
+    ρ = 0.1); a slow direction (a funnel's scale) keeps its correlation high and the run long.
+    ``stop.history``: (step, largest correlation) at each look."""
+    base = np.asarray(columns(*start), dtype=np.float64)
+
+    def stop(t: int, state) -> bool:
+        if t < min_steps or t % every:
+            return False
+        now = np.asarray(columns(state.position, state.logdensity), dtype=np.float64)
+        ok = np.isfinite(now).all(1) & np.isfinite(base).all(1)
+        worst = float(start_correlations(base[ok], now[ok]).max()) if ok.sum() > 8 else 1.0
+        stop.history.append((t, worst))
+        return worst < threshold
+
+    stop.history = []
+    return stop
 
 
 def shift_threshold(d: int, alpha: float = MCMC_ALPHA, tests_per_column: int = 2) -> float:
@@ -169,7 +223,7 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
                local_step_size: bool = True, coordinates_per_step: int | None = None,
                dilations_per_step: int = 0, warmup: int | None = None, tails: bool = False,
                alpha: float = MCMC_ALPHA, min_shift: float = MIN_SHIFT, min_tail_shift: float = MIN_TAIL_SHIFT,
-               seed: int = 0, features=None, feature_names=(),
+               seed: int = 0, features=None, feature_names=(), until_mixed: float | None = None,
                chunk_size: int = LOG_DENSITY_CHUNK, progress: str | None = None) -> MCMCShift:
     """Run a p-invariant kernel ``steps`` steps from ``n`` of q's draws ``x`` (n, d) (a random
     subset when there are more) and test whether their distribution moved (module docstring).
@@ -185,7 +239,9 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
     (m, d) -> (m, k) of the draws (e.g. a posterior's deterministic sites) whose k columns are
     tested too (``feature_names`` name them, ``where`` names the column that decided; constant
     or non-finite columns are dropped, a function that raises is left out): a q right on every
-    coordinate can be wrong on a function of several."""
+    coordinate can be wrong on a function of several. ``until_mixed``: end before ``steps`` once
+    the chains have forgotten their starts (:func:`mixing_stop` with this threshold; ``steps`` of
+    the result: the steps run)."""
     t0 = time.perf_counter()
     nonfinite = 0
     if isinstance(x, torch.Tensor) and x.ndim == 2:
@@ -209,11 +265,15 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
     nn, d = x.shape
     if nn < 8:
         raise ValueError(f"x: only {nn} rows have a finite log-density; need at least 8")
+    stop = None
+    if until_mixed is not None:
+        until_mixed = check_float(until_mixed, "until_mixed", low=0.0, high=1.0, low_open=True)
+        stop = mixing_stop(lambda z, lp: _mixing_columns(z, lp, features), (x, lp0[inside]), until_mixed)
     res = run_chains(log_density, x, steps - warmup, warmup=warmup, num_integration_steps=num_integration_steps,
                      local_step_size=local_step_size and num_integration_steps == 1,
                      coordinates_per_step=min(d, 10) if coordinates_per_step is None else coordinates_per_step,
                      dilations_per_step=dilations_per_step,
-                     seed=seed, chunk_size=chunk_size, progress=progress)
+                     seed=seed, chunk_size=chunk_size, progress=progress, stop=stop)
     def columns(z, lp, f):                                  # (n, d [+ k] + 1)
         extra = [] if f is None else [f.reshape(len(z), -1).to(z.dtype)]
         return torch.cat([z, *extra, lp[:, None].to(z.dtype)], 1).double().cpu().numpy()
@@ -262,4 +322,4 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
         coordinate=int(col) if col < d_all else -1, mean_shift=float(np.abs(mean_eff[:d]).max()),
         sd_shift=float(np.abs(sd_eff[:d]).max()), logp_shift=float(mean_eff[-1]), acceptance=res.acceptance,
         step_size=res.step_size, grad_evals=res.grad_evals, density_evals=res.density_evals + len(lp0), n=nn, d=d,
-        steps=steps, seconds=time.perf_counter() - t0, dropped=dropped, where=names[col])
+        steps=res.steps_run, seconds=time.perf_counter() - t0, dropped=dropped, where=names[col])

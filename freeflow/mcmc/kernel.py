@@ -255,6 +255,7 @@ class Chains(NamedTuple):
     grad_evals: int           # rows passed to log p̃ with a gradient, initial evaluation included
     density_evals: int        # rows passed to log p̃ without a gradient (coordinate updates)
     seconds: float
+    steps_run: int = -1       # warm-up included; fewer than asked where ``stop`` ended the run
 
 
 def _initial_step_size(d: int, num_integration_steps: int) -> float:
@@ -266,7 +267,7 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
                target_acceptance: float | None = None, step_size: float | None = None,
                precond: Preconditioner | None = None, local_step_size: bool = False, coordinates_per_step: int = 0,
                dilations_per_step: int = 0, seed: int = 0, keep_draws: bool = False,
-               chunk_size: int = LOG_DENSITY_CHUNK, progress: str | None = None) -> Chains:
+               chunk_size: int = LOG_DENSITY_CHUNK, progress: str | None = None, stop=None) -> Chains:
     """``warmup`` adapted steps then ``steps`` steps at the frozen step sizes, from the rows of
     ``x0`` (one chain per row). Rows outside the support (log p̃ not finite) stay where they are.
 
@@ -282,7 +283,8 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
     Without ``precond``, the preconditioner is the draws' (:func:`preconditioner`), estimated
     again from the chains half-way through a warm-up of 10 steps or more (the adaptation of ε
     and δ restarts there). ``progress``: a description to show a progress bar over the steps
-    under (None: none)."""
+    under (None: none). ``stop``: called as ``stop(t, state)`` after step t (1, 2, …); True ends
+    the run there (each step is p-invariant, so the chains may end at any step)."""
     t0 = time.perf_counter()
     steps = check_int(steps, "steps", minimum=0)
     warmup = check_int(warmup, "warmup", minimum=0)
@@ -361,12 +363,14 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
         elif keep_draws:
             draws.append(state.position)
             lps.append(state.logdensity)
+        if stop is not None and stop(t + 1, state):
+            break
     if bar is not None:
         bar.close()
     acceptance = float(np.mean(kept_acc or acc)) if (kept_acc or acc) else math.nan
     return Chains(state, torch.stack(draws) if keep_draws and draws else None,
                   torch.stack(lps) if keep_draws and lps else None, math.exp(log_eps), acceptance, evals,
-                  density_evals, time.perf_counter() - t0)
+                  density_evals, time.perf_counter() - t0, t + 1 if warmup + steps else 0)
 
 
 def _conditional_sd(precond: Preconditioner) -> Tensor:

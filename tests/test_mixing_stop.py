@@ -1,0 +1,77 @@
+"""The final MCMC check ends once its chains have forgotten their starts (freeflow.mcmc.mixing_stop):
+early on a fast-mixing target, at full length along a slow funnel direction, and with the
+power of the full-length check on a q that is wrong. The larger calibration of the rule:
+benchmarks/mcmc_check_calibration.py --final (docs/refine.md)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mcmc_targets as mt
+from freeflow.mcmc import MIXED_CORRELATION, final_options, mcmc_shift, mixing_stop, run_chains, start_correlations
+
+
+def test_start_correlations_in_location_and_spread():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    assert np.allclose(start_correlations(a, a), 1.0)
+    fresh = start_correlations(a, rng.normal(size=(4000, 3)))
+    assert fresh.max() < 0.06                                       # independent: ~1/√4000 each
+    # a column whose sign is forgotten but whose size is remembered (a funnel's x_i given a slow v)
+    # is not mixed: the z² correlation says so
+    signs = rng.choice([-1.0, 1.0], size=(4000, 3))
+    assert start_correlations(a, signs * a).min() > 0.5
+
+
+def test_run_chains_stops_where_told():
+    case = mt.correlated_gaussian(3)
+    res = run_chains(case.log_density, case.sample(64, 0), 20, warmup=10, stop=lambda t, state: t == 7)
+    assert res.steps_run == 7
+    assert run_chains(case.log_density, case.sample(64, 0), 5, warmup=3).steps_run == 8
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_final_check_ends_early_on_a_gaussian_and_keeps_its_power(seed):
+    """10-D correlated Gaussian, 2000 chains, up to 200 steps: exact draws end at the first look
+    (50 steps) quiet; one coordinate 25 % too narrow fires with a statistic within 25 % of the
+    full-length run's (the same draws and kernel seed)."""
+    case = mt.correlated_gaussian(10)
+    opts = final_options(case.dim)
+    assert opts["until_mixed"] == MIXED_CORRELATION
+    r = mcmc_shift(case.log_density, case.sample(2000, 10 + seed), n=2000, steps=200, seed=seed, **opts)
+    assert not r.fired and r.steps == 50, r
+    x = case.sample(2000, 20 + seed)
+    m = x[:, 3].mean()
+    x[:, 3] = m + 0.75 * (x[:, 3] - m)
+    short = mcmc_shift(case.log_density, x, n=2000, steps=200, seed=seed, **opts)
+    full = mcmc_shift(case.log_density, x, n=2000, steps=200, seed=seed, **{**opts, "until_mixed": None})
+    assert short.fired and full.fired and full.steps == 200 and short.steps < 200
+    assert short.statistic > 0.75 * full.statistic, (short.statistic, full.statistic)
+
+
+def test_final_check_runs_long_along_a_funnel():
+    """Neal's funnel (10-D), exact draws: v mixes slowly, so the run goes past the first look;
+    a q without the neck (v < −2 removed) still fires."""
+    case = mt.funnel()
+    opts = final_options(case.dim)
+    r = mcmc_shift(case.log_density, case.sample(2000, 3), n=2000, steps=200, seed=0, **opts)
+    assert r.steps > 50 and not r.fired, r
+    x = case.sample(8000, 4)
+    r = mcmc_shift(case.log_density, x[x[:, 0] > -2][:2000], n=2000, steps=200, seed=0, **opts)
+    assert r.fired and r.coordinate in (0, -1), r
+
+
+def test_mixing_stop_looks_only_at_its_steps():
+    x = torch.randn(100, 2)
+    stop = mixing_stop(lambda z, lp: torch.cat([z, lp[:, None]], 1).numpy(), (x, torch.zeros(100)), 0.1)
+    state = type("S", (), {"position": torch.randn(100, 2), "logdensity": torch.randn(100)})
+    assert not stop(49, state) and not stop(60, state) and stop.history == []
+    assert stop(50, state) and stop.history[0][0] == 50
+
+
+def test_until_mixed_is_checked():
+    case = mt.correlated_gaussian(3)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="until_mixed"):
+            mcmc_shift(case.log_density, case.sample(64, 0), n=64, steps=4, until_mixed=bad)
