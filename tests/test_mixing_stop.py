@@ -75,3 +75,13 @@ def test_until_mixed_is_checked():
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="until_mixed"):
             mcmc_shift(case.log_density, case.sample(64, 0), n=64, steps=4, until_mixed=bad)
+
+
+def test_few_chains_can_stop_too():
+    """256 chains: correlations of ~1/16 are noise, so the threshold is at least 3.5/√n; exact
+    Gaussian draws end at the first look, 2 seeds."""
+    case = mt.correlated_gaussian(10)
+    for seed in range(2):
+        r = mcmc_shift(case.log_density, case.sample(256, 30 + seed), n=256, steps=200, seed=seed,
+                       **final_options(case.dim))
+        assert r.steps == 50 and not r.fired, r

@@ -177,7 +177,8 @@ def confirm(sampler, rep: Reliability, seed: int = 12345) -> Reliability:
     whose chains the cost probe reduced, keeps its ``check_chains``). A kernel that mixes slowly
     along a funnel's neck moves q's draws measurably only after ~200 steps (the 32-D random
     walk with unknown scales, docs/refine.md). The length is set by the training's length, not
-    by seconds, so that a seed gives the same verdict on every machine and under any load.
+    by seconds, so that a seed gives the same verdict on every machine and under any load; the
+    run ends sooner once its chains have forgotten their starts (:func:`freeflow.mcmc.mixing_stop`).
     It adds dilation moves and the tail tests (:func:`freeflow.mcmc.final_options`): a q that
     misses the deep neck of a hierarchical funnel (centred eight schools, log τ 12% too narrow)
     moves its draws there only along the funnel, and the mass that moves is in the tails.

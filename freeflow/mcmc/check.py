@@ -240,8 +240,8 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
     tested too (``feature_names`` name them, ``where`` names the column that decided; constant
     or non-finite columns are dropped, a function that raises is left out): a q right on every
     coordinate can be wrong on a function of several. ``until_mixed``: end before ``steps`` once
-    the chains have forgotten their starts (:func:`mixing_stop` with this threshold; ``steps`` of
-    the result: the steps run)."""
+    the chains have forgotten their starts (:func:`mixing_stop` with this threshold, at least
+    3.5/√n, the noise of n chains' correlations; ``steps`` of the result: the steps run)."""
     t0 = time.perf_counter()
     nonfinite = 0
     if isinstance(x, torch.Tensor) and x.ndim == 2:
@@ -268,7 +268,9 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
     stop = None
     if until_mixed is not None:
         until_mixed = check_float(until_mixed, "until_mixed", low=0.0, high=1.0, low_open=True)
-        stop = mixing_stop(lambda z, lp: _mixing_columns(z, lp, features), (x, lp0[inside]), until_mixed)
+        # (below ~3.5/√n a correlation is the noise of n chains: a floor, so that few chains can stop too)
+        stop = mixing_stop(lambda z, lp: _mixing_columns(z, lp, features), (x, lp0[inside]),
+                           max(until_mixed, 3.5 / math.sqrt(nn)))
     res = run_chains(log_density, x, steps - warmup, warmup=warmup, num_integration_steps=num_integration_steps,
                      local_step_size=local_step_size and num_integration_steps == 1,
                      coordinates_per_step=min(d, 10) if coordinates_per_step is None else coordinates_per_step,
