@@ -147,16 +147,20 @@ def _normal_scores(a: np.ndarray) -> np.ndarray:
     return ndtri((rankdata(a, axis=0, method="average") - 0.375) / (a.shape[0] + 0.25))
 
 
+def _columns(z: torch.Tensor, lp: torch.Tensor, f: torch.Tensor | None) -> np.ndarray:
+    """The tested columns: coordinates, the features' values ``f`` (if any), log p̃: (n, d [+ k] + 1)."""
+    extra = [] if f is None else [f.reshape(len(z), -1).to(z.dtype)]
+    return torch.cat([z, *extra, lp[:, None].to(z.dtype)], 1).double().cpu().numpy()
+
+
 def _mixing_columns(z: torch.Tensor, lp: torch.Tensor, features) -> np.ndarray:
-    """The columns whose memory of the start :func:`mixing_stop` watches: coordinates, log p̃ and
-    the ``features`` (left out where they fail)."""
-    cols = [z, lp[:, None].to(z.dtype)]
-    if features is not None:
-        try:
-            cols.append(features(z).reshape(len(z), -1).to(z.dtype))
-        except Exception:  # noqa: BLE001 - as in mcmc_shift: the check without them
-            pass
-    return torch.cat(cols, 1).double().cpu().numpy()
+    """The columns whose memory of the start :func:`mixing_stop` watches (``features`` left out
+    where they fail, as in :func:`mcmc_shift`)."""
+    try:
+        f = None if features is None else features(z)
+    except Exception:  # noqa: BLE001
+        f = None
+    return _columns(z, lp, f)
 
 
 def _paired_t(diff: np.ndarray) -> np.ndarray:
@@ -282,17 +286,13 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
                      coordinates_per_step=min(d, 10) if coordinates_per_step is None else coordinates_per_step,
                      dilations_per_step=dilations_per_step,
                      seed=seed, chunk_size=chunk_size, progress=progress, stop=stop)
-    def columns(z, lp, f):                                  # (n, d [+ k] + 1)
-        extra = [] if f is None else [f.reshape(len(z), -1).to(z.dtype)]
-        return torch.cat([z, *extra, lp[:, None].to(z.dtype)], 1).double().cpu().numpy()
-
     fb = fa = None
     if features is not None:
         try:   # (features that fail on some draws: the check without them, never an abort)
             fb, fa = features(x), features(res.state.position)
         except Exception:  # noqa: BLE001
             fb = fa = None
-    before, after = columns(x, lp0[inside], fb), columns(res.state.position, res.state.logdensity, fa)
+    before, after = _columns(x, lp0[inside], fb), _columns(res.state.position, res.state.logdensity, fa)
     k = before.shape[1] - d - 1
     fnames = list(feature_names)[:k] + [f"feature {j}" for j in range(len(feature_names), k)]
     names = [f"coordinate {j}" for j in range(d)] + fnames + ["log p̃"]
