@@ -255,7 +255,7 @@ class Chains(NamedTuple):
     grad_evals: int           # rows passed to log p̃ with a gradient, initial evaluation included
     density_evals: int        # rows passed to log p̃ without a gradient (coordinate updates)
     seconds: float
-    steps_run: int = -1       # warm-up included; fewer than asked where ``stop`` ended the run
+    steps_run: int            # warm-up included; fewer than asked where ``stop`` ended the run
 
 
 def _initial_step_size(d: int, num_integration_steps: int) -> float:
