@@ -31,6 +31,7 @@ from _common import write_result  # noqa: E402
 import mcmc_targets as mt  # noqa: E402
 
 from freeflow.mcmc import MCMC_ALPHA, MIN_SHIFT, final_options, mcmc_shift  # noqa: E402
+from freeflow.datafree.verdict import FINAL_MCMC_STEPS  # noqa: E402
 
 
 def clopper_pearson(k: int, n: int) -> tuple[float, float]:
@@ -98,13 +99,15 @@ def main() -> None:
     ap.add_argument("--detect-seeds", type=int, default=20, help="seeds per detection case")
     ap.add_argument("--name", default="mcmc_check_calibration", help="results/<name>.json")
     ap.add_argument("--final", action="store_true",
-                    help="the final verdict's check: 4000 chains, up to 200 steps (ended once the chains have "
+                    help="the final verdict's check: 4000 chains, up to --final-steps steps (ended once the chains have "
                          "mixed), tail tests and dilation moves")
     ap.add_argument("--fixed-length", action="store_true",
-                    help="with --final: always the full 200 steps (the final check before it ended on mixing)")
+                    help="with --final: always the full length (the final check before it ended on mixing)")
+    ap.add_argument("--final-steps", type=int, default=FINAL_MCMC_STEPS,
+                    help="with --final: the most steps (default the verdict's FINAL_MCMC_STEPS)")
     args = ap.parse_args()
     if args.final:
-        FINAL.update(n=4000, steps=200)
+        FINAL.update(n=4000, steps=args.final_steps)
         if args.fixed_length:
             FINAL.update(until_mixed=None)
     torch.set_num_threads(1)

@@ -221,7 +221,7 @@ def test_final_check_fires_on_eight_schools_missing_the_neck_and_is_quiet_on_exa
     false-alarm rate: docs/refine.md)."""
     case = mt.eight_schools_centred()
     opts = final_options(case.dim)
-    assert opts["tails"] and opts["dilations_per_step"] == 10
+    assert opts["tails"] and opts["dilations_per_step"] == opts["coordinates_per_step"] == 10
     for seed in range(2):
         r = mcmc_shift(case.log_density, case.sample(4000, 50 + seed, narrow=0.8), n=4000, steps=200, seed=seed, **opts)
         assert r.fired, r
