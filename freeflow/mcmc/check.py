@@ -76,6 +76,8 @@ paired t grows with the steps only while a column still remembers its start. Cal
 (``--final``, 10 seeds per exact-draw target, 5 per detection case): 2 false alarms in 100
 runs; every detection case fired with the fixed-length run's statistic (median |t| 8.7-20.6);
 the Gaussians stop at 50 steps, the funnel at 100-200, the random walk and the mixture run 200.
+It does not stop in its grey zone (largest |t| ≥ :data:`GREY_ZONE` of the threshold) and stops
+on a clear alarm (:data:`CLEAR_ALARM`): :func:`mixing_stop`; calibration: docs/refine.md.
 """
 from __future__ import annotations
 
@@ -92,7 +94,7 @@ from .dilation import default_dilations
 from .kernel import LogDensity, run_chains
 
 __all__ = ["MCMCShift", "mcmc_shift", "shift_threshold", "final_options", "logp_floor", "mixing_stop",
-           "start_correlations", "MCMC_ALPHA", "MIN_SHIFT", "MIXED_CORRELATION", "FINAL_MOVES",
+           "start_correlations", "MCMC_ALPHA", "MIN_SHIFT", "MIXED_CORRELATION", "FINAL_MOVES", "GREY_ZONE", "CLEAR_ALARM",
            "MIN_TAIL_SHIFT"]
 
 #: family-wise false-alarm rate of mcmc_shift on exact draws (Bonferroni over its 2(d+1) tests)
@@ -110,6 +112,10 @@ MIN_TAIL_SHIFT = 0.005
 MIXED_CORRELATION = 0.1
 MIXED_EVERY = 25
 MIXED_MIN_STEPS = 50
+#: ... and not while the largest |t| is above this fraction of the threshold (:func:`mixing_stop`)
+GREY_ZONE = 0.75
+#: ... and stops, mixed or not, once a test whose move is above its floor has |t| this many thresholds
+CLEAR_ALARM = 1.5
 #: the final check's dilation and one-coordinate moves a step (each costs a log p̃ row per chain;
 #: 3 + 3 kept every calibration detection with 1.4-2.7x fewer rows but missed a fitted 32-D random
 #: walk that 10 + 10 flags: docs/refine.md)
@@ -167,6 +173,50 @@ def _mixing_columns(z: torch.Tensor, lp: torch.Tensor, features) -> np.ndarray:
     return _columns(z, lp, f)
 
 
+def _kept(before: np.ndarray, after: np.ndarray, d: int) -> np.ndarray:
+    """The columns tested: every coordinate and log p̃, the features that stay finite and vary."""
+    both = np.concatenate([before, after])
+    keep = np.isfinite(both).all(0) & (both.max(0) > both.min(0))  # (a feature may overflow, or be constant)
+    keep[:d] = keep[-1] = True
+    return keep
+
+
+def _paired_tests(before: np.ndarray, after: np.ndarray, d: int, *, tails: bool, min_shift: float,
+                  min_tail_shift: float):
+    """The paired tests of :func:`mcmc_shift` on the columns (n, c) at the start and the end (log
+    p̃ last): |t|, the moves and their floors (tests, c), and the signed mean and log-sd moves (c,)."""
+    nn, c = before.shape
+    s = _normal_scores(np.concatenate([before, after]))
+    sa, sb = s[:nn], s[nn:]
+    mean_eff = sb.mean(0) - sa.mean(0)
+    sd_eff = np.log(sb.std(0, ddof=1) / sa.std(0, ddof=1))
+    tt = [np.abs(_paired_t(sb - sa)), np.abs(_paired_t(sb ** 2 - sa ** 2))]
+    eff = [np.abs(mean_eff), np.abs(sd_eff)]
+    floor = np.full(c, min_shift)
+    floor[-1] = logp_floor(d, min_shift)
+    floors = [floor, floor]
+    if tails:   # the mass beyond the pooled 2.5% and 97.5% quantiles, before and after
+        for side in (-1, 1):
+            ia, ib = (side * sa > TAIL_Z).astype(float), (side * sb > TAIL_Z).astype(float)
+            tt.append(np.abs(_paired_t(ib - ia)))
+            eff.append(np.abs(ib.mean(0) - ia.mean(0)))
+            floors.append(np.full(c, min_tail_shift))
+    return np.stack(tt), np.stack(eff), np.stack(floors), mean_eff, sd_eff
+
+
+def _relative_statistic(before: np.ndarray, after: np.ndarray, d: int, alpha: float, tests: dict):
+    """The largest |t| of the paired tests between two sets of columns over their threshold: of
+    every test, and of the tests whose move reaches its floor (0 if none)."""
+    ok = np.isfinite(before).all(1) & np.isfinite(after).all(1)
+    before, after = before[ok], after[ok]
+    if len(before) < 8:
+        return math.inf, 0.0
+    keep = _kept(before, after, d)
+    tt, eff, floors = _paired_tests(before[:, keep], after[:, keep], d, **tests)[:3]
+    rel = tt / shift_threshold(tt.shape[1] - 1, alpha, tests_per_column=len(tt))
+    return float(rel.max()), float(np.where(eff >= floors, rel, 0.0).max())
+
+
 def _paired_t(diff: np.ndarray) -> np.ndarray:
     n = diff.shape[0]
     sd = diff.std(0, ddof=1)
@@ -205,14 +255,24 @@ def start_correlations(start: np.ndarray, now: np.ndarray) -> np.ndarray:
     return np.maximum(*out)
 
 
-def mixing_stop(columns, start, threshold: float, *, every: int = MIXED_EVERY, min_steps: int = MIXED_MIN_STEPS):
+def mixing_stop(columns, start, threshold: float, *, every: int = MIXED_EVERY, min_steps: int = MIXED_MIN_STEPS,
+                statistic=None, grey: float = GREY_ZONE):
     """A ``stop`` for :func:`freeflow.mcmc.run_chains`: every ``every`` steps from ``min_steps`` on,
     True once every column (``columns(position, logdensity)`` -> (n, k)) has a start-to-now
-    correlation (:func:`start_correlations`) below ``threshold``. Why this keeps the check's power:
-    the paired test's t grows with the steps only while the chains still remember their starts
-    (for an AR(1) column with lag-T correlation ρ, E t ∝ √((1 − ρ)/(1 + ρ)): 90% of its limit at
-    ρ = 0.1); a slow direction (a funnel's scale) keeps its correlation high and the run long.
-    ``stop.history``: (step, largest correlation) at each look."""
+    correlation (:func:`start_correlations`) below ``threshold`` and (with ``statistic(start
+    columns, current columns)`` -> the largest |t| over the threshold, of every test and of those
+    whose move is above its floor) the check is not in its grey zone: the first below ``grey``;
+    or, mixed or not, once the second is at least :data:`CLEAR_ALARM` (an alarm that clear: a
+    q this wrong does not need the full length to be told so; on exact draws a |t| above
+    1.5·threshold (≥ 4.7) has a chance of ~10⁻⁵ per look). Why this keeps the check's power: the paired test's
+    t grows with the steps only while the chains still remember their starts (for an AR(1) column
+    with lag-T correlation ρ, E t ∝ √((1 − ρ)/(1 + ρ)): 90% of its limit at ρ = 0.1); a slow
+    direction (a funnel's scale) keeps its correlation high and the run long. A fitted 32-D random
+    walk broke that rule (columns mixed at 100-125 steps, |t| 4.5 there, 6.3-8.2 at 200-400), hence
+    the grey zone: a run whose statistic is near the threshold goes on to its full length, so an
+    early end never turns an alarm of the full-length check into silence for long (and exact
+    draws can fire only where the full-length check would: the false-alarm rate is at most its).
+    ``stop.history``: (step, largest correlation, the first statistic or None) at each look."""
     base = np.asarray(columns(*start), dtype=np.float64)
 
     def stop(t: int, state) -> bool:
@@ -221,8 +281,12 @@ def mixing_stop(columns, start, threshold: float, *, every: int = MIXED_EVERY, m
         now = np.asarray(columns(state.position, state.logdensity), dtype=np.float64)
         ok = np.isfinite(now).all(1) & np.isfinite(base).all(1)
         worst = float(start_correlations(base[ok], now[ok]).max()) if ok.sum() > 8 else 1.0
-        stop.history.append((t, worst))
-        return worst < threshold
+        if statistic is None:
+            stop.history.append((t, worst, None))
+            return worst < threshold
+        every_test, firing = statistic(base, now)
+        stop.history.append((t, worst, every_test))
+        return (worst < threshold and every_test < grey) or firing >= CLEAR_ALARM
 
     stop.history = []
     return stop
@@ -282,11 +346,13 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
     if nn < 8:
         raise ValueError(f"x: only {nn} rows have a finite log-density; need at least 8")
     stop = None
+    tests = {"tails": tails, "min_shift": min_shift, "min_tail_shift": min_tail_shift}
     if until_mixed is not None:
         until_mixed = check_float(until_mixed, "until_mixed", low=0.0, high=1.0, low_open=True)
         # (below ~3.5/√n a correlation is the noise of n chains: a floor, so that few chains can stop too)
         stop = mixing_stop(lambda z, lp: _mixing_columns(z, lp, features), (x, lp0[inside]),
-                           max(until_mixed, 3.5 / math.sqrt(nn)))
+                           max(until_mixed, 3.5 / math.sqrt(nn)),
+                           statistic=lambda b, a: _relative_statistic(b, a, d, alpha, tests))
     res = run_chains(log_density, x, steps - warmup, warmup=warmup, num_integration_steps=num_integration_steps,
                      local_step_size=local_step_size and num_integration_steps == 1,
                      coordinates_per_step=min(d, 10) if coordinates_per_step is None else coordinates_per_step,
@@ -302,38 +368,17 @@ def mcmc_shift(log_density: LogDensity, x, *, steps: int = 40, n: int = 1024, nu
     k = before.shape[1] - d - 1
     fnames = list(feature_names)[:k] + [f"feature {j}" for j in range(len(feature_names), k)]
     names = [f"coordinate {j}" for j in range(d)] + fnames + ["log p̃"]
-    both = np.concatenate([before, after])
-    keep = np.isfinite(both).all(0) & (both.max(0) > both.min(0))  # (a feature may overflow, or be constant)
-    keep[:d] = keep[-1] = True
-    before, after = before[:, keep], after[:, keep]
+    keep = _kept(before, after, d)
     names = [nm for nm, kept in zip(names, keep) if kept]
-    d_all = before.shape[1] - 1
-    s = _normal_scores(np.concatenate([before, after]))
-    sa, sb = s[:nn], s[nn:]
-    t_mean = _paired_t(sb - sa)                                                      # (d + 1,)
-    t_sd = _paired_t(sb ** 2 - sa ** 2)
-    mean_eff = sb.mean(0) - sa.mean(0)
-    sd_eff = np.log(sb.std(0, ddof=1) / sa.std(0, ddof=1))
-    tt = [np.abs(t_mean), np.abs(t_sd)]
-    eff = [np.abs(mean_eff), np.abs(sd_eff)]
-    floor = np.full(d_all + 1, min_shift)
-    floor[d_all] = logp_floor(d, min_shift)
-    floors = [floor, floor]
-    if tails:   # the mass beyond the pooled 2.5% and 97.5% quantiles, before and after
-        for side in (-1, 1):
-            ia, ib = (side * sa > TAIL_Z).astype(float), (side * sb > TAIL_Z).astype(float)
-            tt.append(np.abs(_paired_t(ib - ia)))
-            eff.append(np.abs(ib.mean(0) - ia.mean(0)))
-            floors.append(np.full(d_all + 1, min_tail_shift))
-    tt, eff = np.stack(tt), np.stack(eff)                                            # (tests, d_all + 1)
-    threshold = shift_threshold(d_all, alpha, tests_per_column=len(tt))
-    fires = (tt > threshold) & (eff >= np.stack(floors))
+    tt, eff, floors, mean_eff, sd_eff = _paired_tests(before[:, keep], after[:, keep], d, **tests)
+    threshold = shift_threshold(tt.shape[1] - 1, alpha, tests_per_column=len(tt))
+    fires = (tt > threshold) & (eff >= floors)
     kind, col = np.unravel_index(int(np.argmax(np.where(fires, tt, -1.0) if fires.any() else tt)), tt.shape)
     stat = float(tt[kind, col])
     return MCMCShift(
         fired=bool(fires.any()), statistic=stat, threshold=threshold, shift=float(eff[kind, col]),
         kind=("mean", "sd", "lower tail", "upper tail")[kind],
-        coordinate=int(col) if col < d_all else -1, mean_shift=float(np.abs(mean_eff[:d]).max()),
+        coordinate=int(col) if col < tt.shape[1] - 1 else -1, mean_shift=float(np.abs(mean_eff[:d]).max()),
         sd_shift=float(np.abs(sd_eff[:d]).max()), logp_shift=float(mean_eff[-1]), acceptance=res.acceptance,
         step_size=res.step_size, grad_evals=res.grad_evals, density_evals=res.density_evals + len(lp0), n=nn, d=d,
         steps=res.steps_run, seconds=time.perf_counter() - t0, dropped=dropped, where=names[col])
