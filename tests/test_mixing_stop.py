@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import mcmc_targets as mt
-from freeflow.mcmc import CLEAR_ALARM, GREY_ZONE, MIXED_CORRELATION, final_options, mcmc_shift, mixing_stop, run_chains, start_correlations
+from freeflow.mcmc import (CLEAR_ALARM, GREY_ZONE, MIXED_CORRELATION, final_options, mcmc_shift, mixing_stop, run_chains,
+                           start_correlations)
 
 
 def test_start_correlations_in_location_and_spread():

@@ -94,8 +94,8 @@ from .dilation import default_dilations
 from .kernel import LogDensity, run_chains
 
 __all__ = ["MCMCShift", "mcmc_shift", "shift_threshold", "final_options", "logp_floor", "mixing_stop",
-           "start_correlations", "MCMC_ALPHA", "MIN_SHIFT", "MIXED_CORRELATION", "FINAL_MOVES", "GREY_ZONE", "CLEAR_ALARM",
-           "MIN_TAIL_SHIFT"]
+           "start_correlations", "MCMC_ALPHA", "MIN_SHIFT", "MIXED_CORRELATION", "FINAL_MOVES", "GREY_ZONE",
+           "CLEAR_ALARM", "MIN_TAIL_SHIFT"]
 
 #: family-wise false-alarm rate of mcmc_shift on exact draws (Bonferroni over its 2(d+1) tests)
 MCMC_ALPHA = 0.02
@@ -264,8 +264,8 @@ def mixing_stop(columns, start, threshold: float, *, every: int = MIXED_EVERY, m
     whose move is above its floor) the check is not in its grey zone: the first below ``grey``;
     or, mixed or not, once the second is at least :data:`CLEAR_ALARM` (an alarm that clear: a
     q this wrong does not need the full length to be told so; on exact draws a |t| above
-    1.5·threshold (≥ 4.7) has a chance of ~10⁻⁵ per look). Why this keeps the check's power: the paired test's
-    t grows with the steps only while the chains still remember their starts (for an AR(1) column
+    1.5·threshold (≥ 4.7) has a chance of ~10⁻⁵ per look). Why this keeps the check's power: the
+    paired test's t grows with the steps only while the chains still remember their starts (for an AR(1) column
     with lag-T correlation ρ, E t ∝ √((1 − ρ)/(1 + ρ)): 90% of its limit at ρ = 0.1); a slow
     direction (a funnel's scale) keeps its correlation high and the run long. A fitted 32-D random
     walk broke that rule (columns mixed at 100-125 steps, |t| 4.5 there, 6.3-8.2 at 200-400), hence
