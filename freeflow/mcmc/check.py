@@ -268,7 +268,7 @@ def mixing_stop(columns, start, threshold: float, *, every: int = MIXED_EVERY, m
     paired test's t grows with the steps only while the chains still remember their starts (for an AR(1) column
     with lag-T correlation ρ, E t ∝ √((1 − ρ)/(1 + ρ)): 90% of its limit at ρ = 0.1); a slow
     direction (a funnel's scale) keeps its correlation high and the run long. A fitted 32-D random
-    walk broke that rule (columns mixed at 100-125 steps, |t| 4.5 there, 6.3-8.2 at 200-400), hence
+    walk broke that rule (columns mixed at 100 steps with |t| 4.5; the run went on to 6.2), hence
     the grey zone: a run whose statistic is near the threshold goes on to its full length, so an
     early end never turns an alarm of the full-length check into silence for long (and exact
     draws can fire only where the full-length check would: the false-alarm rate is at most its).
