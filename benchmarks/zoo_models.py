@@ -33,6 +33,12 @@ radon85                      89  varying intercepts, 85 groups of 1-116, centred
 radon_slopes                175  varying intercepts and slopes, 85 groups of 1-116, both centred
 gp_pois_regr                 13  latent GP with Poisson counts, centred MVN prior
 logreg_corr                   8  logistic regression with correlated predictors
+logit_hier                   42  binary outcomes, 40 groups of 2-8, centred intercepts
+arma11                        4  ARMA(1, 1) (zoo_models_more.py, as below)
+gauss_mix                     5  two-component Gaussian mixture, ordered means, 1000 points
+hmm2                          4  two-state Gaussian HMM, forward algorithm, ordered means
+year_trend                    3  linear trend on raw calendar years (correlation 1 - 1e-5)
+seeds                        26  seeds random-effects logistic regression, centred, vague precision
 ==========================  ===  ==========================================================
 
 ``TWINS``: for the centred models, the same posterior written non-centred (deterministic
@@ -55,6 +61,7 @@ from numpyro.contrib.control_flow import scan
 
 from zoo_models_glm import (horseshoe_data, horseshoe_logreg, horseshoe_logreg_twin, poisson_data,  # noqa: E402
                             poisson_hier, poisson_hier_twin, robust_data, robust_regression)
+import zoo_models_more  # noqa: E402
 import zoo_models_ts  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
@@ -330,19 +337,21 @@ def _entries():
         "robust_regression": (robust_regression, robust_data(), {},
                               "Student-t regression, 120 x 8, nu ~ Gamma(2, 0.1), sigma ~ HalfNormal(2)"),
         **zoo_models_ts.entries(),
+        **zoo_models_more.entries(),
     }
 
 
 REGISTRY = _entries()  # name -> (model, args, kwargs, description)
 ORDER = ("random_walk_missing", "stochastic_volatility", "gp_cox", "irt_2pl", "lv_bridge",
          "eight_schools_centered", "linreg_illcond", "funnel10", "poisson_hier", "horseshoe_logreg",
-         "robust_regression", *zoo_models_ts.DIMS)
+         "robust_regression", *zoo_models_ts.DIMS, *zoo_models_more.DIMS)
 DIMS = {"random_walk_missing": 32, "stochastic_volatility": 103, "gp_cox": 102, "irt_2pl": 604,
         "lv_bridge": 90, "eight_schools_centered": 10, "linreg_illcond": 26, "funnel10": 10,
-        "poisson_hier": 22, "horseshoe_logreg": 26, "robust_regression": 11, **zoo_models_ts.DIMS}
+        "poisson_hier": 22, "horseshoe_logreg": 26, "robust_regression": 11, **zoo_models_ts.DIMS,
+        **zoo_models_more.DIMS}
 TWINS = {"random_walk_missing": random_walk_missing_twin, "lv_bridge": lv_bridge_twin,
          "eight_schools_centered": eight_schools_twin, "poisson_hier": poisson_hier_twin,
-         "horseshoe_logreg": horseshoe_logreg_twin, **zoo_models_ts.TWINS}
+         "horseshoe_logreg": horseshoe_logreg_twin, **zoo_models_ts.TWINS, **zoo_models_more.TWINS}
 
 
 def get(name: str):

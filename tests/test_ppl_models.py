@@ -85,6 +85,37 @@ def test_numpyro_improper_uniform_ordered_cutpoints():
     torch.testing.assert_close(post.unconstrain(post.constrain(z)), z, rtol=1e-8, atol=1e-8)
 
 
+def test_numpyro_vague_gamma_precision_whose_prior_draw_underflows():
+    """A centred random effect with the BUGS prior tau ~ Gamma(0.001, 0.001) on its precision: the
+    prior draw of tau underflows to 0, its scale is infinite and the Binomial site rejects its
+    logits. from_numpyro reads the structure from an init_to_uniform run instead; the log-density
+    equals NumPyro's potential (1e-8) at random points."""
+    pytest.importorskip("numpyro")
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro import handlers
+    from numpyro.infer.util import potential_energy
+
+    r, n = np.array([3.0, 8.0, 5.0, 0.0]), np.array([10.0, 12.0, 9.0, 4.0])
+
+    def model(r, n):
+        a = numpyro.sample("a", dist.Normal(0.0, 1000.0))
+        tau = numpyro.sample("tau", dist.Gamma(0.001, 0.001))
+        b = numpyro.sample("b", dist.Normal(0.0, 1.0 / jnp.sqrt(tau)).expand([4]).to_event(1))
+        numpyro.sample("r", dist.Binomial(n, logits=a + b), obs=r)
+
+    with pytest.raises(ValueError):  # the plain prior draw fails (the case handled here)
+        handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(r, n)
+    post = ff.from_numpyro(model, r, n)
+    assert post.names == ("a", "tau", "b") and post.dim == 6
+    z = torch.randn(4, post.dim, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    lp = post.log_density(z)
+    for i in range(z.shape[0]):
+        params = {k: np.asarray(z[i, post.slices[k]].numpy()).reshape(post.raw_shapes[k]) for k in post.names}
+        assert float(lp[i]) == pytest.approx(-float(potential_energy(model, (r, n), {}, params)), rel=1e-8, abs=1e-8)
+
+
 def test_pymc_gaussian_random_walk_with_an_unknown_scale():
     """``pm.GaussianRandomWalk`` with its innovation scale a free RV (the RV of the walk depends on
     another free RV, as imputed observations do): PyMC's log-density (1e-10), batched, and the

@@ -65,15 +65,17 @@ def _is_factor(site) -> bool:
 def _structure_trace(model, model_args: tuple, model_kwargs: dict, seed: int):
     """One run of the model, for its sites' names, shapes and supports. A site that cannot be
     sampled (``dist.ImproperUniform``, NumPyro's way to write e.g. an ordered cutpoint vector
-    with a flat or factor prior) gets a value as NumPyro's MCMC initialises it: uniform in
-    (−2, 2) on the unconstrained scale (``init_to_uniform``)."""
+    with a flat or factor prior), or whose prior draw breaks a later site (a vague
+    ``Gamma(0.001, 0.001)`` precision whose draw underflows to 0, making a scale infinite), gets a
+    value as NumPyro's MCMC initialises it: uniform in (−2, 2) on the unconstrained scale
+    (``init_to_uniform``). A model that fails there too raises its own error."""
     from numpyro import handlers
     from numpyro.infer.initialization import init_to_uniform
 
     seeded = handlers.seed(model, rng_seed=seed)
     try:
         return handlers.trace(seeded).get_trace(*model_args, **model_kwargs)
-    except NotImplementedError:
+    except (NotImplementedError, ValueError):
         return handlers.trace(handlers.substitute(seeded, substitute_fn=init_to_uniform)).get_trace(
             *model_args, **model_kwargs)
 
