@@ -113,7 +113,7 @@ MIXED_CORRELATION = 0.1
 MIXED_EVERY = 25
 MIXED_MIN_STEPS = 50
 #: ... and not while the largest |t| is above this fraction of the threshold (:func:`mixing_stop`)
-GREY_ZONE = 0.75
+GREY_ZONE = 0.85
 #: ... and stops, mixed or not, once a test whose move is above its floor has |t| this many thresholds
 CLEAR_ALARM = 1.5
 #: the final check's dilation and one-coordinate moves a step (each costs a log p̃ row per chain;
