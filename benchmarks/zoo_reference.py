@@ -62,6 +62,7 @@ def _stats(draws: dict[str, np.ndarray]) -> dict[str, dict]:
     for k, v in draws.items():
         flat = np.asarray(v, dtype=np.float64).reshape(v.shape[0] * v.shape[1], -1)
         out[k] = {"shape": list(v.shape[2:]), "mean": flat.mean(0).tolist(), "sd": flat.std(0, ddof=1).tolist(),
+                  "kurtosis": _kurtosis(flat),
                   "rhat": np.ravel(rhat[k].values).tolist(), "ess_bulk": np.ravel(bulk[k].values).tolist(),
                   "ess_tail": np.ravel(tail[k].values).tolist()}
     return out
