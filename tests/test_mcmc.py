@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import mcmc_targets as mt
-from freeflow.mcmc import (ess_bulk, final_options, logp_floor, mcmc_shift, preconditioner, refine, run_chains, shift_threshold,
-                           split_rhat)
+from freeflow.mcmc import (ess_bulk, final_options, logp_floor, mcmc_shift, preconditioner, refine, refine_rows_per_draw,
+                           run_chains, shift_threshold, split_rhat)
 
 GAUSS3 = mt.correlated_gaussian(3)
 
@@ -327,3 +327,16 @@ def test_mcmc_shift_features_that_raise_are_left_out():
     m = mcmc_shift(lambda z: -0.5 * (z ** 2).sum(1), x, steps=10, n=200, seed=0, features=boom)
     plain = mcmc_shift(lambda z: -0.5 * (z ** 2).sum(1), x, steps=10, n=200, seed=0)
     assert m.statistic == plain.statistic and m.threshold == plain.threshold
+
+
+@pytest.mark.parametrize("d", [2, 5])
+def test_refine_rows_per_draw_counts_what_refine_spends(d):
+    """The cost the fit's warning quotes for refine: exact in 2-D (no dilations), and in 5-D short
+    of the counted rows only by the gradients of accepted dilations (at most one a dilation)."""
+    x0 = torch.randn(64, d, dtype=torch.float64, generator=torch.Generator().manual_seed(d))
+    r = refine(lambda x: -0.5 * (x ** 2).sum(1), x0, 5, seed=0)
+    spent, est = (r.grad_evals + r.density_evals) / 64, refine_rows_per_draw(d, 5)
+    if d == 2:
+        assert spent == est
+    else:
+        assert est <= spent <= est + 55 * min(d, 10), (spent, est)

@@ -211,8 +211,9 @@ def test_cheap_first_round_check_same_verdict_without_the_costly_checks():
         return -0.5 * ((x - torch.tensor([3.0, -2.0])) ** 2 / torch.tensor([1.0, 4.0])).sum(1)
 
     s = ff.OneStepSampler(log_density, dim=2, seed=0)
-    with pytest.warns(ReliabilityWarning, match=r"do not trust.*sampler.sample\(n, refine=100\)"):
-        s.fit(5, progress=False)   # (the warning says how to correct the draws)
+    with pytest.warns(ReliabilityWarning, match=r"do not trust.*sampler.sample\(n, refine=100\).*"
+                      r"about 601 log-density rows a draw, 6.0e\+05 per 1000 draws \(this fit's training: "):
+        s.fit(5, progress=False)   # (the warning says how to correct the draws, and at what cost)
     cheap, full = s.reliability(cheap_first=True), s.reliability()
     assert cheap.trusted is False and full.trusted is False and cheap.partial and not full.partial
     assert cheap.gibbs_shift is None and cheap.mcmc_statistic is None and full.gibbs_shift is not None

@@ -8,7 +8,7 @@ import math
 import torch
 
 from .. import importance as _iw
-from ..mcmc import final_options, mcmc_shift
+from ..mcmc import final_options, mcmc_shift, refine_rows_per_draw
 from ..placement import noise_generator
 from ..reliability import TAIL_WIDEN, Reliability, assess, gibbs_shift, mcmc_reason
 from . import space as _space
@@ -20,6 +20,8 @@ __all__ = ["reliability", "round_check", "confirm", "final", "mcmc_check", "draw
 #: what the warning after a fit that should not be trusted suggests
 ADVICE = ("To correct the draws: sampler.sample(n, refine=100) moves each one with a p-invariant "
           "MCMC kernel, R-hat and ESS in sampler.last_refine (docs/refine.md says when it helps)")
+#: the refine=k the advice names, and the draws its cost estimate is quoted for
+ADVICE_REFINE, ADVICE_DRAWS = 100, 1000
 #: MCMC-check lengths: every round's verdict, and the final one (docs/refine.md)
 ROUND_MCMC_STEPS, FINAL_MCMC_STEPS = 40, 200
 #: the final check runs this many times the round check's chains (all 4000 checked draws by
@@ -40,8 +42,18 @@ SPIKE_DRAWS = 20_000
 def warning_text(sampler, rep: Reliability) -> str:
     """The ReliabilityWarning after a fit: the verdict, and (unless training itself failed) how
     to correct the draws."""
-    advice = "" if sampler.state.failure is not None else f". {ADVICE}"
+    advice = "" if sampler.state.failure is not None else f". {ADVICE}{refine_cost_text(sampler)}"
     return f"freeflow fit after {sampler.steps_done} steps: {rep.verdict}{advice}"
+
+
+def refine_cost_text(sampler) -> str:
+    """What the advice's refine=100 would spend, in log-density rows, beside what this fit's
+    training spent (rows, not seconds: a check's seconds per row carry its own overheads)."""
+    per_draw = refine_rows_per_draw(sampler.dim, ADVICE_REFINE)
+    trained = sampler.cost().get("training", {}).get("evaluations", 0)
+    spent = f" (this fit's training: {trained:.1e})" if trained else ""
+    return (f"; it spends about {per_draw} log-density rows a draw, {per_draw * ADVICE_DRAWS:.1e} per "
+            f"{ADVICE_DRAWS} draws{spent}")
 
 
 def reliability(sampler, n: int, seed: int, *, cheap_first: bool = False) -> Reliability:

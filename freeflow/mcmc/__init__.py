@@ -12,9 +12,9 @@ from .check import (CLEAR_ALARM, GREY_ZONE, MCMC_ALPHA, MIN_SHIFT, MIXED_CORRELA
                     logp_floor, mcmc_shift, mixing_stop, shift_threshold, start_correlations)
 from .kernel import (HMCInfo, HMCState, Preconditioner, build_kernel, init, preconditioner, run_chains,
                      value_and_grad)
-from .refine import RefineResult, ess_bulk, refine, split_rhat
+from .refine import RefineResult, ess_bulk, refine, refine_rows_per_draw, split_rhat
 
 __all__ = ["HMCState", "HMCInfo", "Preconditioner", "init", "build_kernel", "run_chains", "preconditioner",
            "value_and_grad", "MCMCShift", "mcmc_shift", "shift_threshold", "final_options", "logp_floor", "MCMC_ALPHA",
            "MIN_SHIFT", "MIXED_CORRELATION", "GREY_ZONE", "CLEAR_ALARM", "mixing_stop", "start_correlations",
-           "RefineResult", "refine", "split_rhat", "ess_bulk"]
+           "RefineResult", "refine", "split_rhat", "ess_bulk", "refine_rows_per_draw"]

@@ -25,7 +25,7 @@ from ..validation import check_int, check_points
 from .dilation import default_dilations
 from .kernel import LogDensity, run_chains
 
-__all__ = ["RefineResult", "refine", "split_rhat", "ess_bulk"]
+__all__ = ["RefineResult", "refine", "split_rhat", "ess_bulk", "refine_rows_per_draw"]
 
 
 class RefineResult(NamedTuple):
@@ -107,6 +107,13 @@ def _geyer_tau(rho: np.ndarray, size: int) -> float:
         t += 2
     tau = -1 + 2 * r[: max_t + 1].sum() + r[max_t + 1: max_t + 2].sum()
     return max(tau, 1 / math.log10(size))
+
+
+def refine_rows_per_draw(d: int, steps: int, *, warmup: int = 50, num_integration_steps: int = 4) -> int:
+    """Log-density rows :func:`refine` spends per draw with its defaults, before the gradients
+    of accepted dilations: the first gradient, then (warmup + steps) × (leapfrog gradients +
+    dilation values)."""
+    return 1 + (warmup + steps) * (num_integration_steps + default_dilations(d))
 
 
 def refine(log_density: LogDensity, x0, steps: int, *, chains: int = 4, warmup: int = 50,
