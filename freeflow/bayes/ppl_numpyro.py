@@ -6,8 +6,8 @@ model's latent sample sites in trace order, each in the unconstrained coordinate
 minus NumPyro's potential energy (it includes the log-Jacobians); ``postprocess_fn`` maps z to
 the constrained values and the deterministic sites.  torch reaches it through a host call
 (:mod:`freeflow.bayes.host`): ``jit(vmap(value_and_grad(−potential)))`` on a float64 batch.
-Batches are padded to a power of two (at least 8, at most 2048 rows per call), so that
-training, checks and sampling compile a handful of shapes, not one per batch size.
+Batches are cut and padded as :mod:`freeflow.bayes.jax_batch` says, so that training,
+checks and sampling compile a handful of shapes, not one per batch size.
 
 The JAX-native log-density is kept as ``log_prob_jax``: ``freeflow.compare.reference.nuts(posterior)``
 runs blackjax on it directly, without the bridge.
@@ -21,21 +21,18 @@ JAX is switched to float64 globally (``jax_enable_x64``), as the NUTS bridge doe
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from .host import host_log_density
+from .jax_batch import call_chunked, chunks
 from .posterior import Posterior
 
 Tensor = torch.Tensor
 
 __all__ = ["from_numpyro", "NumPyroPosterior"]
-
-_MAX_ROWS = 2048  # rows per call: see freeflow.importance.LOG_DENSITY_CHUNK
-
 
 def _import_numpyro():
     try:
@@ -46,10 +43,6 @@ def _import_numpyro():
                           f"or pip install numpyro ({e})") from e
     jax.config.update("jax_enable_x64", True)
     return jax, numpyro
-
-
-def _padded_rows(n: int) -> int:
-    return max(8, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
 
 def _is_factor(site) -> bool:
@@ -172,29 +165,13 @@ class NumPyroPosterior(Posterior):
             key, *self.model_args, **model_kwargs)
 
     # -- host side ---------------------------------------------------------------------------
-    def _chunks(self, x: np.ndarray):
-        for start in range(0, x.shape[0], _MAX_ROWS):
-            part = x[start:start + _MAX_ROWS]
-            m = part.shape[0]
-            padded = np.zeros((_padded_rows(m), self.dim))
-            padded[:m] = part
-            yield m, padded
-
     def _host(self, x: np.ndarray, grad: bool):
-        vals, grads = [], []
-        for m, padded in self._chunks(x):
-            if grad:
-                v, g = self._value_and_grad(padded)
-                grads.append(np.asarray(g)[:m])
-            else:
-                v = self._value(padded)
-            vals.append(np.asarray(v)[:m])
-        return np.concatenate(vals), (np.concatenate(grads) if grad else None)
+        return call_chunked(self._value_and_grad, self._value, x, grad)
 
     def _postprocessed(self, z: Tensor) -> dict[str, np.ndarray]:
         x = z.detach().cpu().to(torch.float64).numpy()
         parts: dict[str, list] = {}
-        for m, padded in self._chunks(x):
+        for m, padded in chunks(x):
             out = self._postprocess(padded)
             for k, v in out.items():
                 parts.setdefault(k, []).append(np.asarray(v)[:m])
@@ -232,7 +209,7 @@ class NumPyroPosterior(Posterior):
 
     def _pointwise_log_likelihood(self, z: Tensor) -> dict[str, Tensor]:
         parts: dict[str, list] = {}
-        for m, padded in self._chunks(z.detach().cpu().to(torch.float64).numpy()):
+        for m, padded in chunks(z.detach().cpu().to(torch.float64).numpy()):
             for k, v in self._log_likelihood(padded).items():
                 if k in self.observed_data:   # (not numpyro.factor sites)
                     parts.setdefault(k, []).append(np.asarray(v)[:m])
