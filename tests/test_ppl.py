@@ -395,3 +395,15 @@ def test_final_check_tests_a_posteriors_deterministic_sites():
     vals = post.derived(z)
     assert f.shape == (5, 4) and torch.allclose(f[:, 3].double(), vals["total"].double())
     assert derived_features(ff.OneStepSampler(lambda x: -0.5 * (x ** 2).sum(1), dim=2, seed=0)) == {}
+
+
+def test_jax_batches_are_powers_of_two_with_little_padding():
+    from freeflow.bayes.jax_batch import MAX_ROWS, MIN_ROWS, chunks
+
+    for n in (1, 7, 8, 9, 1100, 2048, 4000, 5000):
+        x = np.arange(n * 3, dtype=np.float64).reshape(n, 3)
+        parts = list(chunks(x))
+        sizes = [p.shape[0] for _, p in parts]
+        assert all(s & (s - 1) == 0 and MIN_ROWS <= s <= MAX_ROWS for s in sizes), (n, sizes)
+        assert sum(sizes) - n < MIN_ROWS, (n, sizes)                      # padding: under MIN_ROWS rows
+        np.testing.assert_array_equal(np.concatenate([p[:m] for m, p in parts]), x)   # every row once, in order

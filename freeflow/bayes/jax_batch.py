@@ -2,9 +2,11 @@
 PyTensor's JAX backend).
 
 ``jax.jit`` compiles once per input shape: a call of every batch size would compile on every
-call. Batches are therefore cut into calls of at most :data:`MAX_ROWS` rows, each padded with
-zero rows to a power of two (at least :data:`MIN_ROWS`), so that training, checks and sampling
-compile a handful of shapes. The padded rows' outputs are dropped."""
+call. Batches are therefore cut into calls whose sizes are powers of two (the binary digits of
+the batch size, at most :data:`MAX_ROWS` rows a call), the last one padded with zero rows to
+:data:`MIN_ROWS`: training, checks and sampling compile a handful of shapes, and fewer than
+MIN_ROWS rows a batch are wasted (padding a batch of 1100 rows to 2048 would evaluate 86 %
+more rows). The padded rows' outputs are dropped."""
 from __future__ import annotations
 
 import math
@@ -24,13 +26,15 @@ def padded_rows(n: int) -> int:
 
 
 def chunks(x: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-    """(m, padded) per call: m real rows of ``x`` first, then zero rows."""
-    for start in range(0, x.shape[0], MAX_ROWS):
-        part = x[start:start + MAX_ROWS]
-        m = part.shape[0]
-        padded = np.zeros((padded_rows(m), x.shape[1]))
-        padded[:m] = part
-        yield m, padded
+    """(m, padded) per call: m real rows of ``x`` first, then zero rows (the last call only)."""
+    n, start = x.shape[0], 0
+    while start < n:
+        rest = n - start
+        size = min(MAX_ROWS, 1 << (rest.bit_length() - 1)) if rest >= MIN_ROWS else rest
+        padded = np.zeros((padded_rows(size), x.shape[1]))
+        padded[:size] = x[start:start + size]
+        yield size, padded
+        start += size
 
 
 def call_chunked(value_and_grad: Callable, value: Callable, x: np.ndarray, grad: bool):
