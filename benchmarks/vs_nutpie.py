@@ -186,8 +186,8 @@ def run_model(name: str, args, save=None) -> dict:
     t0 = time.perf_counter()
     compiled = nutpie.compile_pymc_model(post.model)
     compile_s = time.perf_counter() - t0
-    print(f"[{name}] {post.dim}-D: from_pymc {build_s:.1f} s, nutpie compile {compile_s:.1f} s", flush=True)
-    rec = {"model": name, "dim": post.dim, "params": {k: list(v) for k, v in post.shapes.items()},
+    print(f"[{name}] {post.dim}-D: from_pymc {build_s:.1f} s (backend {getattr(post, 'backend', None)}), nutpie compile {compile_s:.1f} s", flush=True)
+    rec = {"model": name, "dim": post.dim, "freeflow_backend": getattr(post, "backend", None), "params": {k: list(v) for k, v in post.shapes.items()},
            "freeflow_build_s": build_s, "nutpie_compile_s": compile_s, "seeds": []}
     for seed in args.seeds:
         nrow, idata = run_nutpie(compiled, compile_s=compile_s, draws=args.draws, tune=args.tune,

@@ -3,16 +3,26 @@
 The unconstrained space is PyMC's value-variable space: z is the model's value variables
 (``model.value_vars``, e.g. ``tau_log__`` for a positive ``tau``) in the order of
 ``model.free_RVs``, each flattened.  log p̃(z) is ``model.logp(jacobian=True)``, the density
-PyMC's own samplers use, and its gradient is PyTensor's.  The graph of one point is
-vectorised over a batch (``pytensor.graph.vectorize_graph``: value variables replaced by
-slices of one (n, d) matrix) and compiled once into ``(n, d) -> (log p̃ (n,), ∇ (n, d))``;
-torch calls it through :mod:`freeflow.bayes.host`. The batched function is checked against
-PyMC's own one-point ``compile_logp``/``compile_dlogp`` at three random points when it is
-built; a graph that cannot be batched, or whose batch differs, is evaluated row by row with
-those functions instead (``posterior.vectorised`` False, one warning line on the ``freeflow``
-logger): slower, never wrong.  Constrained values are the free RVs with
-their value variables substituted (``model.replace_rvs_by_values``: each transform's
-``backward``), and the deterministics likewise; both compiled batched the same way.
+PyMC's own samplers use, and its gradient is PyTensor's.  It is evaluated on a whole (n, d)
+batch in one of three ways (``backend``, :data:`BACKENDS`; ``posterior.backend`` says which):
+
+* ``"jax"`` (the default where jax is installed): the graph of one point through PyTensor's
+  JAX backend, ``jit(vmap(value_and_grad))`` (:mod:`freeflow.bayes.pymc_jax`); rows where it is
+  not finite are evaluated again by PyMC's one-point functions, so that a point outside the
+  support gets PyMC's own value;
+* ``"pytensor"``: the graph of one point vectorised over a batch
+  (``pytensor.graph.vectorize_graph``: value variables replaced by slices of one (n, d) matrix)
+  and compiled once into ``(n, d) -> (log p̃ (n,), ∇ (n, d))``;
+* ``"rows"``: PyMC's own one-point ``compile_logp``/``compile_dlogp``, row by row.
+
+torch calls the batch through :mod:`freeflow.bayes.host`. A batched route is checked against
+PyMC's one-point functions at three random points when it is built; one that cannot be built,
+or whose values differ, is not used: "auto" goes on to the next route, and the batched graph
+falls back to rows with one warning line on the ``freeflow`` logger: slower, never wrong.
+
+Constrained values are the free RVs with their value variables substituted
+(``model.replace_rvs_by_values``: each transform's ``backward``), and the deterministics
+likewise; both compiled batched by PyTensor the same way.
 
 Parameter names are the free RVs' names (``tau``, not ``tau_log__``); the model's dims and
 coords go to the InferenceData, its observations to ``observed_data`` and its data
@@ -29,11 +39,15 @@ import numpy as np
 import torch
 
 from .host import host_log_density
+from .jax_batch import call_chunked
 from .posterior import Posterior
 
 Tensor = torch.Tensor
 
-__all__ = ["from_pymc", "PyMCPosterior"]
+__all__ = ["from_pymc", "PyMCPosterior", "BACKENDS"]
+
+#: the routes of log p̃ (module docstring); "auto": "jax" where it can be used, else "pytensor"
+BACKENDS = ("auto", "jax", "pytensor", "rows")
 
 
 def _import_pymc():
@@ -63,7 +77,9 @@ class PyMCPosterior(Posterior):
     """A :class:`~freeflow.Posterior` whose log-density and transforms are a PyMC model's
     (built by :func:`from_pymc`; see the module docstring)."""
 
-    def __init__(self, model=None, *, name: str | None = None):
+    def __init__(self, model=None, *, name: str | None = None, backend: str = "auto"):
+        if backend not in BACKENDS:
+            raise ValueError(f"from_pymc: backend={backend!r} is not one of {', '.join(map(repr, BACKENDS))}")
         pm, pytensor = _import_pymc()
         import pytensor.tensor as pt
         from pytensor.graph.replace import clone_replace, vectorize_graph
@@ -97,20 +113,8 @@ class PyMCPosterior(Posterior):
         self._values, self._sizes, self._raw_shapes = values, sizes, raw_shapes
         self._row_logp = model.compile_logp(jacobian=True)      # PyMC's one-point functions: the
         self._row_dlogp = model.compile_dlogp(jacobian=True)    # reference, and the fallback
-        self.vectorised, reason = True, None
-        try:
-            logp = vectorize_graph(model.logp(jacobian=True), replace=replace)  # (n,)
-            grad = pytensor.gradient.grad(logp.sum(), zb)                       # (n, d)
-            self._value_and_grad = compile_fn([zb], [logp, grad], **compile_kw)
-            self._value = compile_fn([zb], logp, **compile_kw)
-            reason = self._vectorised_mismatch(sum(sizes))
-        except Exception as e:  # noqa: BLE001 - any failure to batch the graph: row by row instead
-            reason = f"{type(e).__name__}: {e}"
-        if reason is not None:
-            self.vectorised = False
-            logging.getLogger("freeflow").warning(
-                "from_pymc: the model's log-density could not be batched (%s); evaluating it "
-                "row by row with PyMC's compile_logp/compile_dlogp (correct, slower)", reason.splitlines()[0][:200])
+        self.backend = self._build_backend(backend, model, replace, zb, compile_fn, compile_kw)
+        self.vectorised = self.backend != "rows"
 
         deterministics = list(model.deterministics)
         constrained = model.replace_rvs_by_values(free + deterministics)
@@ -168,11 +172,65 @@ class PyMCPosterior(Posterior):
         g = np.stack([np.asarray(self._row_dlogp(self._point(r)), dtype=np.float64) for r in x]) if grad else None
         return v, g
 
+    def _build_backend(self, backend: str, model, replace, zb, compile_fn, compile_kw) -> str:
+        """The route log p̃ takes (module docstring): "jax" where asked or possible ("auto") and
+        equal to PyMC's one-point functions at probe points, else the batched PyTensor graph
+        where it can be built and is equal, else "rows"; a one-line warning when a route asked
+        for, or the batched graph, cannot be used."""
+        log = logging.getLogger("freeflow")
+        d = sum(self._sizes)
+        if backend in ("auto", "jax"):
+            reason = None
+            try:
+                from .pymc_jax import jax_value_and_grad
+                self._jax = jax_value_and_grad(model, self._values, self._sizes, self._raw_shapes)
+                reason = self._mismatch(d, self._jax_call)
+            except ImportError as e:
+                if backend == "jax":
+                    raise ImportError(f"from_pymc(backend='jax') needs jax: pip install jax ({e})") from e
+                reason = f"no jax ({e})"
+            except Exception as e:  # noqa: BLE001 - an op without a JAX implementation, etc.
+                reason = f"{type(e).__name__}: {e}"
+            if reason is None:
+                return "jax"
+            (log.warning if backend == "jax" else log.info)(
+                "from_pymc: the JAX backend cannot be used (%s); using PyTensor's", reason.splitlines()[0][:200])
+        if backend != "rows":
+            import pytensor
+            from pytensor.graph.replace import vectorize_graph
+
+            try:
+                logp = vectorize_graph(model.logp(jacobian=True), replace=replace)  # (n,)
+                grad = pytensor.gradient.grad(logp.sum(), zb)                       # (n, d)
+                self._value_and_grad = compile_fn([zb], [logp, grad], **compile_kw)
+                self._value = compile_fn([zb], logp, **compile_kw)
+                reason = self._vectorised_mismatch(d)
+            except Exception as e:  # noqa: BLE001 - any failure to batch the graph: row by row instead
+                reason = f"{type(e).__name__}: {e}"
+            if reason is None:
+                return "pytensor"
+            log.warning("from_pymc: the model's log-density could not be batched (%s); evaluating it "
+                        "row by row with PyMC's compile_logp/compile_dlogp (correct, slower)", reason.splitlines()[0][:200])
+        return "rows"
+
     def _vectorised_mismatch(self, d: int) -> str | None:
-        """None if the batched graph equals PyMC's one-point functions at three random points,
-        else what differs (a graph that vectorize_graph batches wrongly is never used)."""
+        """None if the batched PyTensor graph equals PyMC's one-point functions at three random
+        points, else what differs (a graph that vectorize_graph batches wrongly is never used)."""
+        return self._mismatch(d, self._value_and_grad_batched)
+
+    def _value_and_grad_batched(self, x: np.ndarray, grad: bool):
+        if grad:
+            v, g = self._value_and_grad(x)
+            return np.asarray(v, dtype=np.float64), np.asarray(g, dtype=np.float64)
+        return np.asarray(self._value(x), dtype=np.float64), None
+
+    def _jax_call(self, x: np.ndarray, grad: bool):
+        return call_chunked(*self._jax, x, grad)
+
+    def _mismatch(self, d: int, call) -> str | None:
+        """None if ``call`` equals PyMC's one-point functions at three random points, else what differs."""
         x = np.random.default_rng(0).normal(scale=0.5, size=(3, d))
-        v, g = self._call(x, True)
+        v, g = call(x, True)
         rv, rg = self._rows(x, True)
         fin = np.isfinite(rv)
         if not (np.array_equal(fin, np.isfinite(v)) and np.allclose(v[fin], rv[fin], rtol=1e-8, atol=1e-8)
@@ -181,14 +239,21 @@ class PyMCPosterior(Posterior):
         return None
 
     def _call(self, x: np.ndarray, grad: bool):
-        if not self.vectorised:
+        if self.backend == "rows":
             return self._rows(x, grad)
-        if grad:
-            v, g = self._value_and_grad(x)
-            return np.asarray(v, dtype=np.float64), np.asarray(g, dtype=np.float64)
-        return np.asarray(self._value(x), dtype=np.float64), None
+        return self._value_and_grad_batched(x, grad)
 
     def _host(self, x: np.ndarray, grad: bool):
+        if self.backend == "jax":
+            v, g = self._jax_call(x, grad)
+            bad = ~np.isfinite(v)
+            if bad.any():  # outside the support, or not finite: PyMC's own one-point values there
+                v = np.array(v)
+                v[bad], gb = self._rows(x[bad], grad)
+                if grad:
+                    g = np.array(g)
+                    g[bad] = gb
+            return v, g
         v, g = self._call(x, grad)
         if x.shape[0] <= 1 or np.isfinite(v).all():
             return v, g
@@ -265,7 +330,7 @@ class PyMCPosterior(Posterior):
         return torch.cat([torch.from_numpy(np.array(o, dtype=np.float64)).reshape(n, -1) for o in out], 1).to(dtype)
 
 
-def from_pymc(model: Any = None, *, name: str | None = None) -> PyMCPosterior:
+def from_pymc(model: Any = None, *, name: str | None = None, backend: str = "auto") -> PyMCPosterior:
     """A :class:`~freeflow.Posterior` from a PyMC model (the model in context when omitted).
 
         with pm.Model(coords={"feature": names}) as model:
@@ -274,5 +339,10 @@ def from_pymc(model: Any = None, *, name: str | None = None) -> PyMCPosterior:
         post = ff.from_pymc(model)             # parameter "w", dims ("feature",)
 
     See the module docstring for the space, the log-density and what goes into the
-    InferenceData.  A discrete free variable raises a ValueError naming it."""
-    return PyMCPosterior(model, name=name)
+    InferenceData.  ``backend``: how log p̃ and its gradient are evaluated, one of
+    :data:`BACKENDS`: "jax" (PyTensor's JAX backend, jit and vmap; needs jax), "pytensor" (the
+    batched graph compiled by PyTensor), "rows" (PyMC's one-point functions, row by row), or
+    "auto" (default: the first of these that builds and equals PyMC's own values at probe
+    points). ``posterior.backend`` says which one is used. A discrete free variable raises a
+    ValueError naming it."""
+    return PyMCPosterior(model, name=name, backend=backend)
