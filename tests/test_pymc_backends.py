@@ -74,6 +74,8 @@ def test_jax_gives_pymcs_minus_inf_outside_the_support_row_by_row():
         lp = post.log_density(z).numpy()
     rlp, _ = _pymc_own(model, post, z)
     neg = z[:, 0].numpy() < 0
+    raw, _ = post._jax_call(z.numpy(), False)             # JAX itself: PyMC's check as a −inf switch
+    assert np.all(np.isneginf(raw[neg])) and np.all(np.isfinite(raw[~neg]))
     assert np.all(np.isneginf(lp[neg])) and np.all(np.isneginf(rlp[neg]))
     np.testing.assert_allclose(lp[~neg], rlp[~neg], rtol=1e-12)
     lpg, g = _value_and_grad(post, z)

@@ -7,9 +7,9 @@ PyMC's own samplers use, and its gradient is PyTensor's.  It is evaluated on a w
 batch in one of three ways (``backend``, :data:`BACKENDS`; ``posterior.backend`` says which):
 
 * ``"jax"`` (the default where jax is installed): the graph of one point through PyTensor's
-  JAX backend, ``jit(vmap(value_and_grad))`` (:mod:`freeflow.bayes.pymc_jax`); rows where it is
-  not finite are evaluated again by PyMC's one-point functions, so that a point outside the
-  support gets PyMC's own value;
+  JAX backend, ``jit(vmap(value_and_grad))`` (:mod:`freeflow.bayes.pymc_jax`), whose failed
+  parameter checks give −inf as PyMC's do; rows where it gives NaN or +inf are evaluated again
+  by PyMC's one-point functions, so that they get PyMC's own value;
 * ``"pytensor"``: the graph of one point vectorised over a batch
   (``pytensor.graph.vectorize_graph``: value variables replaced by slices of one (n, d) matrix)
   and compiled once into ``(n, d) -> (log p̃ (n,), ∇ (n, d))``;
@@ -246,8 +246,8 @@ class PyMCPosterior(Posterior):
     def _host(self, x: np.ndarray, grad: bool):
         if self.backend == "jax":
             v, g = self._jax_call(x, grad)
-            bad = ~np.isfinite(v)
-            if bad.any():  # outside the support, or not finite: PyMC's own one-point values there
+            bad = np.isnan(v) | (v == np.inf)   # (−inf: PyMC's own failed-check value, pymc_jax)
+            if bad.any():  # not a number, or +inf: PyMC's own one-point values there
                 v = np.array(v)
                 v[bad], gb = self._rows(x[bad], grad)
                 if grad:
