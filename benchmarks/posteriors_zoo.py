@@ -219,7 +219,13 @@ def run_one(name: str, seed: int, args, ref: dict) -> dict:
     row = {"model": name, "seed": seed, "dim": None, "reference_reliable": ref.get("reliable"),
            "reference_method": ref.get("method")}
     t0 = time.perf_counter()
-    post = ff.from_numpyro(model, *margs, noncentre=not getattr(args, "as_written", False), **mkwargs)
+    noncentre = not getattr(args, "as_written", False)
+    if getattr(args, "route", "numpyro") == "pymc":   # the PyMC form of the model (zoo_models_pymc.py)
+        import zoo_models_pymc
+        post = ff.from_pymc(zoo_models_pymc.build(name), noncentre=noncentre)
+    else:
+        post = ff.from_numpyro(model, *margs, noncentre=noncentre, **mkwargs)
+    row["route"] = getattr(args, "route", "numpyro")
     row["dim"], row["build_seconds"] = post.dim, time.perf_counter() - t0
     sampler = ff.OneStepSampler(post, seed=seed)
     t0 = time.perf_counter()
@@ -293,6 +299,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--as-written", action="store_true",
                     help="train every model as written (ff.from_numpyro(..., noncentre=False): no non-centred twin)")
+    ap.add_argument("--route", choices=("numpyro", "pymc"), default="numpyro",
+                    help="the model as NumPyro (zoo_models) or PyMC (zoo_models_pymc, some models) writes it")
     ap.add_argument("--out", default=str(RESULTS / "posteriors_zoo.json"))
     ap.add_argument("--rescore", action="store_true", help="only recompute the statuses of --out from its stored errors")
     args = ap.parse_args(argv)

@@ -77,9 +77,12 @@ class PyMCPosterior(Posterior):
     """A :class:`~freeflow.Posterior` whose log-density and transforms are a PyMC model's
     (built by :func:`from_pymc`; see the module docstring)."""
 
-    def __init__(self, model=None, *, name: str | None = None, backend: str = "auto"):
+    def __init__(self, model=None, *, name: str | None = None, backend: str = "auto", noncentre: bool = True):
         if backend not in BACKENDS:
             raise ValueError(f"from_pymc: backend={backend!r} is not one of {', '.join(map(repr, BACKENDS))}")
+        if not isinstance(noncentre, bool):
+            raise TypeError(f"from_pymc: noncentre must be True or False, got {noncentre!r}")
+        self.noncentre, self._twins = noncentre, None
         pm, pytensor = _import_pymc()
         import pytensor.tensor as pt
         from pytensor.graph.replace import clone_replace, vectorize_graph
@@ -157,6 +160,16 @@ class PyMCPosterior(Posterior):
                                 if k in [rv.name for rv in free + deterministics + list(model.observed_RVs)]},
                           coords=coords, derived_names=tuple(d.name for d in deterministics))
         self.model = model
+
+    def reparametrizations(self) -> tuple:
+        """The model's non-centred twin where it has centred Normal RVs
+        (:func:`freeflow.bayes.pymc_twin.noncentred_twin`; built once; ``noncentre=False``: none)."""
+        if self._twins is None:
+            from .pymc_twin import noncentred_twin
+
+            twin = noncentred_twin(self) if self.noncentre else None
+            self._twins = (twin,) if twin is not None else ()
+        return self._twins
 
     # -- host side ---------------------------------------------------------------------------
     def _point(self, row: np.ndarray) -> dict:
@@ -330,7 +343,8 @@ class PyMCPosterior(Posterior):
         return torch.cat([torch.from_numpy(np.array(o, dtype=np.float64)).reshape(n, -1) for o in out], 1).to(dtype)
 
 
-def from_pymc(model: Any = None, *, name: str | None = None, backend: str = "auto") -> PyMCPosterior:
+def from_pymc(model: Any = None, *, name: str | None = None, backend: str = "auto",
+              noncentre: bool = True) -> PyMCPosterior:
     """A :class:`~freeflow.Posterior` from a PyMC model (the model in context when omitted).
 
         with pm.Model(coords={"feature": names}) as model:
@@ -343,6 +357,8 @@ def from_pymc(model: Any = None, *, name: str | None = None, backend: str = "aut
     :data:`BACKENDS`: "jax" (PyTensor's JAX backend, jit and vmap; needs jax), "pytensor" (the
     batched graph compiled by PyTensor), "rows" (PyMC's one-point functions, row by row), or
     "auto" (default: the first of these that builds and equals PyMC's own values at probe
-    points). ``posterior.backend`` says which one is used. A discrete free variable raises a
-    ValueError naming it."""
-    return PyMCPosterior(model, name=name, backend=backend)
+    points). ``posterior.backend`` says which one is used. ``noncentre``: let the sampler train
+    in the model's non-centred twin where its Gaussian stage fits better there
+    (:mod:`freeflow.bayes.pymc_twin`); draws, InferenceData and checkpoints stay in the model's
+    own coordinates. A discrete free variable raises a ValueError naming it."""
+    return PyMCPosterior(model, name=name, backend=backend, noncentre=noncentre)
