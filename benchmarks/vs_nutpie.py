@@ -10,6 +10,10 @@ very ``pm.Model`` freeflow's ``from_pymc`` wraps): eight schools non-centred (10
 breast-cancer logistic regression (31-D), the hierarchical logistic regression (12 groups x 4
 coefficients, 56-D).
 
+Zoo posteriors in their PyMC form (``--models eight_schools_centered funnel10 poisson_hier``,
+``zoo_models_pymc.py``): also judged against the zoo's long reference (``results/zoo_reference``),
+nutpie's draws and 20 000 raw draws of freeflow's, on the model's own parameters, in reference sds.
+
 One thread: OMP/MKL/OPENBLAS/NUMBA threads = 1 and XLA single-threaded (set before numpy is
 imported), ``torch.set_num_threads(1)``, ``nutpie.sample(..., cores=1)``.
 
@@ -61,6 +65,8 @@ import freeflow as ff  # noqa: E402
 from freeflow.io import atomic_write_json  # noqa: E402
 
 MODELS = ("eight_schools", "logreg_breast_cancer", "hier_logreg")
+#: zoo posteriors with a PyMC form (zoo_models_pymc.py) and a long reference (results/zoo_reference)
+ZOO_MODELS = ("eight_schools_centered", "funnel10", "poisson_hier")
 TARGETS = (1e3, 1e4, 1e6)
 BENCH_HINT = "this benchmark needs nutpie: pip install -e .[bench]  (or pip install 'nutpie>=0.16')"
 
@@ -156,7 +162,7 @@ def fit_freeflow(post, seed: int) -> tuple[ff.OneStepSampler, dict]:
                "trusted": rel.trusted if rel is not None else None}
 
 
-def run_freeflow(post, seed: int, *, build_s: float, n: int, ref: dict) -> dict:
+def run_freeflow(post, seed: int, *, build_s: float, n: int, ref: dict) -> tuple[ff.OneStepSampler, dict]:
     s, row = fit_freeflow(post, seed)
     s.importance_summary(min(n, 2048), seed=seed + 99)  # warm the path (allocation, first calls)
     t0 = time.perf_counter()
@@ -175,13 +181,18 @@ def run_freeflow(post, seed: int, *, build_s: float, n: int, ref: dict) -> dict:
     weighted = _scalars(post, x, lw.masked_fill(~fin, -math.inf))
     row["accuracy_raw_vs_nutpie"] = _errors(raw, ref)
     row["accuracy_weighted_vs_nutpie"] = {k: v for k, v in _errors(weighted, ref).items() if k != "per_parameter"}
-    return row
+    return s, row
 
 
 def run_model(name: str, args, save=None) -> dict:
     nutpie = import_nutpie()
     t0 = time.perf_counter()
-    post = models.pymc_posterior(name)
+    zoo = name in ZOO_MODELS
+    if zoo:   # a zoo posterior in its PyMC form, judged also against its long reference
+        import zoo_models_pymc
+        post = ff.from_pymc(zoo_models_pymc.build(name), name=f"pymc:{name}")
+    else:
+        post = models.pymc_posterior(name)
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     compiled = nutpie.compile_pymc_model(post.model)
@@ -196,7 +207,13 @@ def run_model(name: str, args, save=None) -> dict:
         print(f"[{name}] nutpie seed {seed}: {nrow['sample_s']:.1f} s sampling (+{compile_s:.1f} s compile), "
               f"min bulk ESS {nrow['ess_bulk_min']:.0f}, R-hat {nrow['rhat_max']:.3f}, "
               f"{nrow['grad_evals']:.0f} gradients, {nrow['divergences']} divergences", flush=True)
-        frow = run_freeflow(post, seed, build_s=build_s, n=args.n, ref=ref)
+        sampler, frow = run_freeflow(post, seed, build_s=build_s, n=args.n, ref=ref)
+        if zoo:
+            nrow["accuracy_vs_reference"], frow["accuracy_raw_vs_reference"] = zoo_accuracy(name, idata, sampler, seed)
+            a, b = nrow["accuracy_vs_reference"], frow["accuracy_raw_vs_reference"]
+            print(f"[{name}] against the reference: nutpie max |Δmean| {a['mean_err_max']:.3f} ({a['mean_err_at']}), "
+                  f"sd {a['sd_err_max']:.3f} ({a['sd_err_at']}); freeflow {b['mean_err_max']:.3f} ({b['mean_err_at']}), "
+                  f"sd {b['sd_err_max']:.3f} ({b['sd_err_at']}) (reference sd)", flush=True)
         acc = frow["accuracy_raw_vs_nutpie"]
         print(f"[{name}] freeflow seed {seed}: training {frow['training_s']:.1f} s ({frow['steps']} steps, "
               f"{frow['training_evals']} evals, {frow['verdict']}); ESS {frow['is_ess_fraction']:.3f}·n, "
@@ -207,6 +224,18 @@ def run_model(name: str, args, save=None) -> dict:
         if save is not None:
             save(rec)
     return rec
+
+
+def zoo_accuracy(name: str, idata, sampler, seed: int) -> tuple[dict, dict]:
+    """nutpie's draws and 20 000 raw draws of freeflow's fitted sampler against the zoo's long
+    reference, on the model's own parameters (posteriors_zoo.compare_constrained)."""
+    import posteriors_zoo as pz
+
+    ref = pz.load_reference(name)
+    nut = {k: idata.posterior[k].values.reshape(-1, *idata.posterior[k].shape[2:])
+           for k in ref["constrained"] if k in idata.posterior}
+    draws = {k: np.asarray(v) for k, v in sampler.sample(pz.N_DRAWS, seed=10_000 + seed).items()}
+    return pz.compare_constrained(nut, ref), pz.compare_constrained(draws, ref)
 
 
 def table(payload: dict) -> str:
@@ -267,7 +296,7 @@ def breakdown(payload: dict) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(models.MODELS + models.VALIDATION))
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(models.MODELS + models.VALIDATION + ZOO_MODELS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--tune", type=int, default=1000)
