@@ -67,9 +67,7 @@ def noncentred_twin(post):
     """The non-centred twin of a :class:`~freeflow.bayes.ppl_pymc.PyMCPosterior` as a
     :class:`~freeflow.bayes.reparam.Reparametrized`, or None where there is none or PyMC
     cannot build it (the model is then trained as written)."""
-    import torch
-
-    from .reparam import Reparametrized
+    from .reparam import Reparametrized, usable
 
     try:
         model, sites = noncentred_model(post.model)
@@ -77,9 +75,7 @@ def noncentred_twin(post):
             return None
         twin = type(post)(model, name=f"{post.name} (non-centred)", backend=post.backend, noncentre=False)
         rep = Reparametrized("non-centred: " + ", ".join(sites), twin, post, sites)
-        if twin.dim != post.dim or not all(k in twin.derived_names or k in twin.names for k in post.names):
-            return None
-        if not torch.isfinite(rep.to_model(torch.zeros(2, post.dim, dtype=torch.float64))).all():
+        if not usable(rep, post):
             return None
     except Exception:  # noqa: BLE001 - a graph PyMC cannot rewrite: keep the model as written
         return None

@@ -26,7 +26,7 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["Reparametrized", "noncentred_twin"]
+__all__ = ["Reparametrized", "noncentred_twin", "usable"]
 
 
 class Reparametrized:
@@ -54,6 +54,15 @@ class Reparametrized:
 
     def __repr__(self) -> str:
         return f"Reparametrized({self.label!r})"
+
+
+def usable(rep: Reparametrized, post) -> bool:
+    """Whether a twin can stand in for ``post``: the same dimension, every parameter of the
+    model a parameter or deterministic site of the twin, and finite model coordinates at a probe."""
+    twin = rep.posterior
+    if twin.dim != post.dim or not all(k in twin.derived_names or k in twin.names for k in post.names):
+        return False
+    return bool(torch.isfinite(rep.to_model(torch.zeros(2, post.dim, dtype=torch.float64))).all())
 
 
 def _unwrapped(fn):
@@ -135,10 +144,7 @@ def noncentred_twin(post) -> Reparametrized | None:
         twin = type(post)(handlers.reparam(model, config=config), args, kwargs,
                                 name=f"{post.name} (non-centred)", noncentre=False)
         rep = Reparametrized("non-centred: " + ", ".join(sites), twin, post, tuple(sites))
-        if twin.dim != post.dim or not all(k in twin.derived_names or k in twin.names for k in post.names):
-            return None
-        probe = torch.zeros(2, post.dim, dtype=torch.float64)
-        if not torch.isfinite(rep.to_model(probe)).all():
+        if not usable(rep, post):
             return None
     except Exception:  # noqa: BLE001 - the handler cannot rewrite this model: keep the model as written
         return None
