@@ -218,9 +218,17 @@ class Posterior:
 
     def reparametrizations(self) -> tuple:
         """Other parameterisations of this posterior the sampler may train in
-        (:class:`freeflow.bayes.reparam.Reparametrized`; a NumPyro model's non-centred twin);
-        none for a model written as a Posterior."""
-        return ()
+        (:class:`freeflow.bayes.reparam.Reparametrized`; a NumPyro or PyMC model's non-centred
+        twin, :meth:`_noncentred_twin`, built once; none where ``noncentre`` is False); none for
+        a model written as a Posterior."""
+        if getattr(self, "_twins", None) is None:
+            twin = self._noncentred_twin() if getattr(self, "noncentre", False) else None
+            self._twins = (twin,) if twin is not None else ()
+        return self._twins
+
+    def _noncentred_twin(self):
+        """The model's non-centred twin, or None (a front end that can build one overrides this)."""
+        return None
 
     def log_prob_jax(self, z):
         """A JAX single-position log-density ``(dim,) -> ()`` where the model has one (NumPyro);

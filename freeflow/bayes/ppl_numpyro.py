@@ -234,15 +234,11 @@ class NumPyroPosterior(Posterior):
         """One seeded run of the model (its sites, their distributions and values)."""
         return _structure_trace(self.model, self.model_args, self.model_kwargs, seed)
 
-    def reparametrizations(self) -> tuple:
-        """The model's non-centred twin where it has centred Normal / random-walk sites
-        (:func:`freeflow.bayes.reparam.noncentred_twin`; built once; ``noncentre=False``: none)."""
-        if self._twins is None:
-            from .reparam import noncentred_twin
+    def _noncentred_twin(self):
+        """The NumPyro model's non-centred twin (:func:`freeflow.bayes.reparam.noncentred_twin`), or None."""
+        from .reparam import noncentred_twin
 
-            twin = noncentred_twin(self) if self.noncentre else None
-            self._twins = (twin,) if twin is not None else ()
-        return self._twins
+        return noncentred_twin(self)
 
     def log_prob_jax(self, z):
         """NumPyro's log-density −U(z) at one position ``(dim,) -> ()`` (JAX; for blackjax)."""

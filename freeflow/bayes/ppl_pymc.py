@@ -161,15 +161,11 @@ class PyMCPosterior(Posterior):
                           coords=coords, derived_names=tuple(d.name for d in deterministics))
         self.model = model
 
-    def reparametrizations(self) -> tuple:
-        """The model's non-centred twin where it has centred Normal RVs
-        (:func:`freeflow.bayes.pymc_twin.noncentred_twin`; built once; ``noncentre=False``: none)."""
-        if self._twins is None:
-            from .pymc_twin import noncentred_twin
+    def _noncentred_twin(self):
+        """The PyMC model's non-centred twin (:func:`freeflow.bayes.pymc_twin.noncentred_twin`), or None."""
+        from .pymc_twin import noncentred_twin
 
-            twin = noncentred_twin(self) if self.noncentre else None
-            self._twins = (twin,) if twin is not None else ()
-        return self._twins
+        return noncentred_twin(self)
 
     # -- host side ---------------------------------------------------------------------------
     def _point(self, row: np.ndarray) -> dict:
