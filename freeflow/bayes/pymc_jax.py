@@ -9,10 +9,14 @@ it for PyMC's JAX samplers, with one difference: a failed parameter check become
 log p = −inf (PyMC's ``local_check_parameter_to_ninf_switch`` rewrite, as ``pm.compile``
 applies it), not a check that JAX drops. It is then ``jit(vmap(value_and_grad(·)))`` over a
 float64 batch (:mod:`freeflow.bayes.jax_batch`). Data containers are frozen into the graph as
-constants: rebuild the posterior after ``pm.set_data``."""
+constants: rebuild the posterior after ``pm.set_data``. Before compilation the graph is
+simplified where that is exact (:mod:`freeflow.bayes.pymc_rewrites`: parameter checks that
+cannot fail, a switch between two softplus)."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
+
+from .pymc_rewrites import simplify_for_jax
 
 __all__ = ["jax_value_and_grad"]
 
@@ -23,15 +27,14 @@ def jax_value_and_grad(model, values: Sequence, sizes: Sequence[int], shapes: Se
     whose columns are ``values`` (value variables) flattened in order. ImportError without jax."""
     import jax
     from pymc.sampling.jax import _replace_shared_variables
-    from pytensor.compile.mode import JAX, Mode
+    from pytensor.compile.mode import JAX
     from pytensor.graph.fg import FunctionGraph
     from pytensor.link.jax.dispatch import jax_funcify
 
     jax.config.update("jax_enable_x64", True)
     graph = _replace_shared_variables([model.logp(jacobian=True)])
     fgraph = FunctionGraph(inputs=list(values), outputs=graph, clone=True)
-    rewrites = JAX.provided_optimizer.including("local_check_parameter_to_ninf_switch")
-    Mode(linker=JAX.linker, optimizer=rewrites).optimizer.rewrite(fgraph)
+    simplify_for_jax(fgraph, JAX.provided_optimizer.including("local_check_parameter_to_ninf_switch"))
     logp = jax_funcify(fgraph)
     dtypes = [v.dtype for v in values]
 
