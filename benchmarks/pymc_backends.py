@@ -6,10 +6,11 @@ freeflow has to it, side by side in one run, one thread:
 Routes: the model written in torch (``posterior_models.torch_posterior``), in NumPyro
 (``from_numpyro``: jit + vmap), and in PyMC through each ``from_pymc`` backend ("jax": PyTensor's
 JAX backend, jit + vmap; "pytensor": the vectorised graph compiled by PyTensor's C backend;
-"rows": PyMC's one-point functions, row by row, on a 64-row batch only). A row is one call of
+"rows": PyMC's one-point functions, row by row, on a 64-row batch only), and "pymc:jax-as-written":
+the JAX route without the exact simplifications of ``freeflow.bayes.pymc_rewrites``). A row is one call of
 ``posterior.log_density`` on an (n, d) float64 batch followed by its gradient through torch's
 autograd, as training and the checks call it; the median of 7 timed calls after one warm call,
-divided by n. The models: the posterior-cost models (``posterior_models.MODELS``)."""
+divided by n; also the value alone (no gradient), as the verdict's coordinate moves call it. The models: the posterior-cost models (``posterior_models.MODELS``)."""
 from __future__ import annotations
 
 import os
@@ -33,13 +34,16 @@ import posterior_models as models  # noqa: E402
 
 import freeflow as ff  # noqa: E402
 
-ROUTES = ("torch", "numpyro", "pymc:jax", "pymc:pytensor", "pymc:rows")
+ROUTES = ("torch", "numpyro", "pymc:jax", "pymc:jax-as-written", "pymc:pytensor", "pymc:rows")
 
 
-def per_row_seconds(post, n: int, reps: int = 7, seed: int = 0) -> float:
+def per_row_seconds(post, n: int, reps: int = 7, seed: int = 0, grad: bool = True) -> float:
     z = torch.from_numpy(np.random.default_rng(seed).normal(scale=0.3, size=(n, post.dim)))
 
     def call():
+        if not grad:
+            with torch.no_grad():
+                return post.log_density(z)
         zz = z.clone().requires_grad_(True)
         torch.autograd.grad(post.log_density(zz).sum(), zz)
     call()
@@ -56,6 +60,11 @@ def build(route: str, name: str):
         return models.torch_posterior(name)
     if route == "numpyro":
         return models.numpyro_posterior(name)
+    if route == "pymc:jax-as-written":   # the JAX route without freeflow.bayes.pymc_rewrites
+        from freeflow.bayes.pymc_jax import jax_value_and_grad
+        post = ff.from_pymc(models.pymc_posterior(name).model, backend="jax")
+        post._jax = jax_value_and_grad(post.model, post._values, post._sizes, post._raw_shapes, simplify=False)
+        return post
     return ff.from_pymc(models.pymc_posterior(name).model, backend=route.split(":")[1])
 
 
@@ -76,6 +85,7 @@ def main(argv=None):
                    "backend": getattr(post, "backend", None)}
             for n in ([64] if route == "pymc:rows" else args.rows):
                 row[f"us_per_row_{n}"] = 1e6 * per_row_seconds(post, n)
+                row[f"us_per_value_row_{n}"] = 1e6 * per_row_seconds(post, n, grad=False)
             rows.append(row)
             print(name, route, {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
     write_result(args.name, {"rows_sizes": args.rows, "rows": rows})
@@ -88,9 +98,15 @@ def table(rows: list, sizes: list) -> str:
     lines = [head]
     for name in dict.fromkeys(r["model"] for r in rows):
         rs = {r["route"]: r for r in rows if r["model"] == name}
-        cells = [f"{rs[k].get(f'us_per_row_{n}', rs[k].get('us_per_row_64')):.1f}" if k in rs else "—" for k in ROUTES]
+        cells = [_cell(rs[k], n) if k in rs else "—" for k in ROUTES]
         lines.append(f"| {name} ({rs[ROUTES[0]]['dim']}) | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\n(µs per row, value and gradient, batches of {n} rows; pymc:rows on 64 rows)"
+    return "\n".join(lines) + f"\n\n(µs per row: value and gradient / value alone, batches of {n} rows; pymc:rows on 64 rows)"
+
+
+def _cell(row: dict, n: int) -> str:
+    size = n if f"us_per_row_{n}" in row else 64
+    vg, v = row[f"us_per_row_{size}"], row.get(f"us_per_value_row_{size}")
+    return f"{vg:.1f}" if v is None else f"{vg:.1f} / {v:.1f}"
 
 
 if __name__ == "__main__":

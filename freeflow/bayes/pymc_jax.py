@@ -21,10 +21,11 @@ from .pymc_rewrites import simplify_for_jax
 __all__ = ["jax_value_and_grad"]
 
 
-def jax_value_and_grad(model, values: Sequence, sizes: Sequence[int], shapes: Sequence[tuple]
-                       ) -> tuple[Callable, Callable]:
+def jax_value_and_grad(model, values: Sequence, sizes: Sequence[int], shapes: Sequence[tuple],
+                       simplify: bool = True) -> tuple[Callable, Callable]:
     """(value_and_grad, value): jit-compiled, vmapped functions of a (m, d) float64 batch z,
-    whose columns are ``values`` (value variables) flattened in order. ImportError without jax."""
+    whose columns are ``values`` (value variables) flattened in order. ImportError without jax.
+    ``simplify=False``: the graph as PyMC writes it (``benchmarks/pymc_backends.py`` compares)."""
     import jax
     from pymc.sampling.jax import _replace_shared_variables
     from pytensor.compile.mode import JAX
@@ -34,7 +35,12 @@ def jax_value_and_grad(model, values: Sequence, sizes: Sequence[int], shapes: Se
     jax.config.update("jax_enable_x64", True)
     graph = _replace_shared_variables([model.logp(jacobian=True)])
     fgraph = FunctionGraph(inputs=list(values), outputs=graph, clone=True)
-    simplify_for_jax(fgraph, JAX.provided_optimizer.including("local_check_parameter_to_ninf_switch"))
+    query = JAX.provided_optimizer.including("local_check_parameter_to_ninf_switch")
+    if simplify:
+        simplify_for_jax(fgraph, query)
+    else:
+        from pytensor.compile.mode import Mode
+        Mode(linker=JAX.linker, optimizer=query).optimizer.rewrite(fgraph)
     logp = jax_funcify(fgraph)
     dtypes = [v.dtype for v in values]
 
