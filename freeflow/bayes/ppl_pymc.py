@@ -7,7 +7,8 @@ PyMC's own samplers use, and its gradient is PyTensor's.  It is evaluated on a w
 batch in one of three ways (``backend``, :data:`BACKENDS`; ``posterior.backend`` says which):
 
 * ``"jax"`` (the default where jax is installed): the graph of one point through PyTensor's
-  JAX backend, ``jit(vmap(value_and_grad))`` (:mod:`freeflow.bayes.pymc_jax`), whose failed
+  JAX backend, ``jit(vmap(value_and_grad))`` (:mod:`freeflow.bayes.pymc_jax`; the graph first
+  simplified where that is exact, :mod:`freeflow.bayes.pymc_rewrites`), whose failed
   parameter checks give −inf as PyMC's do; rows where it gives NaN or +inf are evaluated again
   by PyMC's one-point functions, so that they get PyMC's own value;
 * ``"pytensor"``: the graph of one point vectorised over a batch
