@@ -14,9 +14,15 @@ log-density it is a normalising term that underflowed (e.g. NumPyro's ``Truncate
 its mean far outside the bounds and a small scale: log of a difference of two CDFs that are
 both 1), not a density that is infinite, and NUTS rejects such a point too. A user's own torch
 log-density that returns +inf is still refused (:func:`freeflow.validation.log_density_and_score`).
+
+A float32 batch may be evaluated in float32 (``fn32``, the same function computed in single
+precision: 2-3x faster per row through XLA), where the posterior has measured that this is
+accurate enough (:mod:`freeflow.bayes.precision`); rows where it gives a non-finite value or
+gradient are evaluated again by ``fn`` in float64.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -28,10 +34,27 @@ HostValueAndGrad = Callable[[np.ndarray, bool], tuple[np.ndarray, np.ndarray | N
 __all__ = ["host_log_density"]
 
 
+def _mixed(fn32: HostValueAndGrad, fn: HostValueAndGrad, x: np.ndarray, grad: bool):
+    """``fn32`` on a float32 batch, and ``fn`` (float64) on its rows that came out non-finite."""
+    val, g = fn32(x, grad)
+    val = np.array(val, dtype=np.float64)
+    g = None if g is None else np.array(g, dtype=np.float64)
+    bad = ~np.isfinite(val) if g is None else ~(np.isfinite(val) & np.isfinite(g).all(1))
+    if bad.any():
+        val[bad], gb = fn(x[bad].astype(np.float64), grad)
+        if g is not None:
+            g[bad] = gb
+    return val, g
+
+
+def _host_array(z: Tensor, single: bool) -> np.ndarray:
+    return z.detach().cpu().to(torch.float32 if single else torch.float64).numpy().copy()
+
+
 class _HostLogDensity(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z: Tensor, fn: HostValueAndGrad) -> Tensor:
-        x = z.detach().cpu().to(torch.float64).numpy().copy()
+    def forward(ctx, z: Tensor, fn: HostValueAndGrad, single: bool = False) -> Tensor:
+        x = _host_array(z, single)
         val, grad = fn(x, True)
         # copies: JAX (and some PyTensor) outputs are read-only buffers torch cannot wrap
         val, grad = _overflow_outside(np.array(val, dtype=np.float64).reshape(z.shape[0]),
@@ -46,14 +69,18 @@ class _HostLogDensity(torch.autograd.Function):
             raise RuntimeError("a PPL model's log-density has first derivatives only "
                                "(create_graph=True / second derivatives are not available)")
         (grad,) = ctx.saved_tensors
-        return grad_output[:, None] * grad, None
+        return grad_output[:, None] * grad, None, None
 
 
-def host_log_density(z: Tensor, fn: HostValueAndGrad) -> Tensor:
-    """log p̃(z) (n,) from ``fn`` (see module docstring), differentiable in z (n, d)."""
+def host_log_density(z: Tensor, fn: HostValueAndGrad, fn32: HostValueAndGrad | None = None) -> Tensor:
+    """log p̃(z) (n,) from ``fn`` (see module docstring), differentiable in z (n, d); a float32
+    z through ``fn32`` where given (rows it cannot evaluate: ``fn``)."""
+    single = fn32 is not None and z.dtype == torch.float32
+    if single:
+        fn = partial(_mixed, fn32, fn)
     if z.requires_grad:
-        return _HostLogDensity.apply(z, fn)
-    val, _ = fn(z.detach().cpu().to(torch.float64).numpy().copy(), False)
+        return _HostLogDensity.apply(z, fn, single)
+    val, _ = fn(_host_array(z, single), False)
     val, _ = _overflow_outside(np.array(val, dtype=np.float64).reshape(z.shape[0]), None)
     return torch.from_numpy(val).to(device=z.device, dtype=z.dtype)
 

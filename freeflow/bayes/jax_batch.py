@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-__all__ = ["MAX_ROWS", "MIN_ROWS", "padded_rows", "chunks", "call_chunked"]
+__all__ = ["MAX_ROWS", "MIN_ROWS", "padded_rows", "chunks", "call_chunked", "call_chunked_single"]
 
 MAX_ROWS = 2048  # rows per call: see freeflow.importance.LOG_DENSITY_CHUNK
 MIN_ROWS = 8
@@ -31,7 +31,7 @@ def chunks(x: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     while start < n:
         rest = n - start
         size = min(MAX_ROWS, 1 << (rest.bit_length() - 1)) if rest >= MIN_ROWS else rest
-        padded = np.zeros((padded_rows(size), x.shape[1]))
+        padded = np.zeros((padded_rows(size), x.shape[1]), dtype=x.dtype)
         padded[:size] = x[start:start + size]
         yield size, padded
         start += size
@@ -49,3 +49,17 @@ def call_chunked(value_and_grad: Callable, value: Callable, x: np.ndarray, grad:
             v = value(padded)
         vals.append(np.asarray(v)[:m])
     return np.concatenate(vals), (np.concatenate(grads) if grad else None)
+
+
+def call_chunked_single(value_and_grad: Callable, value: Callable, x: np.ndarray, grad: bool):
+    """:func:`call_chunked` in single precision: the same jitted functions traced and run with
+    JAX's 64-bit types off (float64 constants of the model become float32; JAX's notices
+    about it are silenced), on ``x`` as float32. Outputs as float64 arrays."""
+    import warnings
+
+    import jax
+
+    with jax.enable_x64(False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Explicitly requested dtype")
+        v, g = call_chunked(value_and_grad, value, np.asarray(x, dtype=np.float32), grad)
+    return v.astype(np.float64), (None if g is None else g.astype(np.float64))

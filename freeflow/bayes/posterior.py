@@ -230,6 +230,29 @@ class Posterior:
         """The model's non-centred twin, or None (a front end that can build one overrides this)."""
         return None
 
+    def use_single_precision(self, x: Tensor | None = None, scale: Tensor | None = None, *,
+                             decided: bool | None = None) -> str | None:
+        """Evaluate float32 batches in float32 from now on, where that is accurate at the rows of
+        ``x`` (n, dim; gradients compared in the frame of ``scale``, a Cholesky factor), or as
+        ``decided`` earlier (a checkpoint's). What was decided and why
+        (:mod:`freeflow.bayes.precision`); None for a posterior that always evaluates in the
+        batch's own dtype (a torch log-density)."""
+        fn32 = self._single_precision_host()
+        if fn32 is None:
+            return None
+        if decided is not None:
+            self._fn32 = fn32 if decided else None
+            return "float32" if decided else "float64"
+        from .precision import agrees
+
+        ok, why = agrees(self._host, fn32, x.detach().cpu().double().numpy(), scale.detach().cpu().double().numpy())
+        self._fn32 = fn32 if ok else None
+        return why
+
+    def _single_precision_host(self):
+        """A host function evaluating a float32 batch in float32 (JAX front ends), or None."""
+        return None
+
     def log_prob_jax(self, z):
         """A JAX single-position log-density ``(dim,) -> ()`` where the model has one (NumPyro);
         NotImplementedError otherwise (NUTS then bridges :meth:`log_density`)."""

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from .host import host_log_density
-from .jax_batch import call_chunked
+from .jax_batch import call_chunked, call_chunked_single
 from .posterior import Posterior
 
 Tensor = torch.Tensor
@@ -237,6 +237,12 @@ class PyMCPosterior(Posterior):
     def _jax_call(self, x: np.ndarray, grad: bool):
         return call_chunked(*self._jax, x, grad)
 
+    def _single_precision_host(self):
+        """The JAX route's graph in float32 (other backends: none)."""
+        if self.backend != "jax":
+            return None
+        return lambda x, grad: call_chunked_single(*self._jax, x, grad)
+
     def _mismatch(self, d: int, call) -> str | None:
         """None if ``call`` equals PyMC's one-point functions at three random points, else what differs."""
         x = np.random.default_rng(0).normal(scale=0.5, size=(3, d))
@@ -279,7 +285,7 @@ class PyMCPosterior(Posterior):
 
     # -- the Posterior maps ----------------------------------------------------------------------
     def _log_density(self, z: Tensor) -> Tensor:
-        return host_log_density(z, self._host)
+        return host_log_density(z, self._host, getattr(self, "_fn32", None))
 
     def _constrain(self, z: Tensor) -> dict[str, Tensor]:
         out = self._outputs(z)

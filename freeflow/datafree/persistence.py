@@ -96,6 +96,7 @@ def load_sampler(cls, path: str | os.PathLike, log_density, check_target: bool =
     if "frame" in ck:
         sampler.frame.load_state_dict(ck["frame"])
     sampler.gaussian_fit = ck.get("gaussian_fit")
+    space.restore_precision(sampler)   # (float32 evaluation of a JAX log-density, as decided in training)
     sampler.counted.load_state_dict(ck.get("cost", {}))
     if sampler.auto is not None:
         sampler.drift.anneal_steps = sampler.auto.anneal_steps

@@ -166,6 +166,9 @@ class OneStepSampler(ImportanceMethods):
             fit, self.gaussian_fit = _space.choose(self, stage, *stage(self.counted))
         if fit is not None:
             self.frame.set(fit.loc, fit.chol)
+            precision = _space.single_precision(self, fit)   # (float32 rows for a JAX log-density)
+            if precision is not None:
+                self.gaussian_fit["precision"] = precision
 
     # -- training ------------------------------------------------------------------------------
     @placed

@@ -29,7 +29,8 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["alternatives", "choose", "use", "to_model", "model_log_det", "MARGIN"]
+__all__ = ["alternatives", "choose", "use", "to_model", "model_log_det", "single_precision", "restore_precision",
+           "MARGIN"]
 
 MARGIN = 1.0      # nats of ELBO
 KHAT_GAP = 0.2    # of the Gaussian's importance weights' Pareto k̂ (0.7: the usual limit of reliability)
@@ -136,3 +137,33 @@ def model_log_det(sampler, w: Tensor, z: Tensor, chunk: int = 16384) -> Tensor:
     if rep is None:
         return torch.zeros(len(w), dtype=torch.float64, device=w.device)
     return torch.cat([rep.log_det(a, b) for a, b in zip(w.split(chunk), z.split(chunk))]).to(w.device)
+
+
+def _trained_posterior(sampler):
+    """The posterior whose log-density the sampler trains and checks on (a twin's, or the model's)."""
+    rep = getattr(sampler, "reparam", None)
+    return rep.posterior if rep is not None else sampler.posterior
+
+
+def single_precision(sampler, fit) -> str | None:
+    """After the Gaussian stage ``fit``: let the trained posterior evaluate the float32 sampler's
+    batches in float32 where :mod:`freeflow.bayes.precision` measures that accurate at
+    ``PROBE_DRAWS`` draws of the stage's Gaussian; what was decided (None: nothing to decide,
+    e.g. a torch log-density, which runs in its batch's dtype anyway, or a float64 sampler)."""
+    from ..bayes.precision import PROBE_DRAWS
+
+    post = _trained_posterior(sampler)
+    if post is None or fit is None or sampler.placement.dtype != torch.float32:
+        return None
+    g = torch.Generator().manual_seed(sampler.seed + 31)
+    loc, chol = fit.loc.detach().cpu().double(), fit.chol.detach().cpu().double()
+    x = loc + torch.randn(PROBE_DRAWS, sampler.dim, generator=g, dtype=torch.float64) @ chol.T
+    return post.use_single_precision(x, chol)
+
+
+def restore_precision(sampler) -> None:
+    """A loaded sampler's posterior evaluates in the precision its training decided."""
+    decided = (sampler.gaussian_fit or {}).get("precision")
+    post = _trained_posterior(sampler)
+    if decided and post is not None and sampler.placement.dtype == torch.float32:
+        post.use_single_precision(decided=decided.startswith("float32"))
