@@ -6,7 +6,8 @@ freeflow has to it, side by side in one run, one thread:
 Routes: the model written in torch (``posterior_models.torch_posterior``), in NumPyro
 (``from_numpyro``: jit + vmap), and in PyMC through each ``from_pymc`` backend ("jax": PyTensor's
 JAX backend, jit + vmap; "pytensor": the vectorised graph compiled by PyTensor's C backend;
-"rows": PyMC's one-point functions, row by row, on a 64-row batch only), and "pymc:jax-as-written":
+"rows": PyMC's one-point functions, row by row, on a 64-row batch only), "pymc:jax-float32": the JAX route on float32 batches in float32 (``freeflow.bayes.precision``;
+what a float32 sampler gets where the probe after its Gaussian stage allows it), and "pymc:jax-as-written":
 the JAX route without the exact simplifications of ``freeflow.bayes.pymc_rewrites``). A row is one call of
 ``posterior.log_density`` on an (n, d) float64 batch followed by its gradient through torch's
 autograd, as training and the checks call it; the median of 7 timed calls after one warm call,
@@ -34,11 +35,12 @@ import posterior_models as models  # noqa: E402
 
 import freeflow as ff  # noqa: E402
 
-ROUTES = ("torch", "numpyro", "pymc:jax", "pymc:jax-as-written", "pymc:pytensor", "pymc:rows")
+ROUTES = ("torch", "numpyro", "pymc:jax", "pymc:jax-float32", "pymc:jax-as-written", "pymc:pytensor", "pymc:rows")
 
 
-def per_row_seconds(post, n: int, reps: int = 7, seed: int = 0, grad: bool = True) -> float:
-    z = torch.from_numpy(np.random.default_rng(seed).normal(scale=0.3, size=(n, post.dim)))
+def per_row_seconds(post, n: int, reps: int = 7, seed: int = 0, grad: bool = True,
+                    dtype: torch.dtype = torch.float64) -> float:
+    z = torch.from_numpy(np.random.default_rng(seed).normal(scale=0.3, size=(n, post.dim))).to(dtype)
 
     def call():
         if not grad:
@@ -60,6 +62,10 @@ def build(route: str, name: str):
         return models.torch_posterior(name)
     if route == "numpyro":
         return models.numpyro_posterior(name)
+    if route == "pymc:jax-float32":   # float32 batches in float32 (what a float32 sampler gets where
+        post = ff.from_pymc(models.pymc_posterior(name).model, backend="jax")   # the probe allows it)
+        post.use_single_precision(decided=True)
+        return post
     if route == "pymc:jax-as-written":   # the JAX route without freeflow.bayes.pymc_rewrites
         from freeflow.bayes.pymc_jax import jax_value_and_grad
         post = ff.from_pymc(models.pymc_posterior(name).model, backend="jax")
@@ -84,8 +90,9 @@ def main(argv=None):
             row = {"model": name, "dim": post.dim, "route": route, "build_s": time.perf_counter() - t0,
                    "backend": getattr(post, "backend", None)}
             for n in ([64] if route == "pymc:rows" else args.rows):
-                row[f"us_per_row_{n}"] = 1e6 * per_row_seconds(post, n)
-                row[f"us_per_value_row_{n}"] = 1e6 * per_row_seconds(post, n, grad=False)
+                dtype = torch.float32 if route == "pymc:jax-float32" else torch.float64
+                row[f"us_per_row_{n}"] = 1e6 * per_row_seconds(post, n, dtype=dtype)
+                row[f"us_per_value_row_{n}"] = 1e6 * per_row_seconds(post, n, grad=False, dtype=dtype)
             rows.append(row)
             print(name, route, {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
     write_result(args.name, {"rows_sizes": args.rows, "rows": rows})

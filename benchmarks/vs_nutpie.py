@@ -156,6 +156,7 @@ def fit_freeflow(post, seed: int) -> tuple[ff.OneStepSampler, dict]:
     stages = {k: v for k, v in cost.items() if k != "other"}
     rel = s.last_reliability
     return s, {"seed": seed, "generator": s.generator_name, "steps": s.steps_done, "fit_wall_s": fit_wall,
+               "precision": (s.gaussian_fit or {}).get("precision"),
                "cost": cost, "training_s": sum(v["seconds"] for v in stages.values()),
                "training_evals": sum(v["evaluations"] for v in stages.values()),
                "verdict": rel.verdict if rel is not None else None,
