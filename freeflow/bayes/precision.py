@@ -2,7 +2,8 @@
 
 The PyMC front end's JAX route (and NumPyro's) evaluates log p̃ in float64. The sampler's draws
 are float32 (its default dtype), and XLA evaluates a float32 row 2-3x faster (the breast-cancer
-regression through PyMC: value and gradient 19.3 → 5.7 µs a row). Only the PyMC route offers
+regression through PyMC: value and gradient 19.8 → 6.0 µs a row, ``benchmarks/pymc_backends.py``,
+``results/pymc_backends_f32.json``). Only the PyMC route offers
 float32: its graph, compiled by PyTensor's JAX backend, is a pure function, while NumPyro's
 replayed model keeps distribution objects whose cached properties a float32 trace would leave
 in float32 for later float64 traces (measured: the float64 call then fails). Whether a model's
