@@ -4,6 +4,7 @@ float64, float64 batches are untouched, and a loaded sampler keeps the decision.
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,18 +12,19 @@ import torch
 
 import freeflow as ff
 from freeflow.bayes.precision import MAX_FALLBACK, VALUE_TOL, agrees
+from freeflow.datafree.space import single_precision
 
 pm = pytest.importorskip("pymc")
 pytest.importorskip("jax")
 
 
-def _logistic(scale: float = 1.0):
+def _logistic(scale: float = 1.0, hierarchical: bool = True):
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(60, 3)) * np.array([1.0, 1.0, scale])
-    y = (X @ np.array([1.0, -0.5, 0.3 / scale]) + rng.normal(size=60) > 0).astype(int)
+    X = rng.normal(size=(60, 4)) * np.array([1.0, 1.0, 1.0, scale])
+    y = (X @ np.array([1.0, -0.5, 0.2, 0.3 / scale]) + rng.normal(size=60) > 0).astype(int)
     with pm.Model() as model:
-        s = pm.HalfNormal("s", 1.0)
-        w = pm.Normal("w", 0.0, s, shape=3)
+        s = pm.HalfNormal("s", 1.0) if hierarchical else 1.0
+        w = pm.Normal("w", 0.0, s, shape=4)
         pm.Bernoulli("y", logit_p=X @ w, observed=y)
     return model
 
@@ -92,7 +94,7 @@ def test_rows_float32_cannot_evaluate_go_back_to_float64():
     post = ff.from_pymc(_logistic(scale=10.0), backend="jax")
     post.use_single_precision(decided=True)
     z = torch.zeros(16, post.dim)
-    z[:, -1] = torch.linspace(-12, 12, 16)      # w[2] up to ±12 × feature sd 10: logits beyond ±88
+    z[:, -1] = torch.linspace(-12, 12, 16)      # w[3] up to ±12 × feature sd 10: logits beyond ±88
     lp32, g32 = _value_and_grad(post, z)
     lp64, g64 = _value_and_grad(post, z.double())
     from freeflow.bayes.jax_batch import call_chunked_single
@@ -104,7 +106,7 @@ def test_rows_float32_cannot_evaluate_go_back_to_float64():
 
 
 def test_sampler_decides_after_its_gaussian_stage_and_keeps_it_in_checkpoints(tmp_path):
-    post = ff.from_pymc(_logistic(), backend="jax")
+    post = ff.from_pymc(_logistic(hierarchical=False), backend="jax")   # (no twin: one stage)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         s = ff.OneStepSampler(post, seed=0)
@@ -113,18 +115,18 @@ def test_sampler_decides_after_its_gaussian_stage_and_keeps_it_in_checkpoints(tm
     assert post._fn32 is not None
     path = tmp_path / "ck.pt"
     s.save(path)
-    fresh = ff.from_pymc(_logistic(), backend="jax")
+    fresh = ff.from_pymc(_logistic(hierarchical=False), backend="jax")
     loaded = ff.OneStepSampler.load(path, fresh)
     assert fresh._fn32 is not None and loaded.gaussian_fit["precision"] == s.gaussian_fit["precision"]
     x = s.sample_unconstrained(64, seed=3)
     np.testing.assert_allclose(loaded.sample_unconstrained(64, seed=3).numpy(), x.numpy())
-    # a float64 sampler has nothing to decide
-    post64 = ff.from_pymc(_logistic(), backend="jax")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        s64 = ff.OneStepSampler(post64, seed=0, dtype=torch.float64)
-        s64.fit(steps=5, progress=False, check=False)
-    assert "precision" not in s64.gaussian_fit and getattr(post64, "_fn32", None) is None
+    # a float64 sampler has nothing to decide (its batches are float64)
+    post64 = ff.from_pymc(_logistic(hierarchical=False), backend="jax")
+    s64 = ff.OneStepSampler(post64, seed=0, dtype=torch.float64)
+    stage = SimpleNamespace(loc=torch.zeros(post64.dim, dtype=torch.float64),
+                            chol=torch.eye(post64.dim, dtype=torch.float64))
+    assert single_precision(s64, stage) is None and getattr(post64, "_fn32", None) is None
+    assert single_precision(ff.OneStepSampler(post64, seed=0), stage).startswith("float32")
 
 
 def test_other_routes_have_no_single_precision():
@@ -136,5 +138,6 @@ def test_other_routes_have_no_single_precision():
         m = numpyro.sample("m", dist.Normal(0.0, 1.0))
         numpyro.sample("y", dist.Normal(m, 1.0), obs=y)
     assert ff.from_numpyro(model, y=np.zeros(3)).use_single_precision(torch.zeros(4, 1), torch.eye(1)) is None
-    assert ff.from_pymc(_logistic(), backend="pytensor").use_single_precision(
-        torch.zeros(4, 4, dtype=torch.float64), torch.eye(4, dtype=torch.float64)) is None
+    pt_post = ff.from_pymc(_logistic(), backend="pytensor")
+    assert pt_post.use_single_precision(torch.zeros(4, pt_post.dim, dtype=torch.float64),
+                                        torch.eye(pt_post.dim, dtype=torch.float64)) is None
