@@ -73,6 +73,8 @@ def test_agrees_accepts_offsets_and_rare_failures_and_rejects_noise():
 
 def test_pymc_float32_rows_match_float64_and_float64_rows_are_unchanged():
     post = ff.from_pymc(_logistic(), backend="jax")
+    with pytest.raises(ValueError, match="give x and scale"):
+        post.use_single_precision()
     z64 = torch.randn(64, post.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     before = _value_and_grad(post, z64)
     why = post.use_single_precision(z64 * 0.5, torch.eye(post.dim, dtype=torch.float64))

@@ -243,8 +243,9 @@ class Posterior:
         if decided is not None:
             self._fn32 = fn32 if decided else None
             return "float32" if decided else "float64"
+        if x is None or scale is None:
+            raise ValueError("use_single_precision: give x and scale (draws and their Cholesky factor), or decided")
         from .precision import agrees
-
         ok, why = agrees(self._host, fn32, x.detach().cpu().double().numpy(), scale.detach().cpu().double().numpy())
         self._fn32 = fn32 if ok else None
         return why
