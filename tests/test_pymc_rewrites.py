@@ -29,11 +29,7 @@ def _compiled(inputs, outputs, rewrite: bool, fusion: bool = True):
     """(jax function, the graph's elementwise scalar op types) of ``outputs``."""
     fg = FunctionGraph(inputs=inputs, outputs=outputs, clone=True)
     query = JAX.provided_optimizer if fusion else JAX.provided_optimizer.excluding("fusion")
-    if rewrite:
-        simplify_for_jax(fg, query)
-    else:
-        from pytensor.compile.mode import Mode
-        Mode(linker=JAX.linker, optimizer=query).optimizer.rewrite(fg)
+    simplify_for_jax(fg, query, simplify=rewrite)
     ops = [type(n.op.scalar_op) for n in fg.apply_nodes if isinstance(n.op, Elemwise)]
     return jax_funcify(fg), ops
 

@@ -35,12 +35,7 @@ def jax_value_and_grad(model, values: Sequence, sizes: Sequence[int], shapes: Se
     jax.config.update("jax_enable_x64", True)
     graph = _replace_shared_variables([model.logp(jacobian=True)])
     fgraph = FunctionGraph(inputs=list(values), outputs=graph, clone=True)
-    query = JAX.provided_optimizer.including("local_check_parameter_to_ninf_switch")
-    if simplify:
-        simplify_for_jax(fgraph, query)
-    else:
-        from pytensor.compile.mode import Mode
-        Mode(linker=JAX.linker, optimizer=query).optimizer.rewrite(fgraph)
+    simplify_for_jax(fgraph, JAX.provided_optimizer.including("local_check_parameter_to_ninf_switch"), simplify)
     logp = jax_funcify(fgraph)
     dtypes = [v.dtype for v in values]
 

@@ -93,12 +93,14 @@ def _rewrites():
     return in2out(bound_check, lift_switch)
 
 
-def simplify_for_jax(fgraph, optimizer_query) -> None:
+def simplify_for_jax(fgraph, optimizer_query, simplify: bool = True) -> None:
     """Rewrite ``fgraph`` in place: ``optimizer_query`` (a PyTensor rewrite query, e.g. JAX's
     provided optimizer) without its fusion, the two rewrites of the module docstring, then the
-    whole query (fusion included)."""
+    whole query (fusion included). ``simplify=False``: the query alone (the graph as PyMC
+    writes it)."""
     from pytensor.compile.mode import JAX, Mode
 
-    Mode(linker=JAX.linker, optimizer=optimizer_query.excluding("fusion")).optimizer.rewrite(fgraph)
-    _rewrites().rewrite(fgraph)
+    if simplify:
+        Mode(linker=JAX.linker, optimizer=optimizer_query.excluding("fusion")).optimizer.rewrite(fgraph)
+        _rewrites().rewrite(fgraph)
     Mode(linker=JAX.linker, optimizer=optimizer_query).optimizer.rewrite(fgraph)
