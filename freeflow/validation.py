@@ -94,14 +94,18 @@ def outside_support(log_p: Tensor, score: Tensor) -> Tensor:
 
 
 def check_log_density(log_density: LogDensity, dim: int, *, name: str = "log_density", n: int = 8) -> None:
-    """Probe ``log_density`` on a standard-normal batch of shape (n, dim) before training."""
+    """Probe ``log_density`` on a standard-normal batch of shape (n, dim) before training.
+
+    A NaN at some probe points is a failed evaluation there (outside the support, or an ODE
+    solver that gave up: NUTS treats these as divergences), not an error; NaN at every probe
+    point, or +inf anywhere, is."""
     if not callable(log_density):
         raise TypeError(f"{name} must be callable, got {type(log_density).__name__}")
     check_positive_int(dim, "dim")
     # on the current default device and dtype (a placed sampler's: freeflow.placement)
     x = torch.randn(n, dim, generator=noise_generator(1234))
     try:
-        out, grad = log_density_and_score(log_density, x, name=name)
+        out, grad = log_density_and_score(log_density, x, name=name, max_bad_fraction=(n - 1) / n)
     except (TypeError, ValueError, FloatingPointError):
         raise
     except Exception as e:
