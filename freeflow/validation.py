@@ -35,13 +35,14 @@ __all__ = [
 
 def log_density_and_score(
     log_density: LogDensity, x: Tensor, *, name: str = "log_density", step: int | None = None,
-    max_bad_fraction: float = 0.0,
+    max_bad_fraction: float = 0.0, mark_outside: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """log p̃(x) (n,) and ∇log p̃(x) (n, d) by autograd, both detached, with shape/finiteness checks.
 
     Up to ``max_bad_fraction`` of the rows may be NaN (outside the support, as Stan treats a
     failed evaluation): they come back as log p̃ = −inf with a zero gradient (see
-    :func:`outside_support`). More than that raises, naming the step."""
+    :func:`outside_support`). More than that raises, naming the step. ``mark_outside=False``
+    returns those rows as they came (the build probe tells the cases apart)."""
     where = f" at step {step}" if step is not None else ""
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
@@ -68,7 +69,7 @@ def log_density_and_score(
     if grad is None:
         raise TypeError(f"{name} does not depend on x through autograd")
     out, grad = out.detach(), grad.detach()
-    if max_bad_fraction > 0:
+    if max_bad_fraction > 0 and mark_outside:
         bad = outside_support(out, grad)
         if bad.any():
             out = torch.where(bad, torch.full_like(out, -math.inf), out)
@@ -105,7 +106,8 @@ def check_log_density(log_density: LogDensity, dim: int, *, name: str = "log_den
     # on the current default device and dtype (a placed sampler's: freeflow.placement)
     x = torch.randn(n, dim, generator=noise_generator(1234))
     try:
-        out, grad = log_density_and_score(log_density, x, name=name, max_bad_fraction=(n - 1) / n)
+        out, grad = log_density_and_score(log_density, x, name=name, max_bad_fraction=(n - 1) / n,
+                                          mark_outside=False)
     except (TypeError, ValueError, FloatingPointError):
         raise
     except Exception as e:
@@ -114,10 +116,11 @@ def check_log_density(log_density: LogDensity, dim: int, *, name: str = "log_den
             f"{type(e).__name__}: {e}"
         ) from e
     check_placed_output(out, x, name)
-    if (out == -math.inf).all():
+    finite = torch.isfinite(out)
+    if not bool(finite.any()):
         raise ValueError(f"{name} is -inf at every probe point of shape ({n}, {dim}): nowhere to start")
-    if not torch.isfinite(grad[torch.isfinite(out)]).all():
-        raise FloatingPointError(f"{name} has a non-finite gradient at a probe point")
+    if not bool(finite_rows(grad[finite]).any()):
+        raise FloatingPointError(f"{name} has a non-finite gradient at every probe point where it is finite")
 
 
 # -- names, numbers and ranges -------------------------------------------------------------------

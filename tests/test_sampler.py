@@ -226,7 +226,7 @@ def test_cheap_first_round_check_same_verdict_without_the_costly_checks():
     assert full.trusted is True and not cheap.partial and cheap.to_dict() == full.to_dict()
 
 
-def test_nan_at_some_probe_points_is_a_failed_evaluation_not_an_error():
+def test_nan_at_some_probe_points_is_a_failed_evaluation_not_an_error(tmp_path):
     """A log-density that fails (NaN) on part of the space, as an ODE solver gives up at extreme
     parameters, builds and trains: the probe treats those rows as outside the support (as NUTS
     does); only NaN at every probe point is an error (test above). Here NaN on the half-space
@@ -252,3 +252,9 @@ def test_nan_at_some_probe_points_is_a_failed_evaluation_not_an_error():
     assert torch.isfinite(x).all()
     raw_ok = abs(float(x[:, 0].mean()) + math.sqrt(2 / math.pi)) < 0.1
     assert raw_ok or s.last_reliability.trusted is False
+    # its checkpoint reloads: the fingerprint's NaN probe points compare equal (NaN == NaN there)
+    s.save(tmp_path / "s.pt")
+    t = ff.OneStepSampler.load(tmp_path / "s.pt", log_density)
+    assert torch.equal(t.sample(100, seed=3), s.sample(100, seed=3))
+    with pytest.raises(ValueError, match="different log-density"):
+        ff.OneStepSampler.load(tmp_path / "s.pt", lambda x: log_density(x) * 2)

@@ -23,13 +23,16 @@ FORMAT = "freeflow.OneStepSampler/1"
 
 
 def fingerprint(log_density: Callable[[Tensor], Tensor], dim: int) -> list[float]:
-    """log p̃ at fixed probe points, relative to the first: identifies a target up to log Z."""
+    """log p̃ at fixed probe points, relative to the first finite one: identifies a target up to
+    log Z (NaN and ±inf stay as they are: a log-density may fail at a probe point)."""
     # drawn on the CPU in float32 (the same points on every device and dtype), then placed
     x = torch.randn(16, dim, generator=torch.Generator().manual_seed(20261122), dtype=torch.float32, device="cpu")
     x = x.to(device=torch.get_default_device(), dtype=torch.get_default_dtype())
     with torch.no_grad():
         v = log_density(x).double()
-    return (v - v[0]).tolist()
+    finite = torch.isfinite(v)
+    ref = v[finite][0] if bool(finite.any()) else v.new_zeros(())
+    return torch.where(finite, v - ref, v).tolist()
 
 
 def sampler_state_dict(sampler) -> dict:
@@ -83,7 +86,8 @@ def load_sampler(cls, path: str | os.PathLike, log_density, check_target: bool =
     if check_target:
         with sampler.placement.scope():
             fp = fingerprint(sampler.log_density, dim)
-        if not torch.allclose(torch.tensor(fp), torch.tensor(ck["fingerprint"]), rtol=1e-4, atol=1e-3):
+        if not torch.allclose(torch.tensor(fp), torch.tensor(ck["fingerprint"]), rtol=1e-4, atol=1e-3,
+                              equal_nan=True):
             raise ValueError(
                 f"log_density: checkpoint {str(path)!r} was trained on a different "
                 "log-density (its values at the probe points differ); pass check_target=False "
