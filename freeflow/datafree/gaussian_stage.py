@@ -15,7 +15,10 @@ Four steps, each cheap next to training (its log-density evaluations are counted
 
 1. **Path** (Pathfinder's idea, Zhang et al. 2022): L-BFGS on −log p̃ from the origin, at most
    ``max_iter`` iterations; a funnel's or a centred hierarchy's mode lies in the neck, so the
-   end of the path is not always the best place, and every path point is a candidate.
+   end of the path is not always the best place, and every path point is a candidate. The
+   origin's path can also end in a poor local optimum (an ODE model's parameters), so
+   ``starts`` more paths run from random points in [−2, 2]^d (as Stan and NumPyro initialise
+   NUTS); one of their ends replaces the candidate only when it is better by ``BASIN_MARGIN`` nats.
 2. **Diagonal Gaussians along the path**: at ≤ ``candidates`` points x_k, σ_k = H_jj^{-1/2} from
    central differences of the gradient (2d rows of log p̃ in one batched call, no second
    derivatives needed, so NumPyro/PyMC log-densities work too); the candidate with the largest
@@ -68,6 +71,8 @@ __all__ = ["GaussianFit", "fit_gaussian", "badly_scaled", "stage_for_sampler", "
 # in d ≤ 3 the stage runs (gaussian_stage="auto") only where p̃ is badly scaled at its mode
 SCALE_RANGE = (1e-2, 1e2)     # every Laplace sd inside this range, and
 MAX_CONDITION = 1e3           # the Laplace covariance's condition number below this: unit scale is fine
+STARTS = 4                    # L-BFGS paths from random points beside the origin's (_other_basins)
+BASIN_MARGIN = 10.0           # nats of ELBO by which another path's end must beat the origin path's
 
 
 @dataclass
@@ -102,12 +107,14 @@ def _elbo(f: _Counter, loc: Tensor, chol: Tensor, eps: Tensor, top: float = math
 
 def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int = 8, draws: int = 32,
                  vi_steps: int = 500, lr: float = 0.1, inflate: float = 1.2, seed: int = 0,
-                 origin_factor: int = 2) -> GaussianFit:
+                 origin_factor: int = 2, starts: int = STARTS) -> GaussianFit:
     """The Gaussian stage (see the module docstring). Raises FloatingPointError when the MAP
     search cannot start (log p̃ not finite at the origin)."""
     for name, v in (("max_iter", max_iter), ("candidates", candidates), ("draws", draws), ("vi_steps", vi_steps),
                     ("origin_factor", origin_factor)):
         check_positive_int(v, name)
+    if not isinstance(starts, int) or isinstance(starts, bool) or starts < 0:
+        raise ValueError(f"starts must be a non-negative int, got {starts!r}")
     t0 = time.perf_counter()
     f = _Counter(log_density, dim)
     g = noise_generator(seed)
@@ -120,6 +127,7 @@ def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int 
         e = _elbo(f, path[i], torch.diag(sd), eps)
         if best is None or e > best[0]:
             best = (e, path[i], sd)
+    path, best, found = _other_basins(f, dim, max_iter, starts, path, best, eps, seed)
     _, mu0, sd0 = best
     # two VI runs: from the best path point, and from the origin at unit scale (ADVI, then the
     # Newton-step VI in ADVI's frame); the path can end in a funnel's neck, a poor local optimum
@@ -145,7 +153,39 @@ def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int 
     loc, chol, widened = _scan_widen(f, loc.detach(), chol.detach())
     if widened:
         note += f"; widened along {widened} coordinate(s) whose conditional is broader than the Gaussian's"
+    if found:
+        note += f"; {found}"
     return GaussianFit(loc, inflate * chol, final, f.rows, time.perf_counter() - t0, len(path) - 1, note)
+
+
+def _other_basins(f: _Counter, dim: int, max_iter: int, starts: int, path: list[Tensor], best: tuple,
+                  eps: Tensor, seed: int) -> tuple[list[Tensor], tuple, str]:
+    """L-BFGS again from ``starts`` random points (uniform on [−2, 2]^d, Stan's and NumPyro's
+    initialisation; points where log p̃ is not finite are skipped): a path from the origin can end
+    in a poor local optimum (an ODE model's parameters: a Lotka–Volterra fit 40 nats below the
+    posterior's mode, where 4 of 6 random starts reached the mode). A path's end replaces the
+    best candidate only when its diagonal Gaussian's ELBO is higher by more than ``BASIN_MARGIN``
+    nats, so a unimodal posterior keeps the origin path's fit exactly. Returns (the winning path,
+    its candidate (elbo, point, sd), a note or "")."""
+    if starts == 0:
+        return path, best, ""
+    g = noise_generator(seed + 7919)   # its own stream: the stage's other draws are unchanged
+    tries = torch.rand(4 * starts, dim, generator=g, dtype=torch.float64) * 4 - 2
+    ok = torch.isfinite(log_density_at(f, tries))
+    won, kept = None, 0
+    for x0 in tries[ok][:starts]:
+        try:
+            other = _lbfgs_path(f, dim, max_iter, start=x0)
+        except FloatingPointError:
+            continue
+        kept += 1
+        sd = _diag_scale(f, other[-1])
+        e = _elbo(f, other[-1], torch.diag(sd), eps)
+        if math.isfinite(e) and e > best[0] + BASIN_MARGIN:
+            best, path, won = (e, other[-1], sd), other, e
+    if won is None:
+        return path, best, ""
+    return path, best, f"a random start's L-BFGS path found a better basin (ELBO {won:.1f}; {kept} starts)"
 
 
 def badly_scaled(log_density, dim: int, *, max_iter: int = 100) -> str:

@@ -36,13 +36,14 @@ class _Counter:
         return lp.detach().double(), g.double()
 
 
-def _lbfgs_path(f: _Counter, dim: int, max_iter: int, history: int = 10) -> list[Tensor]:
-    """L-BFGS iterates on −log p̃ from the origin (two-loop recursion, backtracking Armijo line
-    search; a step to a non-finite log p̃ counts as a failed trial)."""
-    x = torch.zeros(dim, dtype=torch.float64)
+def _lbfgs_path(f: _Counter, dim: int, max_iter: int, history: int = 10, start: Tensor | None = None) -> list[Tensor]:
+    """L-BFGS iterates on −log p̃ from the origin or ``start`` (two-loop recursion, backtracking
+    Armijo line search; a step to a non-finite log p̃ counts as a failed trial)."""
+    x = torch.zeros(dim, dtype=torch.float64) if start is None else start.detach().double().clone()
     lp, g = (t[0] for t in f.value_and_grad(x[None]))
     if not (torch.isfinite(lp) and torch.isfinite(g).all()):
-        raise FloatingPointError("the MAP search starts at the origin, where log p̃ or its gradient is not finite")
+        where = "the origin" if start is None else "its start"
+        raise FloatingPointError(f"the MAP search starts at {where}, where log p̃ or its gradient is not finite")
     path, s_hist, y_hist = [x], [], []
     for _ in range(max_iter):
         q = -g                                   # gradient of −log p̃
