@@ -39,6 +39,7 @@ gauss_mix                     5  two-component Gaussian mixture, ordered means, 
 hmm2                          4  two-state Gaussian HMM, forward algorithm, ordered means
 year_trend                    3  linear trend on raw calendar years (correlation 1 - 1e-5)
 seeds                        26  seeds random-effects logistic regression, centred, vague precision
+lotka_volterra_ode            8  Lotka-Volterra ODE parameters, lynx-hare data (zoo_models_ode.py)
 ==========================  ===  ==========================================================
 
 ``TWINS``: for the centred models, the same posterior written non-centred (deterministic
@@ -62,6 +63,7 @@ from numpyro.contrib.control_flow import scan
 from zoo_models_glm import (horseshoe_data, horseshoe_logreg, horseshoe_logreg_twin, poisson_data,  # noqa: E402
                             poisson_hier, poisson_hier_twin, robust_data, robust_regression)
 import zoo_models_more  # noqa: E402
+import zoo_models_ode  # noqa: E402
 import zoo_models_ts  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
@@ -338,17 +340,18 @@ def _entries():
                               "Student-t regression, 120 x 8, nu ~ Gamma(2, 0.1), sigma ~ HalfNormal(2)"),
         **zoo_models_ts.entries(),
         **zoo_models_more.entries(),
+        **zoo_models_ode.entries(),
     }
 
 
 REGISTRY = _entries()  # name -> (model, args, kwargs, description)
 ORDER = ("random_walk_missing", "stochastic_volatility", "gp_cox", "irt_2pl", "lv_bridge",
          "eight_schools_centered", "linreg_illcond", "funnel10", "poisson_hier", "horseshoe_logreg",
-         "robust_regression", *zoo_models_ts.DIMS, *zoo_models_more.DIMS)
+         "robust_regression", *zoo_models_ts.DIMS, *zoo_models_more.DIMS, *zoo_models_ode.DIMS)
 DIMS = {"random_walk_missing": 32, "stochastic_volatility": 103, "gp_cox": 102, "irt_2pl": 604,
         "lv_bridge": 90, "eight_schools_centered": 10, "linreg_illcond": 26, "funnel10": 10,
         "poisson_hier": 22, "horseshoe_logreg": 26, "robust_regression": 11, **zoo_models_ts.DIMS,
-        **zoo_models_more.DIMS}
+        **zoo_models_more.DIMS, **zoo_models_ode.DIMS}
 TWINS = {"random_walk_missing": random_walk_missing_twin, "lv_bridge": lv_bridge_twin,
          "eight_schools_centered": eight_schools_twin, "poisson_hier": poisson_hier_twin,
          "horseshoe_logreg": horseshoe_logreg_twin, **zoo_models_ts.TWINS, **zoo_models_more.TWINS}

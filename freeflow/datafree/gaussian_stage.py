@@ -86,6 +86,9 @@ class GaussianFit:
     seconds: float
     path_length: int       # L-BFGS iterations run
     note: str = ""
+    #: the largest ELBO (with its constant, less 3 standard errors) of the stage's candidates on the
+    #: common draws: a lower bound on log Z, which the verdict holds a trained q's estimate of it against
+    elbo_bound: float = -math.inf
 
 
 def _path_top(f: _Counter, path: list[Tensor]) -> float:
@@ -94,15 +97,23 @@ def _path_top(f: _Counter, path: list[Tensor]) -> float:
     return float(lp[0]) if bool(torch.isfinite(lp).all()) else -math.inf
 
 
-def _elbo(f: _Counter, loc: Tensor, chol: Tensor, eps: Tensor, top: float = math.inf) -> float:
+def _elbo(f: _Counter, loc: Tensor, chol: Tensor, eps: Tensor, top: float = math.inf, *,
+          low: list | None = None) -> float:
     """The ELBO up to a constant on common draws (non-finite log p̃ counts as −10³⁰); −inf
-    when a draw's log p̃ exceeds ``top`` (numerical garbage: see the module docstring)."""
+    when a draw's log p̃ exceeds ``top`` (numerical garbage: see the module docstring).
+    ``low``: a list to which the estimate minus 3 standard errors is appended (a conservative
+    lower bound: the estimate's noise grows as √d where q ≈ p)."""
     x = loc + eps @ chol.T
     lp = log_density_at(f, x)
     if bool((lp[torch.isfinite(lp)] > top).any()):
-        return -math.inf
-    lp = torch.where(torch.isfinite(lp), lp, torch.full_like(lp, -1e30))
-    return float(lp.mean() + chol.diagonal().abs().log().sum())
+        lp = torch.full_like(lp, -math.inf)
+    else:
+        lp = torch.where(torch.isfinite(lp), lp, torch.full_like(lp, -1e30))
+    e = float(lp.mean() + chol.diagonal().abs().log().sum())
+    if low is not None:
+        se = float(lp.std()) / math.sqrt(lp.numel()) if math.isfinite(e) and lp.numel() > 1 else math.inf
+        low.append(e - 3 * se)
+    return e
 
 
 def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int = 8, draws: int = 32,
@@ -134,17 +145,17 @@ def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int 
     eps_cmp = torch.randn(draws * 8, dim, generator=g, dtype=torch.float64)
     zero, one = torch.zeros(dim, dtype=torch.float64), torch.ones(dim, dtype=torch.float64)
     top = _path_top(f, path) + max(100.0, 10.0 * dim)
-    runs = []
+    runs, lows = [], []
     loc, chol = _vi(f, mu0, sd0, vi_steps, draws, lr, g)
-    runs.append((_elbo(f, loc, chol, eps_cmp, top), loc, chol, "full-rank VI from the best L-BFGS path point"))
+    runs.append((_elbo(f, loc, chol, eps_cmp, top, low=lows), loc, chol, "full-rank VI from the best L-BFGS path point"))
     loc, chol = _vi(f, zero, one, origin_factor * vi_steps, draws, lr, g, mean_step="adam")
     loc, chol = _vi(f, loc, chol.pow(2).sum(1).sqrt(), vi_steps, draws, lr, g)     # polished in its frame
-    runs.append((_elbo(f, loc, chol, eps_cmp, top), loc, chol,
+    runs.append((_elbo(f, loc, chol, eps_cmp, top, low=lows), loc, chol,
                  "full-rank VI from the origin (ADVI, then VI in its frame)"))
-    runs.append((_elbo(f, mu0, torch.diag(sd0), eps_cmp, top), mu0, torch.diag(sd0), "diagonal path point"))
+    runs.append((_elbo(f, mu0, torch.diag(sd0), eps_cmp, top, low=lows), mu0, torch.diag(sd0), "diagonal path point"))
     lap = _laplace(f, path[-1])
     if lap is not None:   # a latent Gaussian field in hundreds of dimensions: VI has too few steps
-        runs.append((_elbo(f, path[-1], lap, eps_cmp, top), path[-1], lap, "Laplace at the path's end"))
+        runs.append((_elbo(f, path[-1], lap, eps_cmp, top, low=lows), path[-1], lap, "Laplace at the path's end"))
     # the path run is the more precise where both found the same bulk (a well-conditioned
     # start): another run replaces it only when its ELBO is higher by more than a nat
     elbo = [r[0] if math.isfinite(r[0]) else -math.inf for r in runs]
@@ -155,7 +166,8 @@ def fit_gaussian(log_density, dim: int, *, max_iter: int = 100, candidates: int 
         note += f"; widened along {widened} coordinate(s) whose conditional is broader than the Gaussian's"
     if found:
         note += f"; {found}"
-    return GaussianFit(loc, inflate * chol, final, f.rows, time.perf_counter() - t0, len(path) - 1, note)
+    bound = max(lows) + 0.5 * dim * (1.0 + math.log(2 * math.pi))
+    return GaussianFit(loc, inflate * chol, final, f.rows, time.perf_counter() - t0, len(path) - 1, note, bound)
 
 
 def _other_basins(f: _Counter, dim: int, max_iter: int, starts: int, path: list[Tensor], best: tuple,
@@ -230,8 +242,8 @@ def stage_for_sampler(log_density, dim: int, *, mode: str, seed: int) -> tuple[G
             raise FloatingPointError(f"gaussian_stage='on': {e}") from e
         return None, {"used": False, "reason": str(e)}
     note = fit.note + (f"; run in d = {dim} because {why}" if why else "")
-    return fit, {"used": True, "elbo": fit.elbo, "evaluations": fit.evaluations, "seconds": fit.seconds,
-                 "path_length": fit.path_length, "note": note}
+    return fit, {"used": True, "elbo": fit.elbo, "elbo_bound": fit.elbo_bound, "evaluations": fit.evaluations,
+                 "seconds": fit.seconds, "path_length": fit.path_length, "note": note}
 
 
 def _vi(f: _Counter, mu0: Tensor, sd0: Tensor, steps: int, draws: int, lr: float,

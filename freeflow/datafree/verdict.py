@@ -37,6 +37,9 @@ CONFIRM_STEPS_DIVISOR = 5
 SPIKE_NATS, SPIKE_SPREADS = 100.0, 20.0
 #: the final verdict looks for such draws among this many fresh draws (log p̃ values only)
 SPIKE_DRAWS = 20_000
+#: q's importance estimate of log Z may lie this far below the Gaussian stage's best ELBO (a lower
+#: bound on log Z, its estimate from 256 draws) before the verdict says q misses mass (basin_reason)
+BASIN_NATS = 2.0
 
 
 def warning_text(sampler, rep: Reliability) -> str:
@@ -83,13 +86,41 @@ def reliability(sampler, n: int, seed: int, *, cheap_first: bool = False) -> Rel
         log_rho = torch.logaddexp(torch.cat([log_q, log_q_w]), torch.cat([log_qf_u, log_qf_w])) - math.log(2)
         log_p_w = sampler._log_density_chunked(sampler.frame.to_x(uw)).to(log_q.dtype)
         log_w_def = torch.cat([log_p, log_p_w]) + sampler.frame.log_det - log_rho
+    bound = (sampler.gaussian_fit or {}).get("elbo_bound")
     if cheap_first:
         rep = assess(x, log_p, log_q - sampler.frame.log_det, log_resp, log_w_defensive=log_w_def)
         if rep.trusted is False:
             rep.partial = True
-            return _add_spikes(rep, log_p)
-    return _add_spikes(assess(x, log_p, log_q - sampler.frame.log_det, log_resp, log_w_defensive=log_w_def,
-                              gibbs=gibbs_check(sampler, x, seed), mcmc=mcmc_check(sampler, x, seed)), log_p)
+            return _add_basin(_add_spikes(rep, log_p), log_p - log_q + sampler.frame.log_det, bound)
+    rep = assess(x, log_p, log_q - sampler.frame.log_det, log_resp, log_w_defensive=log_w_def,
+                 gibbs=gibbs_check(sampler, x, seed), mcmc=mcmc_check(sampler, x, seed))
+    return _add_basin(_add_spikes(rep, log_p), log_p - log_q + sampler.frame.log_det, bound)
+
+
+def basin_reason(log_w: Tensor, elbo_bound: float | None) -> str | None:
+    """Why q misses mass, measured against the Gaussian stage: an ELBO is a lower bound on log Z,
+    so where the stage's best Gaussian has an ELBO above q's importance estimate of log Z (from
+    these draws' log weights ``log_w``) by more than ``BASIN_NATS``, q cannot hold more than
+    e^−gap of p's mass. Importance weights, the Gibbs and the MCMC checks all work from q's draws
+    and cannot see a basin q never visits; this sees one the stage's searches found. None when
+    there is no bound or no such gap."""
+    if elbo_bound is None or not math.isfinite(elbo_bound):
+        return None
+    finite = log_w[torch.isfinite(log_w)].double()
+    log_z = float(torch.logsumexp(finite, 0) - math.log(log_w.numel())) if finite.numel() else -math.inf
+    gap = elbo_bound - log_z
+    if gap <= BASIN_NATS:
+        return None
+    return (f"q misses part of p: the Gaussian stage found a Gaussian whose ELBO ({elbo_bound:.1f}), a lower bound "
+            f"on log Z, exceeds q's importance estimate of log Z ({log_z:.1f}) by {gap:.1f} nats, so q holds at "
+            f"most {math.exp(-gap):.1e} of p's mass where its draws go (another basin, or a region q never reaches)")
+
+
+def _add_basin(rep: Reliability, log_w: Tensor, elbo_bound: float | None) -> Reliability:
+    reason = basin_reason(log_w, elbo_bound)
+    if reason is not None:
+        rep.trusted, rep.reasons = False, [*rep.reasons, reason]
+    return rep
 
 
 def spike_reason(log_p: Tensor) -> str | None:
