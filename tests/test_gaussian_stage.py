@@ -226,13 +226,27 @@ def test_random_starts_leave_a_poor_local_optimum_at_the_origin():
         eps = torch.randn(32, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
         sd = gs._diag_scale(f, path[-1])
         best = (gs._elbo(f, path[-1], torch.diag(sd), eps), path[-1], sd)
-        assert gs._other_basins(f, d, 100, 0, path, best, eps, seed) == (path, best, "")
-        new_path, (elbo, point, sd), note = gs._other_basins(f, d, 100, 4, path, best, eps, seed)
+        assert gs._other_basins(f, d, 100, 0, path, best, eps, seed) == (path, best, "", [])
+        new_path, (elbo, point, sd), note, _ = gs._other_basins(f, d, 100, 4, path, best, eps, seed)
         assert elbo > best[0] + gs.BASIN_MARGIN and "better basin" in note
         assert float((point - 1.5).abs().max()) < 0.01 and float((sd / 0.5 - 1).abs().max()) < 0.05
         assert torch.equal(new_path[-1], point)
         fit = fit_gaussian(log_density, d, seed=seed)               # and the whole stage: the bulk
         assert float((fit.loc - 1.5).abs().max()) < 0.15
+    # a spike holding e⁻⁵ of the bulk's mass: 5 nats < BASIN_MARGIN, so the spike stays the
+    # candidate, and the bulk's end is returned for the verdict's bound on log Z
+    def log_density5(x):
+        x = x.double()
+        return torch.logaddexp(spike.log_prob(x) - 5.0, bulk.log_prob(x))
+
+    f = gs._Counter(log_density5, d)
+    path = gs._lbfgs_path(f, d, 100)
+    eps = torch.randn(32, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sd = gs._diag_scale(f, path[-1])
+    best = (gs._elbo(f, path[-1], torch.diag(sd), eps), path[-1], sd)
+    _, kept, note, elsewhere = gs._other_basins(f, d, 100, 4, path, best, eps, 0)
+    assert kept is best and note == "" and elsewhere
+    assert all(float((x - 1.5).abs().max()) < 0.01 for x, _ in elsewhere)
 
 
 def test_random_starts_change_nothing_on_a_unimodal_posterior():
