@@ -86,15 +86,16 @@ def reliability(sampler, n: int, seed: int, *, cheap_first: bool = False) -> Rel
         log_rho = torch.logaddexp(torch.cat([log_q, log_q_w]), torch.cat([log_qf_u, log_qf_w])) - math.log(2)
         log_p_w = sampler._log_density_chunked(sampler.frame.to_x(uw)).to(log_q.dtype)
         log_w_def = torch.cat([log_p, log_p_w]) + sampler.frame.log_det - log_rho
+    log_q_x = log_q - sampler.frame.log_det                     # q's density where p̃ is evaluated
     bound = (sampler.gaussian_fit or {}).get("elbo_bound")
     if cheap_first:
-        rep = assess(x, log_p, log_q - sampler.frame.log_det, log_resp, log_w_defensive=log_w_def)
+        rep = assess(x, log_p, log_q_x, log_resp, log_w_defensive=log_w_def)
         if rep.trusted is False:
             rep.partial = True
-            return _add_basin(_add_spikes(rep, log_p), log_p - log_q + sampler.frame.log_det, bound)
-    rep = assess(x, log_p, log_q - sampler.frame.log_det, log_resp, log_w_defensive=log_w_def,
+            return _add_basin(_add_spikes(rep, log_p), log_p - log_q_x, bound)
+    rep = assess(x, log_p, log_q_x, log_resp, log_w_defensive=log_w_def,
                  gibbs=gibbs_check(sampler, x, seed), mcmc=mcmc_check(sampler, x, seed))
-    return _add_basin(_add_spikes(rep, log_p), log_p - log_q + sampler.frame.log_det, bound)
+    return _add_basin(_add_spikes(rep, log_p), log_p - log_q_x, bound)
 
 
 def basin_reason(log_w: Tensor, elbo_bound: float | None) -> str | None:
