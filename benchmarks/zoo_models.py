@@ -40,6 +40,7 @@ hmm2                          4  two-state Gaussian HMM, forward algorithm, orde
 year_trend                    3  linear trend on raw calendar years (correlation 1 - 1e-5)
 seeds                        26  seeds random-effects logistic regression, centred, vague precision
 lotka_volterra_ode            8  Lotka-Volterra ODE parameters, lynx-hare data (zoo_models_ode.py)
+irt_1pl                     501  Rasch IRT, 400 students x 100 questions (zoo_models_irt.py)
 ==========================  ===  ==========================================================
 
 ``TWINS``: for the centred models, the same posterior written non-centred (deterministic
@@ -64,6 +65,7 @@ from zoo_models_glm import (horseshoe_data, horseshoe_logreg, horseshoe_logreg_t
                             poisson_hier, poisson_hier_twin, robust_data, robust_regression)
 import zoo_models_more  # noqa: E402
 import zoo_models_ode  # noqa: E402
+import zoo_models_irt  # noqa: E402
 import zoo_models_ts  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
@@ -341,17 +343,18 @@ def _entries():
         **zoo_models_ts.entries(),
         **zoo_models_more.entries(),
         **zoo_models_ode.entries(),
+        **zoo_models_irt.entries(),
     }
 
 
 REGISTRY = _entries()  # name -> (model, args, kwargs, description)
 ORDER = ("random_walk_missing", "stochastic_volatility", "gp_cox", "irt_2pl", "lv_bridge",
          "eight_schools_centered", "linreg_illcond", "funnel10", "poisson_hier", "horseshoe_logreg",
-         "robust_regression", *zoo_models_ts.DIMS, *zoo_models_more.DIMS, *zoo_models_ode.DIMS)
+         "robust_regression", *zoo_models_ts.DIMS, *zoo_models_more.DIMS, *zoo_models_ode.DIMS, *zoo_models_irt.DIMS)
 DIMS = {"random_walk_missing": 32, "stochastic_volatility": 103, "gp_cox": 102, "irt_2pl": 604,
         "lv_bridge": 90, "eight_schools_centered": 10, "linreg_illcond": 26, "funnel10": 10,
         "poisson_hier": 22, "horseshoe_logreg": 26, "robust_regression": 11, **zoo_models_ts.DIMS,
-        **zoo_models_more.DIMS, **zoo_models_ode.DIMS}
+        **zoo_models_more.DIMS, **zoo_models_ode.DIMS, **zoo_models_irt.DIMS}
 TWINS = {"random_walk_missing": random_walk_missing_twin, "lv_bridge": lv_bridge_twin,
          "eight_schools_centered": eight_schools_twin, "poisson_hier": poisson_hier_twin,
          "horseshoe_logreg": horseshoe_logreg_twin, **zoo_models_ts.TWINS, **zoo_models_more.TWINS}

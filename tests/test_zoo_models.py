@@ -48,7 +48,7 @@ def test_model_dim_and_finite_log_density(name):
 def test_data_deterministic_and_design_ill_conditioned():
     for fn in (zm.random_walk_data, zm.sv_data, zm.cox_data, zm.irt_data, zm.lv_data, zm.poisson_data,
                zm.horseshoe_data, zm.robust_data, *zm.zoo_models_ts.DATA,
-               *zm.zoo_models_more.DATA, *zm.zoo_models_ode.DATA):
+               *zm.zoo_models_more.DATA, *zm.zoo_models_ode.DATA, *zm.zoo_models_irt.DATA):
         a, b = fn.__wrapped__(), fn.__wrapped__()
         for x, y in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
