@@ -66,7 +66,7 @@ from freeflow.io import atomic_write_json  # noqa: E402
 
 MODELS = ("eight_schools", "logreg_breast_cancer", "hier_logreg")
 #: zoo posteriors with a PyMC form (zoo_models_pymc.py) and a long reference (results/zoo_reference)
-ZOO_MODELS = ("eight_schools_centered", "funnel10", "poisson_hier")
+ZOO_MODELS = ("eight_schools_centered", "funnel10", "poisson_hier", "irt_1pl")
 TARGETS = (1e3, 1e4, 1e6)
 BENCH_HINT = "this benchmark needs nutpie: pip install -e .[bench]  (or pip install 'nutpie>=0.16')"
 

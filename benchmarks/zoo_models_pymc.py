@@ -45,7 +45,21 @@ def poisson_hier():
     return model
 
 
-MODELS = {"eight_schools_centered": eight_schools_centered, "funnel10": funnel10, "poisson_hier": poisson_hier}
+def irt_1pl():
+    import pymc as pm
+    from zoo_models_irt import irt_1pl_data
+
+    (y,) = irt_1pl_data()
+    with pm.Model() as model:
+        delta = pm.Normal("mean_ability", 0.75, 1.0)
+        ability = pm.Normal("ability", 0.0, 1.0, shape=y.shape[0])
+        difficulty = pm.Normal("difficulty", 0.0, 1.0, shape=y.shape[1])
+        pm.Bernoulli("y", logit_p=delta + ability[:, None] - difficulty[None, :], observed=y)
+    return model
+
+
+MODELS = {"eight_schools_centered": eight_schools_centered, "funnel10": funnel10, "poisson_hier": poisson_hier,
+          "irt_1pl": irt_1pl}
 
 
 def build(name: str):
