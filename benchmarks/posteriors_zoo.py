@@ -4,6 +4,7 @@ NUTS / exact references of benchmarks/zoo_reference.py.
     python benchmarks/posteriors_zoo.py --models eight_schools_centered funnel10 --seeds 0
     python benchmarks/posteriors_zoo.py                      # all models, seeds 0 1 2 (long)
     # -> benchmarks/results/posteriors_zoo.json (--out), rewritten after every row
+    python benchmarks/posteriors_zoo.py --rescore --out FILE  # judge FILE's rows again (no refit)
 
 Per model and seed: ``ff.OneStepSampler(ff.from_numpyro(model, *args, **kwargs), seed=s).fit()``
 (library defaults; the only addition is a callback that stops the fit after --max-minutes),
@@ -23,7 +24,9 @@ If the sampler has a ``refine`` keyword (``sample_unconstrained`` or ``sample``,
 inspect.signature), the draws after ``refine=k`` (each k of --refine) are compared the same way.
 Also reported: training seconds, steps, the verdict and its reasons, and log-density
 evaluation counts where ``sampler.history`` reports them (columns whose name contains "eval")
-and, where the sampler has ``cost()``, its evaluations and seconds per stage.
+and, where the sampler has ``cost()``, its evaluations and seconds per stage.  Rows keep q's
+unconstrained means and sds (``q_mean``, ``q_sd``): ``--rescore`` judges them against the
+reference as it is now, when a reference was rebuilt (longer chains) after the fits ran.
 """
 from __future__ import annotations
 
