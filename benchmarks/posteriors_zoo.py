@@ -255,6 +255,7 @@ def run_one(name: str, seed: int, args, ref: dict) -> dict:
     row["coordinates"] = fit_info.get("coordinates", "as written")   # (a twin's, where the stage chose one)
     row["precision"] = fit_info.get("precision")   # (float32 rows for a PyMC model on the JAX route, where measured accurate)
     row["coordinates_tried"] = fit_info.get("coordinates_tried")
+    row["gaussian_stage_note"] = fit_info.get("note") or fit_info.get("reason")   # which candidate framed training
     row["stopped_by_time_limit"] = stopped
     if stopped is not None or sampler.last_reliability is None:
         with warnings.catch_warnings():
