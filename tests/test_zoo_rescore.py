@@ -29,7 +29,7 @@ def test_rescore_judges_stored_moments_against_the_rebuilt_reference(tmp_path, m
     pz.rescore(str(out))
     new = json.loads(out.read_text())["rows"][0]
     assert new["right"] and new["status"] == "right" and new["mean_err_max"] < 0.03 and new["sd_err_max"] < 0.03
-    (tmp_path / "m.json").write_text(json.dumps(_reference([0.0, 1.0], [1.0, 2.6])))   # b's sd 23 % narrower
+    (tmp_path / "m.json").write_text(json.dumps(_reference([0.0, 1.0], [1.0, 2.6])))   # q's sd of b 23 % too narrow
     pz.rescore(str(out))
     new = json.loads(out.read_text())["rows"][0]
     assert not new["right"] and new["status"] == "SILENTLY WRONG" and new["sd_err_at"] == "b"
