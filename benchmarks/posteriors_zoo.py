@@ -82,16 +82,21 @@ def load_reference(name: str) -> dict:
     return json.loads(path.read_text())
 
 
+def moment_errors(q_mean, q_sd, u: dict) -> tuple[np.ndarray, np.ndarray]:
+    """mean_err_j = |mean_j − mean_ref_j| / sd_ref_j and sd_err_j = |sd_j / sd_ref_j − 1| against the
+    reference's unconstrained moments ``u``."""
+    m_ref, s_ref = np.asarray(u["mean"]), np.asarray(u["sd"])
+    return np.abs(np.asarray(q_mean) - m_ref) / s_ref, np.abs(np.asarray(q_sd) / s_ref - 1.0)
+
+
 def compare(z: np.ndarray, ref: dict, n: int) -> dict:
     """Per-coordinate errors of draws z (n, d) against the reference moments; the row's class
     needs the verdict, added by the caller."""
     u = ref["unconstrained"]
     names = u["names"]
-    m_ref, s_ref = np.asarray(u["mean"]), np.asarray(u["sd"])
     finite = np.isfinite(z).all(1)
     zf = z[finite]
-    mean_err = np.abs(zf.mean(0) - m_ref) / s_ref
-    sd_err = np.abs(zf.std(0, ddof=1) / s_ref - 1.0)
+    mean_err, sd_err = moment_errors(zf.mean(0), zf.std(0, ddof=1), u)
     noise = np.sqrt(np.maximum(np.asarray(u["kurtosis"]) - 1.0, 0.0) / (4.0 * n))
     testable = 3.0 * noise <= TOL_SD
     ok_mean = bool((mean_err < TOL_MEAN).all())
@@ -155,10 +160,10 @@ def rescore(path: str) -> None:
         noise = np.sqrt(np.maximum(np.asarray(u["kurtosis"]) - 1.0, 0.0) / (4.0 * N_DRAWS))
         testable = 3.0 * noise <= TOL_SD
         if "q_mean" in row:   # against the reference as it is now (it may have been rebuilt)
-            row["mean_err"] = (np.abs(np.asarray(row["q_mean"]) - u["mean"]) / u["sd"]).round(4).tolist()
-            row["sd_err"] = np.abs(np.asarray(row["q_sd"]) / u["sd"] - 1.0).round(4).tolist()
-            for key, v in (("mean_err", row["mean_err"]), ("sd_err", row["sd_err"])):
-                row[f"{key}_max"], row[f"{key}_at"] = float(np.max(v)), u["names"][int(np.argmax(v))]
+            me, se = moment_errors(row["q_mean"], row["q_sd"], u)
+            row["mean_err"], row["sd_err"] = me.round(4).tolist(), se.round(4).tolist()
+            for key, v in (("mean_err_max", me), ("sd_err_max", se), ("sd_err_max_testable", np.where(testable, se, -1.0))):
+                row[key], row[key.replace("_max", "_at")] = float(v.max()), u["names"][int(v.argmax())]
         me, se = np.asarray(row["mean_err"]), np.asarray(row["sd_err"])
         ok = bool((me < TOL_MEAN).all()) and row["nonfinite_draws"] == 0
         row.pop("right_strict", None)
