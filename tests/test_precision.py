@@ -132,14 +132,65 @@ def test_sampler_decides_after_its_gaussian_stage_and_keeps_it_in_checkpoints(tm
 
 
 def test_other_routes_have_no_single_precision():
+    pt_post = ff.from_pymc(_logistic(), backend="pytensor")
+    assert pt_post.use_single_precision(torch.zeros(4, pt_post.dim, dtype=torch.float64),
+                                        torch.eye(pt_post.dim, dtype=torch.float64)) is None
+
+
+def _numpyro_eight_schools():
+    import numpyro
+    import numpyro.distributions as dist
+    y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+    sigma = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+
+    def model(sigma, y=None):
+        mu = numpyro.sample("mu", dist.Normal(0, 5))
+        tau = numpyro.sample("tau", dist.HalfCauchy(5))
+        with numpyro.plate("J", len(sigma)):
+            theta = numpyro.sample("theta", dist.Normal(mu, tau))
+            numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
+    return model, sigma, y
+
+
+def test_numpyro_float32_rows_match_float64_and_float64_rows_are_unchanged():
+    """NumPyro's float32 log-density is built apart (64-bit arguments cast): the probe accepts it
+    on a model whose arguments are float64 arrays, and the float64 functions are untouched."""
+    pytest.importorskip("numpyro")
+    model, sigma, y = _numpyro_eight_schools()
+    post = ff.from_numpyro(model, sigma, y=y, noncentre=False)
+    z64 = torch.randn(64, post.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    before = _value_and_grad(post, z64)
+    why = post.use_single_precision(z64 * 0.5, torch.eye(post.dim, dtype=torch.float64))
+    assert why.startswith("float32"), why
+    after = _value_and_grad(post, z64)
+    np.testing.assert_array_equal(after[0], before[0])
+    np.testing.assert_array_equal(after[1], before[1])
+    for seed in (1, 2, 3):
+        z32 = torch.randn(32, post.dim, generator=torch.Generator().manual_seed(seed))
+        lp32, g32 = _value_and_grad(post, z32)
+        lp64, g64 = _value_and_grad(post, z32.double())
+        np.testing.assert_allclose(lp32, lp64, rtol=1e-6, atol=1e-4)
+        np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-4)
+        assert not np.array_equal(lp32, lp64)       # (really evaluated in float32)
+
+
+def test_numpyro_model_that_cannot_build_in_float32_stays_float64():
+    """A model whose float32 trace fails (here: it insists on float64 arguments) keeps float64,
+    with the reason, and its values do not change."""
     pytest.importorskip("numpyro")
     import numpyro
     import numpyro.distributions as dist
 
-    def model(y=None):
-        m = numpyro.sample("m", dist.Normal(0.0, 1.0))
-        numpyro.sample("y", dist.Normal(m, 1.0), obs=y)
-    assert ff.from_numpyro(model, y=np.zeros(3)).use_single_precision(torch.zeros(4, 1), torch.eye(1)) is None
-    pt_post = ff.from_pymc(_logistic(), backend="pytensor")
-    assert pt_post.use_single_precision(torch.zeros(4, pt_post.dim, dtype=torch.float64),
-                                        torch.eye(pt_post.dim, dtype=torch.float64)) is None
+    def model(x):
+        if np.asarray(x).dtype != np.float64:
+            raise TypeError("this model wants float64 data")
+        w = numpyro.sample("w", dist.Normal(0, 1).expand([2]))
+        numpyro.sample("obs", dist.Normal(x @ w, 1.0), obs=np.ones(3))
+
+    post = ff.from_numpyro(model, np.ones((3, 2)))
+    z = torch.randn(16, post.dim, dtype=torch.float64)
+    before = _value_and_grad(post, z)
+    why = post.use_single_precision(z, torch.eye(post.dim, dtype=torch.float64))
+    assert why == "float64 (float32 failed: TypeError)", why
+    assert post._fn32 is None
+    np.testing.assert_array_equal(_value_and_grad(post, z)[0], before[0])

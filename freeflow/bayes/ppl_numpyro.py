@@ -7,7 +7,10 @@ minus NumPyro's potential energy (it includes the log-Jacobians); ``postprocess_
 the constrained values and the deterministic sites.  torch reaches it through a host call
 (:mod:`freeflow.bayes.host`): ``jit(vmap(value_and_grad(−potential)))`` on a float64 batch.
 Batches are cut and padded as :mod:`freeflow.bayes.jax_batch` says, so that training,
-checks and sampling compile a handful of shapes, not one per batch size.
+checks and sampling compile a handful of shapes, not one per batch size. The sampler's float32
+batches are evaluated in float32 where its precision probe measures that accurate
+(:mod:`freeflow.bayes.precision`; the float32 log-density is built apart,
+:mod:`freeflow.bayes.numpyro_single`).
 
 The JAX-native log-density is kept as ``log_prob_jax``: ``freeflow.compare.reference.nuts(posterior)``
 runs blackjax on it directly, without the bridge.
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 
 from .host import host_log_density
-from .jax_batch import call_chunked, chunks
+from .jax_batch import call_chunked, call_chunked_single, chunks
 from .posterior import Posterior
 
 Tensor = torch.Tensor
@@ -132,6 +135,7 @@ class NumPyroPosterior(Posterior):
             raise TypeError(f"noncentre must be True or False, got {noncentre!r}")
         self.noncentre, self._twins = noncentre, None
         self.derived_shapes = derived
+        self._trace_seed = seed
         slices, raw = dict(self.slices), dict(self.raw_shapes)
 
         def unravel(zf):
@@ -168,6 +172,25 @@ class NumPyroPosterior(Posterior):
     def _host(self, x: np.ndarray, grad: bool):
         return call_chunked(self._value_and_grad, self._value, x, grad)
 
+    def _single_precision_host(self):
+        """The model's log-density built again in float32 (:mod:`freeflow.bayes.numpyro_single`)."""
+        from .numpyro_single import single_value_and_grad
+
+        if getattr(self, "_single", None) is None:
+            try:
+                self._single = single_value_and_grad(
+                    self.model, self.model_args, self.model_kwargs, list(self.names), dict(self.slices),
+                    dict(self.raw_shapes), self._trace_seed, _structure_trace)
+            except Exception as e:  # noqa: BLE001 - reported by the precision probe, which keeps float64
+                self._single = e
+        if isinstance(self._single, Exception):
+            failed = self._single
+
+            def fail(x, grad):
+                raise failed
+            return fail
+        return lambda x, grad: call_chunked_single(*self._single, x, grad)
+
     def _postprocessed(self, z: Tensor) -> dict[str, np.ndarray]:
         x = z.detach().cpu().to(torch.float64).numpy()
         parts: dict[str, list] = {}
@@ -179,7 +202,7 @@ class NumPyroPosterior(Posterior):
 
     # -- the Posterior maps ----------------------------------------------------------------------
     def _log_density(self, z: Tensor) -> Tensor:
-        return host_log_density(z, self._host)
+        return host_log_density(z, self._host, getattr(self, "_fn32", None))
 
     def _constrain(self, z: Tensor) -> dict[str, Tensor]:
         out = self._postprocessed(z)

@@ -3,10 +3,11 @@
 The PyMC front end's JAX route (and NumPyro's) evaluates log p̃ in float64. The sampler's draws
 are float32 (its default dtype), and XLA evaluates a float32 row 2-3x faster (the breast-cancer
 regression through PyMC: value and gradient 19.8 → 6.0 µs a row, ``benchmarks/pymc_backends.py``,
-``results/pymc_backends_f32.json``). Only the PyMC route offers
-float32: its graph, compiled by PyTensor's JAX backend, is a pure function, while NumPyro's
-replayed model keeps distribution objects whose cached properties a float32 trace would leave
-in float32 for later float64 traces (measured: the float64 call then fails). Whether a model's
+``results/pymc_backends_f32.json``). Both JAX routes offer float32:
+PyMC's graph, compiled by PyTensor's JAX backend, is a pure function and is traced again in
+float32; NumPyro's log-density is built apart in float32 (:mod:`freeflow.bayes.numpyro_single`:
+traced again, most models mix the 64-bit values of their arguments and trace with 32-bit ones
+and fail). Whether a model's
 log-density survives single precision depends on the model (a Cholesky of a nearly singular
 kernel matrix, a regression whose design has a condition number of 10⁵, sums of 10⁵ terms), so
 it is measured, not assumed: :func:`agrees` evaluates log p̃ and its gradient in both
