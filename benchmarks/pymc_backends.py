@@ -4,7 +4,7 @@ freeflow has to it, side by side in one run, one thread:
     python benchmarks/pymc_backends.py      # -> results/pymc_backends.json, a markdown table on stdout
 
 Routes: the model written in torch (``posterior_models.torch_posterior``), in NumPyro
-(``from_numpyro``: jit + vmap), and in PyMC through each ``from_pymc`` backend ("jax": PyTensor's
+(``from_numpyro``: jit + vmap; "numpyro-float32": on float32 batches in float32), and in PyMC through each ``from_pymc`` backend ("jax": PyTensor's
 JAX backend, jit + vmap; "pytensor": the vectorised graph compiled by PyTensor's C backend;
 "rows": PyMC's one-point functions, row by row, on a 64-row batch only), "pymc:jax-float32": the JAX route on float32 batches in float32 (``freeflow.bayes.precision``;
 what a float32 sampler gets where the probe after its Gaussian stage allows it), and "pymc:jax-as-written":
@@ -35,7 +35,7 @@ import posterior_models as models  # noqa: E402
 
 import freeflow as ff  # noqa: E402
 
-ROUTES = ("torch", "numpyro", "pymc:jax", "pymc:jax-float32", "pymc:jax-as-written", "pymc:pytensor", "pymc:rows")
+ROUTES = ("torch", "numpyro", "numpyro-float32", "pymc:jax", "pymc:jax-float32", "pymc:jax-as-written", "pymc:pytensor", "pymc:rows")
 
 
 def per_row_seconds(post, n: int, reps: int = 7, seed: int = 0, grad: bool = True,
@@ -62,6 +62,10 @@ def build(route: str, name: str):
         return models.torch_posterior(name)
     if route == "numpyro":
         return models.numpyro_posterior(name)
+    if route == "numpyro-float32":   # NumPyro's float32 log-density (freeflow.bayes.numpyro_single)
+        post = models.numpyro_posterior(name)
+        post.use_single_precision(decided=True)
+        return post
     if route == "pymc:jax-float32":   # float32 batches in float32 (what a float32 sampler gets where
         post = ff.from_pymc(models.pymc_posterior(name).model, backend="jax")   # the probe allows it)
         post.use_single_precision(decided=True)
@@ -90,7 +94,7 @@ def main(argv=None):
             row = {"model": name, "dim": post.dim, "route": route, "build_s": time.perf_counter() - t0,
                    "backend": getattr(post, "backend", None)}
             for n in ([64] if route == "pymc:rows" else args.rows):
-                dtype = torch.float32 if route == "pymc:jax-float32" else torch.float64
+                dtype = torch.float32 if route.endswith("float32") else torch.float64
                 row[f"us_per_row_{n}"] = 1e6 * per_row_seconds(post, n, dtype=dtype)
                 row[f"us_per_value_row_{n}"] = 1e6 * per_row_seconds(post, n, grad=False, dtype=dtype)
             rows.append(row)
