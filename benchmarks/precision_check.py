@@ -1,4 +1,4 @@
-"""Does evaluating a PyMC model's log-density in float32 change the verdict? One fitted sampler,
+"""Does evaluating a PyMC (or NumPyro, ``--route numpyro``) model's log-density in float32 change the verdict? One fitted sampler,
 its final MCMC check run on the same draws with float32 rows and with float64 rows, and again on
 the draws with one coordinate made too narrow (a q the check must flag):
 
@@ -35,15 +35,17 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--narrow", type=float, default=0.9, help="the narrowed coordinate's sd factor")
     ap.add_argument("--coordinate", type=int, default=5)
+    ap.add_argument("--route", choices=("pymc", "numpyro"), default="pymc")
     ap.add_argument("--name", default="precision_check")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
-    post = models.pymc_posterior(args.model)
+    post = models.pymc_posterior(args.model) if args.route == "pymc" else models.numpyro_posterior(args.model)
     t0 = time.perf_counter()
     s = ff.OneStepSampler(post, seed=args.seed)
     s.fit(progress=False)
-    fit = {"model": args.model, "seed": args.seed, "fit_s": time.perf_counter() - t0, "steps": s.steps_done,
+    post = s.reparam.posterior if getattr(s, "reparam", None) is not None else post   # (a twin's, if trained there)
+    fit = {"model": args.model, "route": args.route, "seed": args.seed, "fit_s": time.perf_counter() - t0, "steps": s.steps_done,
            "precision": s.gaussian_fit.get("precision"), "verdict": s.last_reliability.verdict}
     print(fit, flush=True)
     x = s._draw(4000, seed=12345)
