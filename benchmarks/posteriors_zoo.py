@@ -214,18 +214,20 @@ def refine_rows(sampler, post, ref: dict, seed: int, ks, trusted) -> list[dict]:
     for k in ks:
         t0 = time.perf_counter()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 out = getattr(sampler, meth)(N_DRAWS, seed=10_000 + seed, refine=k)
+            warned = [str(w.message) for w in caught if issubclass(w.category, ff.ReliabilityWarning)]
             zr = out if unconstrained else post.unconstrain({p: out[p] for p in post.names})
             c = compare(torch.as_tensor(zr).double().numpy(), ref, N_DRAWS)
             c["status"] = classify(c, trusted)
+            c["refine_warning"] = warned[0] if warned else None   # (the chains still drift: sample's warning)
         except Exception as e:  # noqa: BLE001 - the keyword is new: report, don't stop the benchmark
             c = {"error": f"{type(e).__name__}: {e}"}
         c.update(refine=k, seconds=time.perf_counter() - t0)
         info = getattr(sampler, "last_refine", None)  # the chains' R-hat / ESS / evaluations, where kept
         if info is not None and hasattr(info, "_asdict"):
-            c["last_refine"] = {a: b for a, b in info._asdict().items() if isinstance(b, (int, float))}
+            c["last_refine"] = {a: b for a, b in info._asdict().items() if isinstance(b, (int, float, str))}
         rows.append(c)
     return rows
 

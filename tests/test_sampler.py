@@ -215,7 +215,7 @@ def test_cheap_first_round_check_same_verdict_without_the_costly_checks():
 
     s = ff.OneStepSampler(log_density, dim=2, seed=0)
     with pytest.warns(ReliabilityWarning, match=r"do not trust.*sampler.sample\(n, refine=100\).*"
-                      r"about 601 log-density rows a draw, 6.0e\+05 per 1000 draws \(this fit's training: "):
+                      r"about 603 log-density rows a draw, 6.0e\+05 per 1000 draws \(this fit's training: "):
         s.fit(5, progress=False)   # (the warning says how to correct the draws, and at what cost)
     cheap, full = s.reliability(cheap_first=True), s.reliability()
     assert cheap.trusted is False and full.trusted is False and cheap.partial and not full.partial

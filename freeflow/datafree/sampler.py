@@ -268,9 +268,11 @@ class OneStepSampler(ImportanceMethods):
 
         ``refine=k`` (k ≥ 1): then k steps of p-invariant HMC (after 50 warm-up steps) from each
         draw, one chain per draw, preconditioned by the draws' covariance
-        (:func:`freeflow.mcmc.refine`): right even where the one-step draws are not, at the cost
-        of (50 + k)·4 log-density gradients per draw; R-hat and ESS over the chains are in
-        ``self.last_refine`` (docs/refine.md).
+        (:func:`freeflow.mcmc.refine`): right where the one-step draws are not if the chains reach
+        what q missed within those steps (not a deep neck: docs/refine.md), at the cost of
+        (50 + k)·4 log-density gradients per draw; R-hat, ESS and the chains' drift from their
+        first to their last kept step are in ``self.last_refine``, and a
+        :class:`ReliabilityWarning` says when they still drift.
 
         For a :class:`~freeflow.Posterior`: a dict {name: constrained values (n, *shape)}
         (:meth:`sample_unconstrained` gives the (n, dim) tensor the generator produces)."""
@@ -280,6 +282,12 @@ class OneStepSampler(ImportanceMethods):
             with self.counted.stage("refine"):
                 res = run_refine(self.log_density, x, refine, seed=self.seed if seed is None else seed)
             self.last_refine = res._replace(draws=None, all_draws=None)
+            if res.drift >= 1:
+                warnings.warn(f"sample(refine={refine}): the chains still drift between their first and last "
+                              f"kept steps ({res.drift_where}, {res.drift:.2f} thresholds of the MCMC check's "
+                              "paired tests): the refined draws are not yet the posterior's; do not trust them "
+                              "(more steps may or may not get there; docs/refine.md)",
+                              ReliabilityWarning, stacklevel=3)
             x = res.draws.to(x.dtype)
         x = _space.to_model(self, x)
         return self.posterior.constrain(x) if self.posterior is not None else x

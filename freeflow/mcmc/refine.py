@@ -18,14 +18,16 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+import torch
 from torch import Tensor
 
-from ..importance import LOG_DENSITY_CHUNK
+from ..importance import LOG_DENSITY_CHUNK, log_density_at
 from ..validation import check_int, check_points
+from .check import MCMC_ALPHA, MIN_SHIFT, MIN_TAIL_SHIFT, _kept, _paired_tests, shift_threshold
 from .dilation import default_dilations
 from .kernel import LogDensity, run_chains
 
-__all__ = ["RefineResult", "refine", "split_rhat", "ess_bulk", "refine_rows_per_draw"]
+__all__ = ["RefineResult", "refine", "split_rhat", "ess_bulk", "refine_rows_per_draw", "drift"]
 
 
 class RefineResult(NamedTuple):
@@ -38,6 +40,9 @@ class RefineResult(NamedTuple):
     grad_evals: int
     seconds: float
     density_evals: int = 0     # rows passed to log p̃ without a gradient (the dilation moves)
+    drift: float = math.nan    # the chains' move from their first to their last kept step, in
+    #                            thresholds of the MCMC check's paired tests (≥ 1: still drifting; see drift)
+    drift_where: str = ""      # the test and column behind ``drift``
 
 
 def _rank_normalise(x: np.ndarray) -> np.ndarray:
@@ -109,11 +114,42 @@ def _geyer_tau(rho: np.ndarray, size: int) -> float:
     return max(tau, 1 / math.log10(size))
 
 
+def drift(log_density: LogDensity, first, last, *, alpha: float = MCMC_ALPHA,
+          chunk_size: int = LOG_DENSITY_CHUNK) -> tuple[float, str]:
+    """How far chains moved between two of their steps, ``first`` and ``last`` (n, d): the MCMC
+    check's paired tests (:func:`freeflow.mcmc.mcmc_shift`: every coordinate and log p̃, mean,
+    spread and both tails, Bonferroni at family-wise ``alpha``, each move counted only above its
+    floor), as (largest |t| over its threshold, where). For chains at stationarity the two steps
+    are exchangeable (a reversible p-invariant kernel), so ≥ 1 happens with chance ≤ ``alpha``;
+    chains that still walk into a region q missed move on from step to step, and their
+    draws are not yet p's. R-hat cannot see that on many short chains: each split half holds a
+    large share of every chain's steps (the 32-D random walk of docs/refine.md: R̂ 1.00003 with
+    log σ_obs 36 % too narrow)."""
+    d = first.shape[1]
+    cols = []
+    for z in (first, last):
+        lp = log_density_at(log_density, z, chunk_size)
+        cols.append(torch.cat([z, lp[:, None].to(z.dtype)], 1).double().cpu().numpy())
+    before, after = cols
+    ok = np.isfinite(before).all(1) & np.isfinite(after).all(1)
+    before, after = before[ok], after[ok]
+    if len(before) < 8:
+        return math.nan, "too few chains with a finite log-density"
+    keep = _kept(before, after, d)
+    tt, eff, floors = _paired_tests(before[:, keep], after[:, keep], d, tails=True, min_shift=MIN_SHIFT,
+                                    min_tail_shift=MIN_TAIL_SHIFT)[:3]
+    rel = np.where(eff >= floors, tt / shift_threshold(tt.shape[1] - 1, alpha, tests_per_column=len(tt)), 0.0)
+    i, j = np.unravel_index(int(np.argmax(rel)), rel.shape)
+    kind = ("mean", "sd", "lower tail", "upper tail")[i]
+    column = "log p̃" if j == tt.shape[1] - 1 else f"coordinate {int(np.flatnonzero(keep)[j])}"
+    return float(rel[i, j]), f"{kind} of {column} (move {eff[i, j]:.3g})"
+
+
 def refine_rows_per_draw(d: int, steps: int, *, warmup: int = 50, num_integration_steps: int = 4) -> int:
     """Log-density rows :func:`refine` spends per draw with its defaults, before the gradients
     of accepted dilations: the first gradient, then (warmup + steps) × (leapfrog gradients +
-    dilation values)."""
-    return 1 + (warmup + steps) * (num_integration_steps + default_dilations(d))
+    dilation values), and the two log-density values of :func:`drift` (steps ≥ 4)."""
+    return 1 + (warmup + steps) * (num_integration_steps + default_dilations(d)) + (2 if steps >= 4 else 0)
 
 
 def refine(log_density: LogDensity, x0, steps: int, *, chains: int = 4, warmup: int = 50,
@@ -132,7 +168,9 @@ def refine(log_density: LogDensity, x0, steps: int, *, chains: int = 4, warmup: 
     chain whose draws run step by step (all its chains at the first kept step, then the second,
     …): its halves are the early and the late kept steps, so R̂ > 1.01 says the draws still drift
     (or the groups disagree); ``ess``, the smallest bulk ESS over coordinates with every one of
-    the n chains a chain. Memory: the kept draws, steps × n × d floats."""
+    the n chains a chain; ``drift``, :func:`drift` between the first and the last kept step
+    (≥ 1: the chains still move, the draws are not yet p's; 2n more log-density rows). Memory:
+    the kept draws, steps × n × d floats."""
     x0 = check_points(x0, "x0", min_rows=2, keep_placement=True)
     steps = check_int(steps, "steps", minimum=1)
     chains = check_int(chains, "chains", minimum=1, maximum=x0.shape[0])
@@ -141,7 +179,8 @@ def refine(log_density: LogDensity, x0, steps: int, *, chains: int = 4, warmup: 
     res = run_chains(log_density, x0, steps, warmup=warmup, num_integration_steps=num_integration_steps,
                      target_acceptance=target_acceptance, dilations_per_step=dil, seed=seed, keep_draws=True,
                      chunk_size=chunk_size)
-    rhat = ess = math.nan
+    rhat = ess = moved = math.nan
+    where = ""
     if steps >= 4:
         draws = res.draws.double().cpu().numpy()                                        # (steps, n, d)
         n, d = draws.shape[1:]
@@ -149,5 +188,9 @@ def refine(log_density: LogDensity, x0, steps: int, *, chains: int = 4, warmup: 
         grouped = draws[:, : per * chains].reshape(steps, chains, per, d).transpose(1, 0, 2, 3)
         rhat = float(np.nanmax(split_rhat(grouped.reshape(chains, steps * per, d))))
         ess = float(np.nanmin(ess_bulk(draws.transpose(1, 0, 2))))
+        moved, where = drift(log_density, res.draws[0], res.draws[-1], chunk_size=chunk_size)
+        drift_rows = 2 * n
+    else:
+        drift_rows = 0
     return RefineResult(res.state.position, res.draws if keep_draws else None, rhat, ess, res.acceptance,
-                        res.step_size, res.grad_evals, res.seconds, res.density_evals)
+                        res.step_size, res.grad_evals, res.seconds, res.density_evals + drift_rows, moved, where)
