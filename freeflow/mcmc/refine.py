@@ -139,6 +139,8 @@ def drift(log_density: LogDensity, first, last, *, alpha: float = MCMC_ALPHA,
     tt, eff, floors = _paired_tests(before[:, keep], after[:, keep], d, tails=True, min_shift=MIN_SHIFT,
                                     min_tail_shift=MIN_TAIL_SHIFT)[:3]
     rel = np.where(eff >= floors, tt / shift_threshold(tt.shape[1] - 1, alpha, tests_per_column=len(tt)), 0.0)
+    if not rel.max() > 0:
+        return 0.0, "no move above its floor"
     i, j = np.unravel_index(int(np.argmax(rel)), rel.shape)
     kind = ("mean", "sd", "lower tail", "upper tail")[i]
     column = "log p̃" if j == tt.shape[1] - 1 else f"coordinate {int(np.flatnonzero(keep)[j])}"
