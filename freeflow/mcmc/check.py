@@ -204,17 +204,28 @@ def _paired_tests(before: np.ndarray, after: np.ndarray, d: int, *, tails: bool,
     return np.stack(tt), np.stack(eff), np.stack(floors), mean_eff, sd_eff
 
 
-def _relative_statistic(before: np.ndarray, after: np.ndarray, d: int, alpha: float, tests: dict):
-    """The largest |t| of the paired tests between two sets of columns over their threshold: of
-    every test, and of the tests whose move reaches its floor (0 if none)."""
+def relative_tests(before: np.ndarray, after: np.ndarray, d: int, alpha: float, tests: dict):
+    """The paired tests between two sets of columns (n, c), on the rows finite in both: (|t| over
+    its threshold (tests, c'), whether each move reaches its floor, the moves, the indices of the
+    c' tested columns), or None where fewer than 8 rows are finite."""
     ok = np.isfinite(before).all(1) & np.isfinite(after).all(1)
     before, after = before[ok], after[ok]
     if len(before) < 8:
-        return math.inf, 0.0
+        return None
     keep = _kept(before, after, d)
     tt, eff, floors = _paired_tests(before[:, keep], after[:, keep], d, **tests)[:3]
     rel = tt / shift_threshold(tt.shape[1] - 1, alpha, tests_per_column=len(tt))
-    return float(rel.max()), float(np.where(eff >= floors, rel, 0.0).max())
+    return rel, eff >= floors, eff, np.flatnonzero(keep)
+
+
+def _relative_statistic(before: np.ndarray, after: np.ndarray, d: int, alpha: float, tests: dict):
+    """The largest |t| of the paired tests between two sets of columns over their threshold: of
+    every test, and of the tests whose move reaches its floor (0 if none)."""
+    r = relative_tests(before, after, d, alpha, tests)
+    if r is None:
+        return math.inf, 0.0
+    rel, counted = r[:2]
+    return float(rel.max()), float(np.where(counted, rel, 0.0).max())
 
 
 def _paired_t(diff: np.ndarray) -> np.ndarray:

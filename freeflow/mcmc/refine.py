@@ -18,12 +18,11 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from ..importance import LOG_DENSITY_CHUNK, log_density_at
 from ..validation import check_int, check_points
-from .check import MCMC_ALPHA, MIN_SHIFT, MIN_TAIL_SHIFT, _kept, _paired_tests, shift_threshold
+from .check import MCMC_ALPHA, MIN_SHIFT, MIN_TAIL_SHIFT, _columns, relative_tests
 from .dilation import default_dilations
 from .kernel import LogDensity, run_chains
 
@@ -126,24 +125,18 @@ def drift(log_density: LogDensity, first, last, *, alpha: float = MCMC_ALPHA,
     large share of every chain's steps (the 32-D random walk of docs/refine.md: R̂ 1.00003 with
     log σ_obs 36 % too narrow)."""
     d = first.shape[1]
-    cols = []
-    for z in (first, last):
-        lp = log_density_at(log_density, z, chunk_size)
-        cols.append(torch.cat([z, lp[:, None].to(z.dtype)], 1).double().cpu().numpy())
-    before, after = cols
-    ok = np.isfinite(before).all(1) & np.isfinite(after).all(1)
-    before, after = before[ok], after[ok]
-    if len(before) < 8:
+    before, after = (_columns(z, log_density_at(log_density, z, chunk_size), None) for z in (first, last))
+    tests = {"tails": True, "min_shift": MIN_SHIFT, "min_tail_shift": MIN_TAIL_SHIFT}
+    r = relative_tests(before, after, d, alpha, tests)
+    if r is None:
         return math.nan, "too few chains with a finite log-density"
-    keep = _kept(before, after, d)
-    tt, eff, floors = _paired_tests(before[:, keep], after[:, keep], d, tails=True, min_shift=MIN_SHIFT,
-                                    min_tail_shift=MIN_TAIL_SHIFT)[:3]
-    rel = np.where(eff >= floors, tt / shift_threshold(tt.shape[1] - 1, alpha, tests_per_column=len(tt)), 0.0)
+    rel, counted, eff, columns = r
+    rel = np.where(counted, rel, 0.0)
     if not rel.max() > 0:
         return 0.0, "no move above its floor"
     i, j = np.unravel_index(int(np.argmax(rel)), rel.shape)
     kind = ("mean", "sd", "lower tail", "upper tail")[i]
-    column = "log p̃" if j == tt.shape[1] - 1 else f"coordinate {int(np.flatnonzero(keep)[j])}"
+    column = "log p̃" if j == rel.shape[1] - 1 else f"coordinate {int(columns[j])}"
     return float(rel[i, j]), f"{kind} of {column} (move {eff[i, j]:.3g})"
 
 
