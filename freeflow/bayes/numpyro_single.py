@@ -15,10 +15,28 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["single_args", "single_value_and_grad"]
+__all__ = ["potential", "single_args", "single_value_and_grad"]
 
 _NARROW = {np.dtype(np.float64): np.float32, np.dtype(np.int64): np.int32,
            np.dtype(np.uint64): np.uint32, np.dtype(np.complex128): np.complex64}
+
+
+def potential(model: Callable, model_args: tuple, model_kwargs: dict, trace, latent: list[str], seed: int):
+    """NumPyro's potential as ``initialize_model`` builds it, without its search for a valid initial
+    point (a compiled while-loop, seconds): params substituted from ``trace`` (a structure trace of
+    the model), the site transforms ``biject_to(support)`` of the ``latent`` sites, constraining by
+    replaying the model (``constrain_fn``: right for deterministic sites and supports that depend
+    on other parameters). (potential_fn, postprocess_fn, inv_transforms, prepared model, fixed params)."""
+    from numpyro import handlers
+    from numpyro.distributions import biject_to
+    from numpyro.infer.util import get_potential_fn
+
+    inv_transforms = {k: biject_to(trace[k]["fn"].support) for k in latent}
+    fixed = {k: s["value"] for k, s in trace.items() if s["type"] in ("param", "mutable")}
+    prepared = handlers.substitute(handlers.seed(model, rng_seed=seed), data=fixed)
+    potential_fn, postprocess_fn = get_potential_fn(prepared, inv_transforms, replay_model=True,
+                                                    model_args=tuple(model_args), model_kwargs=model_kwargs)
+    return potential_fn, postprocess_fn, inv_transforms, prepared, fixed
 
 
 def single_args(tree: Any) -> Any:
@@ -43,9 +61,6 @@ def single_value_and_grad(model: Callable, model_args: tuple, model_kwargs: dict
     posterior's layout (the same sites in the same order); ``structure_trace(model, args, kwargs,
     seed)``: the front end's one run of the model for its sites."""
     import jax
-    from numpyro import handlers
-    from numpyro.distributions import biject_to
-    from numpyro.infer.util import get_potential_fn
 
     with jax.enable_x64(False):
         args, kwargs = single_args(tuple(model_args)), single_args(dict(model_kwargs))
@@ -53,11 +68,7 @@ def single_value_and_grad(model: Callable, model_args: tuple, model_kwargs: dict
         missing = [k for k in latent if k not in trace]
         if missing:
             raise ValueError(f"the float32 trace of the model lacks sites {missing}")
-        inv_transforms = {k: biject_to(trace[k]["fn"].support) for k in latent}
-        fixed = {k: s["value"] for k, s in trace.items() if s["type"] in ("param", "mutable")}
-        prepared = handlers.substitute(handlers.seed(model, rng_seed=seed), data=fixed)
-        potential_fn, _ = get_potential_fn(prepared, inv_transforms, replay_model=True,
-                                           model_args=args, model_kwargs=kwargs)
+        potential_fn = potential(model, args, kwargs, trace, latent, seed)[0]
 
     def log_density(zf):
         return -potential_fn({k: zf[slices[k]].reshape(raw_shapes[k]) for k in latent})

@@ -31,6 +31,7 @@ import torch
 
 from .host import host_log_density
 from .jax_batch import call_chunked, call_chunked_single, chunks
+from .numpyro_single import potential, single_value_and_grad
 from .posterior import Posterior
 
 Tensor = torch.Tensor
@@ -85,9 +86,8 @@ class NumPyroPosterior(Posterior):
         jax, numpyro = _import_numpyro()
         import jax.numpy as jnp
         from numpyro import handlers
-        from numpyro.distributions import biject_to
         from numpyro.infer import Predictive
-        from numpyro.infer.util import get_potential_fn, log_likelihood, transform_fn, unconstrain_fn
+        from numpyro.infer.util import log_likelihood, transform_fn, unconstrain_fn
 
         if not callable(model):
             raise TypeError(f"model must be a NumPyro model (a callable), got {type(model).__name__}")
@@ -113,15 +113,8 @@ class NumPyroPosterior(Posterior):
                 derived[site_name] = tuple(np.shape(site["value"]))
         if not latent:
             raise ValueError("the NumPyro model has no latent sample sites: nothing to sample")
-        # NumPyro's potential as initialize_model builds it, without its search for a valid
-        # initial point (a compiled while-loop, seconds): params substituted from the trace, the
-        # site transforms biject_to(support), constraining by replaying the model (constrain_fn:
-        # right for deterministic sites and supports that depend on other parameters)
-        inv_transforms = {k: biject_to(trace[k]["fn"].support) for k in latent}
-        fixed = {k: s["value"] for k, s in trace.items() if s["type"] in ("param", "mutable")}
-        prepared = handlers.substitute(handlers.seed(model, rng_seed=seed), data=fixed)
-        potential_fn, postprocess_fn = get_potential_fn(
-            prepared, inv_transforms, replay_model=True, model_args=tuple(model_args), model_kwargs=model_kwargs)
+        potential_fn, postprocess_fn, inv_transforms, prepared, fixed = potential(
+            model, model_args, model_kwargs, trace, latent, seed)
         z0 = transform_fn(inv_transforms, {k: trace[k]["value"] for k in latent}, invert=True)
         raw_shapes = [tuple(np.shape(z0[k])) for k in latent]
         shapes = [tuple(np.shape(trace[k]["value"])) for k in latent]
@@ -174,8 +167,6 @@ class NumPyroPosterior(Posterior):
 
     def _single_precision_host(self):
         """The model's log-density built again in float32 (:mod:`freeflow.bayes.numpyro_single`)."""
-        from .numpyro_single import single_value_and_grad
-
         if getattr(self, "_single", None) is None:
             try:
                 self._single = single_value_and_grad(
