@@ -361,3 +361,9 @@ def test_refine_rows_per_draw_counts_what_refine_spends(d):
         assert spent == est
     else:
         assert est <= spent <= est + 55 * min(d, 10), (spent, est)
+
+
+def test_drift_rejects_mismatched_chains():
+    from freeflow.mcmc.refine import drift
+    with pytest.raises(ValueError, match="last: shape"):
+        drift(lambda z: -0.5 * (z ** 2).sum(1), torch.zeros(10, 2), torch.zeros(9, 2))

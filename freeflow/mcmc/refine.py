@@ -124,6 +124,10 @@ def drift(log_density: LogDensity, first, last, *, alpha: float = MCMC_ALPHA,
     draws are not yet p's. R-hat cannot see that on many short chains: each split half holds a
     large share of every chain's steps (the 32-D random walk of docs/refine.md: R̂ 1.00002 with
     log σ_obs 36 % too narrow)."""
+    first = check_points(first, "first", min_rows=2, keep_placement=True)
+    last = check_points(last, "last", min_rows=2, keep_placement=True)
+    if last.shape != first.shape:
+        raise ValueError(f"last: shape {tuple(last.shape)} differs from first's {tuple(first.shape)} (the same chains)")
     d = first.shape[1]
     before, after = (_columns(z, log_density_at(log_density, z, chunk_size), None) for z in (first, last))
     tests = {"tails": True, "min_shift": MIN_SHIFT, "min_tail_shift": MIN_TAIL_SHIFT}
