@@ -283,7 +283,10 @@ def test_bad_input_names_the_argument():
         with pytest.raises(err, match=name):
             mcmc_shift(GAUSS3.log_density, x, **kwargs)
     for kwargs, err, name in [({"steps": 0}, ValueError, "steps"), ({"steps": 1.5}, TypeError, "steps"),
-                              ({"steps": 5, "chains": 100}, ValueError, "chains")]:
+                              ({"steps": 5, "chains": 100}, ValueError, "chains"),
+                              ({"steps": 5, "dilation_frames": "chain"}, ValueError, "dilation_frames"),
+                              ({"steps": 5, "dilation_frames": ()}, ValueError, "dilation_frames"),
+                              ({"steps": 5, "dilation_frames": ("chain", "global")}, ValueError, "dilation_frames")]:
         with pytest.raises(err, match=name):
             refine(GAUSS3.log_density, x, **kwargs)
     with pytest.raises(ValueError, match="num_integration_steps"):

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ..importance import LOG_DENSITY_CHUNK
 from ..validation import check_float, check_int, check_positive_int, check_seed, log_density_and_score
-from .dilation import build_dilation_kernel
+from .dilation import build_dilation_kernels
 
 __all__ = ["HMCState", "HMCInfo", "Preconditioner", "Chains", "value_and_grad", "preconditioner", "init",
            "build_kernel", "run_chains", "local_scale", "build_coordinate_kernel",
@@ -267,7 +267,8 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
                target_acceptance: float | None = None, step_size: float | None = None,
                precond: Preconditioner | None = None, local_step_size: bool = False, coordinates_per_step: int = 0,
                dilations_per_step: int = 0, seed: int = 0, keep_draws: bool = False,
-               chunk_size: int = LOG_DENSITY_CHUNK, progress: str | None = None, stop=None) -> Chains:
+               chunk_size: int = LOG_DENSITY_CHUNK, progress: str | None = None, stop=None,
+               dilation_frames: tuple = ("chain",)) -> Chains:
     """``warmup`` adapted steps then ``steps`` steps at the frozen step sizes, from the rows of
     ``x0`` (one chain per row). Rows outside the support (log p̃ not finite) stay where they are.
 
@@ -278,7 +279,8 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
 
     ``dilations_per_step`` = k′ > 0 adds, before those, dilation moves
     (:mod:`freeflow.mcmc.dilation`) for k′ coordinates drawn at random, each with its step
-    adapted in the warm-up towards acceptance 0.44 (from 0.2).
+    adapted in the warm-up towards acceptance 0.44 (from 0.2); with several ``dilation_frames``
+    the steps take them in turn, each with its own step sizes.
 
     Without ``precond``, the preconditioner is the draws' (:func:`preconditioner`), estimated
     again from the chains half-way through a warm-up of 10 steps or more (the adaptation of ε
@@ -301,9 +303,9 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
                           chunk_size=chunk_size)
     coord_kernel = build_coordinate_kernel(logdensity_fn, chunk_size=chunk_size)
     kd = check_int(dilations_per_step, "dilations_per_step", minimum=0, maximum=d)
-    dilate = build_dilation_kernel(logdensity_fn, chunk_size=chunk_size)
-    log_dil = torch.full((d,), math.log(0.2), dtype=torch.float64, device=x0.device)
-    dil_history: list = []
+    dilaters = build_dilation_kernels(logdensity_fn, dilation_frames, chunk_size=chunk_size)
+    log_dils = [torch.full((d,), math.log(0.2), dtype=torch.float64, device=x0.device) for _ in dilaters]
+    dil_histories: list = [[] for _ in dilaters]
     state = init(x0, logdensity_fn, chunk_size=chunk_size)
     evals, density_evals = n, 0
     log_eps = math.log(check_float(step_size, "step_size", low=0.0, low_open=True) if step_size is not None
@@ -329,7 +331,9 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
         (acc if adapting else kept_acc).append(a)
         if kd:
             dcoords = torch.randperm(d, generator=gen, device=gen.device)[:kd].tolist()
-            xd, lpd, dacc = dilate(gen, state.position, state.logdensity, dcoords, log_dil.exp())
+            f = t % len(dilaters)
+            log_dil, dil_history = log_dils[f], dil_histories[f]
+            xd, lpd, dacc = dilaters[f](gen, state.position, state.logdensity, dcoords, log_dil.exp())
             density_evals += n * kd
             grad = state.logdensity_grad
             moved = (xd != state.position).any(1) if not k else None
@@ -341,8 +345,8 @@ def run_chains(logdensity_fn: LogDensity, x0: Tensor, steps: int, *, warmup: int
             if adapting:
                 log_dil[dcoords] += 2.0 / math.sqrt(t_adapt + 1) * (dacc - 0.44)
                 dil_history.append(log_dil.clone())
-                if t == warmup - 1:
-                    log_dil = torch.stack(dil_history[len(dil_history) // 2:]).mean(0)
+                if t >= warmup - len(dilaters):
+                    log_dils[f] = torch.stack(dil_history[len(dil_history) // 2:]).mean(0)
         if k:
             coords = torch.randperm(d, generator=gen, device=gen.device)[:k].tolist()
             state, cinfo = coord_kernel(gen, state, coords, log_delta.exp())
