@@ -89,6 +89,20 @@ def moment_errors(q_mean, q_sd, u: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.abs(np.asarray(q_mean) - m_ref) / s_ref, np.abs(np.asarray(q_sd) / s_ref - 1.0)
 
 
+def against_nuts(cmp: dict, ref: dict) -> dict | None:
+    """Where the reference is exact (quadrature) and keeps its long NUTS run beside it
+    (``direct``), the errors of q's stored moments against that NUTS run too: what a collection
+    whose ground truth is a NUTS run would score (the random walk: NUTS's own log σ_obs sd is 23 %
+    narrow against the quadrature)."""
+    direct = ref.get("direct") or {}
+    if "mean" not in direct or "q_mean" not in cmp:
+        return None
+    me, se = moment_errors(cmp["q_mean"], cmp["q_sd"], direct)
+    return {"right": bool((me < TOL_MEAN).all() and (se < TOL_SD).all()),
+            "mean_err_max": float(me.max()), "mean_err_at": ref["unconstrained"]["names"][int(me.argmax())],
+            "sd_err_max": float(se.max()), "sd_err_at": ref["unconstrained"]["names"][int(se.argmax())]}
+
+
 def compare(z: np.ndarray, ref: dict, n: int) -> dict:
     """Per-coordinate errors of draws z (n, d) against the reference moments; the row's class
     needs the verdict, added by the caller."""
@@ -104,7 +118,7 @@ def compare(z: np.ndarray, ref: dict, n: int) -> dict:
     right_testable = ok_mean and bool((sd_err[testable] < TOL_SD).all()) and bool(finite.all())
     j, k = int(mean_err.argmax()), int(sd_err.argmax())
     kt = int(np.where(testable, sd_err, -1).argmax()) if testable.any() else -1
-    return {"right": right, "right_excluding_untestable_sd": right_testable, "nonfinite_draws": int((~finite).sum()),
+    out = {"right": right, "right_excluding_untestable_sd": right_testable, "nonfinite_draws": int((~finite).sum()),
             "mean_err_max": float(mean_err[j]), "mean_err_at": names[j],
             "sd_err_max": float(sd_err[k]), "sd_err_at": names[k],
             "sd_err_max_testable": float(sd_err[kt]) if kt >= 0 else None,
@@ -115,6 +129,8 @@ def compare(z: np.ndarray, ref: dict, n: int) -> dict:
             "mean_err": mean_err.round(4).tolist(), "sd_err": sd_err.round(4).tolist(),
             # q's own moments: --rescore judges them again against a reference rebuilt later
             "q_mean": zf.mean(0).round(6).tolist(), "q_sd": zf.std(0, ddof=1).round(6).tolist()}
+    out["against_nuts"] = against_nuts(out, ref)
+    return out
 
 
 def compare_constrained(draws: dict, ref: dict) -> dict:
@@ -171,6 +187,10 @@ def rescore(path: str) -> None:
         row["right_excluding_untestable_sd"] = ok and bool((se[testable] < TOL_SD).all())
         if row.get("stopped_by_time_limit") is None:
             row["status"] = classify(row, row["trusted"])
+        ref = load_reference(row["model"])
+        for r in [row, *row.get("refine", [])]:
+            if "q_mean" in r:
+                r["against_nuts"] = against_nuts(r, ref)
     counts = {}
     for r in payload["rows"]:
         counts[r.get("status", "error")] = counts.get(r.get("status", "error"), 0) + 1
