@@ -121,6 +121,18 @@ def test_rhat_and_ess_match_arviz():
         np.testing.assert_allclose(ess_bulk(x), ref_e, rtol=1e-10)
 
 
+def test_rhat_and_ess_in_blocks_of_coordinates_are_the_same(monkeypatch):
+    # (memory: refine's diagnostics work on a few coordinates at a time where draws are many)
+    import importlib
+
+    refine_module = importlib.import_module("freeflow.mcmc.refine")   # (the package's `refine` is the function)
+    x = np.random.default_rng(1).standard_normal((40, 30, 7)).cumsum(1)
+    whole = split_rhat(x), ess_bulk(x)
+    monkeypatch.setattr(refine_module, "BLOCK_ELEMENTS", 40 * 30 * 2)   # blocks of 2 coordinates
+    np.testing.assert_array_equal(split_rhat(x), whole[0])
+    np.testing.assert_array_equal(ess_bulk(x), whole[1])
+
+
 # -- refine ---------------------------------------------------------------------------------------
 
 def test_refine_leaves_exact_draws_exact():
