@@ -65,12 +65,29 @@ def default_dilations(d: int) -> int:
     return min(d, 10) if d >= 3 else 0
 
 
+def _finite_log_density(logdensity_fn, chunk_size: int):
+    """log p̃ in chunks, with every non-finite value (+inf too: outside the support) as −inf."""
+    def log_density(x: Tensor) -> Tensor:
+        lp = log_density_at(logdensity_fn, x, chunk_size)
+        return torch.where(torch.isfinite(lp), lp, torch.full_like(lp, -math.inf))
+    return log_density
+
+
+def _metropolis(generator: torch.Generator, x: Tensor, lp: Tensor, xn: Tensor, lpn: Tensor,
+                log_jacobian: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Each row moves to ``xn`` with probability min(1, p̃(x′)/p̃(x) · |det|) (never to a
+    non-finite point): (x, lp, the mean acceptance probability)."""
+    log_ratio = lpn.double() - lp.double() + log_jacobian
+    good = torch.isfinite(log_ratio) & torch.isfinite(xn).all(1)
+    log_ratio = torch.where(good, log_ratio, torch.full_like(log_ratio, -math.inf))
+    accept = torch.log(torch.rand(len(x), generator=generator, dtype=torch.float64, device=x.device)) < log_ratio
+    return torch.where(accept[:, None], xn, x), torch.where(accept, lpn, lp), log_ratio.clamp(max=0).exp().mean()
+
+
 def build_dilation_kernel(logdensity_fn, *, chunk_size: int = LOG_DENSITY_CHUNK):
     """``kernel(generator, x, lp, coordinates, step) -> (x, lp, acceptance (k,))``: one
     dilation move per coordinate j in ``coordinates`` (every chain at once), steps ``step`` (d,)."""
-    def log_density(x: Tensor) -> Tensor:   # +inf too is outside the support: rejected
-        lp = log_density_at(logdensity_fn, x, chunk_size)
-        return torch.where(torch.isfinite(lp), lp, torch.full_like(lp, -math.inf))
+    log_density = _finite_log_density(logdensity_fn, chunk_size)
 
     def kernel(generator: torch.Generator, x: Tensor, lp: Tensor, coordinates, step: Tensor):
         n, d = x.shape
@@ -85,14 +102,8 @@ def build_dilation_kernel(logdensity_fn, *, chunk_size: int = LOG_DENSITY_CHUNK)
             xn = x.clone()
             xn[:, others] = m + torch.exp(gamma * delta)[:, None] * (xs - m)
             xn[:, j] = x[:, j] + delta
-            lpn = log_density(xn).to(x.dtype)
-            log_ratio = lpn.double() - lp.double() + gamma * delta.double() * (d - 2)
-            good = torch.isfinite(log_ratio) & torch.isfinite(xn).all(1)
-            log_ratio = torch.where(good, log_ratio, torch.full_like(log_ratio, -math.inf))
-            accept = torch.log(torch.rand(n, generator=generator, dtype=torch.float64, device=x.device)) < log_ratio
-            x = torch.where(accept[:, None], xn, x)
-            lp = torch.where(accept, lpn, lp)
-            acc.append(log_ratio.clamp(max=0).exp().mean())
+            x, lp, a = _metropolis(generator, x, lp, xn, log_density(xn).to(x.dtype), gamma * delta.double() * (d - 2))
+            acc.append(a)
         return x, lp, (torch.stack(acc) if acc else torch.zeros(0, dtype=torch.float64))
 
     return kernel
@@ -146,9 +157,7 @@ def build_ensemble_dilation_kernel(logdensity_fn, *, chunk_size: int = LOG_DENSI
     Where a scale x_j sets the width of coordinates that are not centred on a common mean (the 20
     observed states of a random walk, pinned to their data as the observation scale shrinks), the
     frame follows them, and the move goes along that funnel in one step."""
-    def log_density(x: Tensor) -> Tensor:
-        lp = log_density_at(logdensity_fn, x, chunk_size)
-        return torch.where(torch.isfinite(lp), lp, torch.full_like(lp, -math.inf))
+    log_density = _finite_log_density(logdensity_fn, chunk_size)
 
     def kernel(generator: torch.Generator, x: Tensor, lp: Tensor, coordinates, step: Tensor):
         n, d = x.shape
@@ -173,15 +182,10 @@ def build_ensemble_dilation_kernel(logdensity_fn, *, chunk_size: int = LOG_DENSI
                 xn = xm.clone()
                 xn[:, j] = (xj + delta).to(x.dtype)
                 xn[:, others] = (a1 + torch.exp(l1 - l0) * (xm[:, others].double() - a0)).to(x.dtype)
-                lpn = log_density(xn).to(x.dtype)
-                log_ratio = lpn.double() - lp[move].double() + (l1 - l0).sum(1)
-                good = torch.isfinite(log_ratio) & torch.isfinite(xn).all(1)
-                log_ratio = torch.where(good, log_ratio, torch.full_like(log_ratio, -math.inf))
-                accept = torch.log(torch.rand(m, generator=generator, dtype=torch.float64, device=x.device)) < log_ratio
+                xm, lpm, a = _metropolis(generator, xm, lp[move], xn, log_density(xn).to(x.dtype), (l1 - l0).sum(1))
                 x, lp = x.clone(), lp.clone()
-                x[move] = torch.where(accept[:, None], xn, xm)
-                lp[move] = torch.where(accept, lpn, lp[move])
-                rates.append(log_ratio.clamp(max=0).exp().mean())
+                x[move], lp[move] = xm, lpm
+                rates.append(a)
             acc.append(torch.stack(rates).mean() if rates else torch.zeros((), dtype=torch.float64))
         return x, lp, (torch.stack(acc) if acc else torch.zeros(0, dtype=torch.float64))
 
