@@ -119,16 +119,16 @@ def compare(z: np.ndarray, ref: dict, n: int) -> dict:
     j, k = int(mean_err.argmax()), int(sd_err.argmax())
     kt = int(np.where(testable, sd_err, -1).argmax()) if testable.any() else -1
     out = {"right": right, "right_excluding_untestable_sd": right_testable, "nonfinite_draws": int((~finite).sum()),
-            "mean_err_max": float(mean_err[j]), "mean_err_at": names[j],
-            "sd_err_max": float(sd_err[k]), "sd_err_at": names[k],
-            "sd_err_max_testable": float(sd_err[kt]) if kt >= 0 else None,
-            "sd_err_at_testable": names[kt] if kt >= 0 else None,
-            "coords_mean_bad": int((mean_err >= TOL_MEAN).sum()),
-            "coords_sd_bad": int((sd_err[testable] >= TOL_SD).sum()),
-            "sd_untestable": [names[i] for i in np.flatnonzero(~testable)],
-            "mean_err": mean_err.round(4).tolist(), "sd_err": sd_err.round(4).tolist(),
-            # q's own moments: --rescore judges them again against a reference rebuilt later
-            "q_mean": zf.mean(0).round(6).tolist(), "q_sd": zf.std(0, ddof=1).round(6).tolist()}
+           "mean_err_max": float(mean_err[j]), "mean_err_at": names[j],
+           "sd_err_max": float(sd_err[k]), "sd_err_at": names[k],
+           "sd_err_max_testable": float(sd_err[kt]) if kt >= 0 else None,
+           "sd_err_at_testable": names[kt] if kt >= 0 else None,
+           "coords_mean_bad": int((mean_err >= TOL_MEAN).sum()),
+           "coords_sd_bad": int((sd_err[testable] >= TOL_SD).sum()),
+           "sd_untestable": [names[i] for i in np.flatnonzero(~testable)],
+           "mean_err": mean_err.round(4).tolist(), "sd_err": sd_err.round(4).tolist(),
+           # q's own moments: --rescore judges them again against a reference rebuilt later
+           "q_mean": zf.mean(0).round(6).tolist(), "q_sd": zf.std(0, ddof=1).round(6).tolist()}
     out["against_nuts"] = against_nuts(out, ref)
     return out
 
@@ -172,7 +172,8 @@ def rescore(path: str) -> None:
     for row in payload["rows"]:
         if "mean_err" not in row:
             continue
-        u = load_reference(row["model"])["unconstrained"]
+        ref = load_reference(row["model"])
+        u = ref["unconstrained"]
         noise = np.sqrt(np.maximum(np.asarray(u["kurtosis"]) - 1.0, 0.0) / (4.0 * N_DRAWS))
         testable = 3.0 * noise <= TOL_SD
         if "q_mean" in row:   # against the reference as it is now (it may have been rebuilt)
@@ -187,7 +188,6 @@ def rescore(path: str) -> None:
         row["right_excluding_untestable_sd"] = ok and bool((se[testable] < TOL_SD).all())
         if row.get("stopped_by_time_limit") is None:
             row["status"] = classify(row, row["trusted"])
-        ref = load_reference(row["model"])
         for r in [row, *row.get("refine", [])]:
             if "q_mean" in r:
                 r["against_nuts"] = against_nuts(r, ref)

@@ -163,6 +163,7 @@ def build_ensemble_dilation_kernel(logdensity_fn, *, chunk_size: int = LOG_DENSI
         n, d = x.shape
         idx = torch.arange(n, device=x.device)
         halves = (idx % 2 == 0, idx % 2 == 1)
+        x, lp = x.clone(), lp.clone()   # (the caller's tensors stay as they were; the moves write in place)
         acc = []
         for j in coordinates:
             others = torch.ones(d, dtype=torch.bool, device=x.device)
@@ -183,7 +184,6 @@ def build_ensemble_dilation_kernel(logdensity_fn, *, chunk_size: int = LOG_DENSI
                 xn[:, j] = (xj + delta).to(x.dtype)
                 xn[:, others] = (a1 + torch.exp(l1 - l0) * (xm[:, others].double() - a0)).to(x.dtype)
                 xm, lpm, a = _metropolis(generator, xm, lp[move], xn, log_density(xn).to(x.dtype), (l1 - l0).sum(1))
-                x, lp = x.clone(), lp.clone()
                 x[move], lp[move] = xm, lpm
                 rates.append(a)
             acc.append(torch.stack(rates).mean() if rates else torch.zeros((), dtype=torch.float64))
